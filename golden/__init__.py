@@ -1,0 +1,62 @@
+"""bitswarm.golden — the one definition of every bit. The written spec is ``golden/SPEC.md``.
+
+Everything else in bitswarm (trainer, gateware, virtual accelerator) calls these functions or is
+tested against them.
+"""
+
+from .bits import (
+    WORD_BITS,
+    bits_to_pm1,
+    n_words,
+    pack_bits,
+    pack_trits_base3,
+    pack_trits_u32,
+    planes_to_ternary,
+    pm1_to_bits,
+    popcount,
+    ternary_to_planes,
+    unpack_bits,
+    unpack_trits_base3,
+    unpack_trits_u32,
+    xnor_popcount_dot,
+)
+from .errors import BitswarmError, ConfigError, ModelFileError
+from .flip import NOISE_MODES, FlipRuleConfig, flip_step
+from .layer import (
+    SWARM_SIZES,
+    LayerConfig,
+    argmax,
+    effective_weights,
+    exact_matmul,
+    layer_forward,
+    preact,
+    preact_packed,
+    signed_width,
+    threshold,
+)
+from .lfsr import LFSR, TAPS, LFSRConfig, taps_mask
+from .model import (
+    FORMAT,
+    VERSION,
+    Model,
+    ModelConfig,
+    atomic_write_bytes,
+    load_model,
+    model_from_bytes,
+    model_to_bytes,
+    quantize_input,
+    save_model,
+)
+
+__all__ = [
+    "WORD_BITS", "bits_to_pm1", "n_words", "pack_bits", "pack_trits_base3", "pack_trits_u32",
+    "planes_to_ternary", "pm1_to_bits", "popcount", "ternary_to_planes", "unpack_bits",
+    "unpack_trits_base3", "unpack_trits_u32", "xnor_popcount_dot",
+    "BitswarmError", "ConfigError", "ModelFileError",
+    "NOISE_MODES", "FlipRuleConfig", "flip_step",
+    "SWARM_SIZES", "LayerConfig", "argmax", "effective_weights", "exact_matmul", "layer_forward",
+    "preact", "preact_packed", "signed_width", "threshold",
+    "LFSR", "TAPS", "LFSRConfig", "taps_mask",
+    "FORMAT", "VERSION", "Model", "ModelConfig", "atomic_write_bytes", "load_model",
+    "model_from_bytes", "model_to_bytes", "quantize_input", "save_model",
+]

@@ -1,0 +1,160 @@
+"""Integrate-and-fire flip rule over whole layers (SPEC.md §8).
+
+Every weight bit owns a signed saturating accumulator of ``acc_width`` bits. One step, for all
+bits of a layer at once, in row-major order of the weight tensor::
+
+    a1    = a - (a >> leak_shift)                 # leak (arithmetic shift; skipped if 0)
+    n     = d - 2**(b-1)   if noise == "additive"  else 0   # d: one LFSR draw per bit
+    a2    = clamp(a1 + vote + n, A_MIN, A_MAX)    # one saturation of the exact sum
+    fire  = a2 >= threshold  [and d < fire_prob if noise == "stochastic"]
+    w'    = w XOR fire
+    a'    = refractory if fire else a2
+
+Votes are -1, 0 or +1: +1 says "this bit is wrong", -1 "this bit is right".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import ConfigError
+from .lfsr import LFSR, LFSRConfig, _from_dict, _is_int
+
+__all__ = ["NOISE_MODES", "FlipRuleConfig", "flip_step"]
+
+NOISE_MODES = ("none", "additive", "stochastic")
+
+
+@dataclass(frozen=True)
+class FlipRuleConfig:
+    """Integrate-and-fire parameters; every constant of the rule is here.
+
+    Parameters
+    ----------
+    acc_width : int
+        Signed accumulator width A, 2..32; range ``[-2**(A-1), 2**(A-1) - 1]``, saturating.
+    leak_shift : int
+        0 for no leak, else 1..A-1: ``a -= a >> leak_shift`` each step.
+    threshold : int
+        Fire when the accumulator reaches it; 1..2**(A-1) - 1.
+    refractory : int
+        Accumulator value after a flip; ``-2**(A-1)..threshold - 1``.
+    noise : str
+        ``"none"``, ``"additive"`` (add ``d - 2**(b-1)``, ``b = lfsr.draw_bits``) or
+        ``"stochastic"`` (fire only if ``d < fire_prob``).
+    fire_prob : int
+        Stochastic firing probability in units of ``2**-b``, 1..2**b (ignored otherwise).
+    lfsr : LFSRConfig
+        The noise source; one draw per weight bit per step when noise is not ``"none"``.
+    """
+
+    acc_width: int = 8
+    leak_shift: int = 0
+    threshold: int = 4
+    refractory: int = 0
+    noise: str = "none"
+    fire_prob: int = 1
+    lfsr: LFSRConfig = field(default_factory=lambda: LFSRConfig(width=16, seed=0xACE1, draw_bits=2))
+
+    def __post_init__(self):
+        if isinstance(self.lfsr, dict):
+            object.__setattr__(self, "lfsr", LFSRConfig.from_dict(self.lfsr))
+        if not isinstance(self.lfsr, LFSRConfig):
+            raise ConfigError(f"flip.lfsr must be an LFSRConfig, not {type(self.lfsr).__name__}")
+        a = self.acc_width
+        if not _is_int(a) or not 2 <= a <= 32:
+            raise ConfigError(f"flip.acc_width must be an integer in 2..32, not {a!r}")
+        if not _is_int(self.leak_shift) or not (self.leak_shift == 0 or 1 <= self.leak_shift < a):
+            raise ConfigError(f"flip.leak_shift must be 0 or in 1..{a - 1}, not {self.leak_shift!r}")
+        if not _is_int(self.threshold) or not 1 <= self.threshold <= self.acc_max:
+            raise ConfigError(f"flip.threshold must be in 1..{self.acc_max}, not {self.threshold!r}")
+        if not _is_int(self.refractory) or not self.acc_min <= self.refractory < self.threshold:
+            raise ConfigError(
+                f"flip.refractory must be in {self.acc_min}..{self.threshold - 1}, "
+                f"not {self.refractory!r}"
+            )
+        if self.noise not in NOISE_MODES:
+            raise ConfigError(f"flip.noise must be one of {NOISE_MODES}, not {self.noise!r}")
+        top = 1 << self.lfsr.draw_bits
+        if not _is_int(self.fire_prob) or not 1 <= self.fire_prob <= top:
+            raise ConfigError(f"flip.fire_prob must be in 1..{top}, not {self.fire_prob!r}")
+
+    @property
+    def acc_min(self) -> int:
+        return -(1 << (self.acc_width - 1))
+
+    @property
+    def acc_max(self) -> int:
+        return (1 << (self.acc_width - 1)) - 1
+
+    @property
+    def uses_lfsr(self) -> bool:
+        return self.noise != "none"
+
+    def to_dict(self) -> dict:
+        return {
+            "acc_width": self.acc_width,
+            "leak_shift": self.leak_shift,
+            "threshold": self.threshold,
+            "refractory": self.refractory,
+            "noise": self.noise,
+            "fire_prob": self.fire_prob,
+            "lfsr": self.lfsr.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FlipRuleConfig":
+        return _from_dict(cls, d, "flip")
+
+
+def flip_step(
+    cfg: FlipRuleConfig,
+    w: torch.Tensor,
+    acc: torch.Tensor,
+    votes: torch.Tensor,
+    lfsr: LFSR | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One integrate-and-fire step over a whole tensor of weight bits.
+
+    Parameters
+    ----------
+    w : uint8 tensor of bits, any shape.
+    acc : integer tensor of the same shape, every value within the accumulator range.
+    votes : integer tensor of the same shape with values in {-1, 0, +1}.
+    lfsr : the noise LFSR (required when ``cfg.noise != "none"``); it advances by one draw per
+        element, in row-major order.
+
+    Returns
+    -------
+    ``(w', acc', fired)``: uint8 bits, int32 accumulators, bool flip mask.
+    """
+    if w.shape != acc.shape or w.shape != votes.shape:
+        raise ConfigError(
+            f"weights, accumulators and votes must share a shape, found "
+            f"{tuple(w.shape)}, {tuple(acc.shape)}, {tuple(votes.shape)}"
+        )
+    a = acc.to(torch.int64)
+    if a.numel() and (int(a.min()) < cfg.acc_min or int(a.max()) > cfg.acc_max):
+        raise ConfigError(f"accumulators must lie in {cfg.acc_min}..{cfg.acc_max}")
+    v = votes.to(torch.int64)
+    if v.numel() and (int(v.min()) < -1 or int(v.max()) > 1):
+        raise ConfigError("votes must be -1, 0 or +1")
+    if cfg.leak_shift:
+        a = a - (a >> cfg.leak_shift)
+    d = None
+    if cfg.uses_lfsr:
+        if lfsr is None or lfsr.config.draw_bits != cfg.lfsr.draw_bits:
+            raise ConfigError("this flip rule draws noise: pass the LFSR built from cfg.lfsr")
+        d = torch.from_numpy(lfsr.draws(w.numel())).reshape(w.shape).to(w.device)
+    add = v
+    if cfg.noise == "additive":
+        add = add + d - (1 << (cfg.lfsr.draw_bits - 1))
+    a = torch.clamp(a + add, cfg.acc_min, cfg.acc_max)
+    fire = a >= cfg.threshold
+    if cfg.noise == "stochastic":
+        fire &= d < cfg.fire_prob
+    w_new = w ^ fire.to(w.dtype)
+    a = torch.where(fire, torch.full_like(a, cfg.refractory), a)
+    return w_new, a.to(torch.int32), fire
