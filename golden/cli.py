@@ -80,8 +80,14 @@ def selfcheck(seed: int = 0) -> dict:
     import numpy as np
     import torch
 
-    from .bits import pack_bits, pack_trits_base3, pack_trits_u32, unpack_bits
-    from .bits import unpack_trits_base3, unpack_trits_u32
+    from .bits import (
+        pack_bits,
+        pack_trits_base3,
+        pack_trits_u32,
+        unpack_bits,
+        unpack_trits_base3,
+        unpack_trits_u32,
+    )
     from .errors import BitswarmError
     from .layer import LayerConfig, preact, preact_packed
     from .lfsr import TAPS, LFSRConfig

@@ -92,7 +92,7 @@ class ModelConfig:
                 f"input_shape {list(shape)} has {math.prod(shape)} values but layer 0 takes "
                 f"{layers[0].n_in}"
             )
-        for i, (a, b) in enumerate(zip(layers, layers[1:])):
+        for i, (a, b) in enumerate(zip(layers, layers[1:], strict=False)):
             if a.n_out != b.n_in:
                 raise ConfigError(f"layer {i} gives {a.n_out} outputs but layer {i + 1} takes {b.n_in}")
         for i, lay in enumerate(layers):
@@ -256,7 +256,7 @@ class Model:
         """Bit-for-bit equality of configuration and all integer state."""
 
         def same(a, b):
-            return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+            return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
         return (
             self.cfg.to_dict() == other.cfg.to_dict()
@@ -395,7 +395,7 @@ def model_from_bytes(data: bytes, where: str = "model file") -> Model:
                 raise ModelFileError(f"{where}: ternary planes of layer {i} have nonzero padding bits")
             if np.any(sg & (1 - mk)):
                 raise ModelFileError(f"{where}: layer {i} sign bit set where mask is 0")
-            weights.append(torch.from_numpy((mk.astype(np.int8) * (2 * sg.astype(np.int8) - 1))))
+            weights.append(torch.from_numpy(mk.astype(np.int8) * (2 * sg.astype(np.int8) - 1)))
         expected.update(names)
         for name, dt, dest in (("theta", np.int32, theta), ("invert", np.uint8, invert)):
             full = f"layers.{i}.{name}"

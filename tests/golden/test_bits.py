@@ -3,10 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
-
 from bitswarm.golden import ConfigError
 from bitswarm.golden.bits import (
     bits_to_pm1,
@@ -22,7 +18,9 @@ from bitswarm.golden.bits import (
     unpack_trits_u32,
     xnor_popcount_dot,
 )
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 
 def test_encoding():

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from bitswarm.golden import ConfigError, FlipRuleConfig, LFSRConfig, flip_step
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from bitswarm.golden import ConfigError, FlipRuleConfig, LFSRConfig, flip_step
 
 
 def scalar_reference(cfg, w, a, v, draws):

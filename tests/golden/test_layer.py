@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from bitswarm.golden import ConfigError, LayerConfig, argmax, layer_forward, preact, preact_packed
 from bitswarm.golden.layer import exact_matmul, signed_width, threshold
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def _case(seed, n, m, swarm, bits, kind):

@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
+from bitswarm.golden import LFSR, TAPS, ConfigError, LFSRConfig, taps_mask
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from bitswarm.golden import LFSR, TAPS, ConfigError, LFSRConfig, taps_mask
 
 
 class BitListGalois:

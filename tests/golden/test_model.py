@@ -8,8 +8,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import save
-
 from bitswarm.golden import (
     ConfigError,
     FlipRuleConfig,
@@ -19,11 +17,11 @@ from bitswarm.golden import (
     ModelConfig,
     ModelFileError,
     load_model,
-    model_from_bytes,
     model_to_bytes,
     save_model,
 )
 from bitswarm.golden.model import _tensors_of
+from safetensors.numpy import save
 
 
 def _model(swarm=4, state=False, ternary=False):

@@ -3,10 +3,9 @@
 import random
 
 import cocotb
+from bitswarm.sim.verilator import cocotb_params
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
-
-from bitswarm.sim.verilator import cocotb_params
 
 
 @cocotb.test()

