@@ -1,0 +1,108 @@
+"""Checkpoint files: safetensors tensors + one JSON header, no pickle (``bitswarm.train.checkpoint``).
+
+Layout (format ``bitswarm-checkpoint``, version 1):
+
+- tensor ``model_file`` (uint8): the bytes of a golden model file v1 (weights, thresholds,
+  accumulators, LFSR state) — absent for rules that cannot be exported (``float``);
+- tensors ``rule.<name>``: the rule's extra state (latent weights, optimizer moments, ...);
+- metadata key ``bitswarm-checkpoint``: JSON with ``format``, ``version``, ``config`` (the
+  :class:`~bitswarm.train.trainer.TrainConfig`), ``epoch`` (epochs completed), ``data_order``
+  (how the next epoch's order is derived), ``rule_meta`` and ``metrics`` (one record per epoch).
+
+Files are written with :func:`bitswarm.golden.atomic_write_bytes`: a reader sees the old or
+the new checkpoint, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bitswarm.golden.errors import BitswarmError, ModelFileError
+from bitswarm.golden.model import Model, atomic_write_bytes, model_from_bytes, model_to_bytes
+
+__all__ = ["CKPT_FORMAT", "CKPT_VERSION", "CheckpointError", "Checkpoint", "save_checkpoint",
+           "load_checkpoint"]
+
+CKPT_FORMAT = "bitswarm-checkpoint"
+CKPT_VERSION = 1
+
+
+class CheckpointError(BitswarmError):
+    """A checkpoint file is missing, malformed or does not fit the run."""
+
+
+@dataclass
+class Checkpoint:
+    """Everything a run needs to continue bit for bit."""
+
+    config: dict
+    epoch: int
+    model: Model | None
+    tensors: dict[str, torch.Tensor]
+    rule_meta: dict
+    metrics: list[dict]
+    data_order: dict
+
+
+def save_checkpoint(path: str | os.PathLike, ck: Checkpoint) -> None:
+    """Write a checkpoint atomically."""
+    from safetensors.torch import save
+
+    tensors = {f"rule.{k}": v.detach().cpu().contiguous() for k, v in ck.tensors.items()}
+    if ck.model is not None:
+        tensors["model_file"] = torch.from_numpy(
+            np.frombuffer(model_to_bytes(ck.model), dtype=np.uint8).copy())
+    header = {
+        "format": CKPT_FORMAT, "version": CKPT_VERSION, "config": ck.config, "epoch": ck.epoch,
+        "data_order": ck.data_order, "rule_meta": ck.rule_meta, "metrics": ck.metrics,
+    }
+    atomic_write_bytes(path, save(tensors, metadata={CKPT_FORMAT: json.dumps(header, sort_keys=True)}))
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and validate a checkpoint; a folder means its ``last.ckpt``."""
+    from safetensors import safe_open
+    from safetensors.torch import load
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "last.ckpt"
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint file")
+    data = p.read_bytes()
+    try:
+        tensors = load(data)
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own types for every malformation
+        raise CheckpointError(f"{p}: not a readable checkpoint ({e})") from None
+    try:
+        h = json.loads(meta[CKPT_FORMAT])
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(f"{p}: no {CKPT_FORMAT!r} header: not a bitswarm checkpoint") from None
+    if not isinstance(h, dict) or h.get("format") != CKPT_FORMAT:
+        raise CheckpointError(f"{p}: header format must be {CKPT_FORMAT!r}")
+    if h.get("version") != CKPT_VERSION:
+        raise CheckpointError(f"{p}: unsupported checkpoint version {h.get('version')!r}")
+    for key, typ in (("config", dict), ("epoch", int), ("data_order", dict), ("rule_meta", dict),
+                     ("metrics", list)):
+        if not isinstance(h.get(key), typ):
+            raise CheckpointError(f"{p}: header field {key!r} is missing or not a {typ.__name__}")
+    model = None
+    if "model_file" in tensors:
+        try:
+            model = model_from_bytes(tensors.pop("model_file").numpy().tobytes(), f"{p}: model_file")
+        except ModelFileError as e:
+            raise CheckpointError(str(e)) from None
+    rule = {}
+    for k, v in tensors.items():
+        if not k.startswith("rule."):
+            raise CheckpointError(f"{p}: unexpected tensor {k!r}")
+        rule[k[5:]] = v
+    return Checkpoint(h["config"], h["epoch"], model, rule, h["rule_meta"], h["metrics"], h["data_order"])

@@ -1,0 +1,177 @@
+"""Training subcommands: ``train`` and ``eval``.
+
+``bitswarm train --dataset D [--arch 64-128-10] [--swarm S] [--epochs N] [--seed N]
+[--rule NAME] --out MODEL [--checkpoint-dir DIR] [--resume CKPT]`` trains and writes a model
+file (plus ``metrics.jsonl``, plots and ``last.ckpt`` in the run folder).
+``bitswarm eval MODEL --dataset D [--json]`` prints the golden forward pass's test accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register"]
+
+
+def _rule_names() -> list[str]:
+    from .rules import RULES, get_rule
+
+    get_rule("golden")
+    return list(RULES)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a golden model (or a reference network) on an offline data set",
+        description="Train an integer-only binary MLP. Rules: golden (integrate-and-fire flips "
+        "from host-assisted votes, the default), ste-adam, bop (exportable references), float "
+        "(metrics only). Unset options are taken from the checkpoint with --resume.",
+    )
+    a = p.add_argument
+    a("--dataset", default=None, help="digits (default), mnist5k, fashion or npz:PATH")
+    a("--arch", default=None, help="layer widths, e.g. 64-128-10 (default: inputs-128|256-classes)")
+    a("--swarm", type=int, default=None, help="bits per weight S (1, 2, 4, ..., 32; default 1)")
+    a("--epochs", type=int, default=None, help="total epochs (default 30)")
+    a("--seed", type=int, default=None, help="weights and data-order seed (default 0)")
+    a("--rule", default=None, help="training rule (default golden; see `bitswarm train --list-rules`)")
+    a("--batch-size", type=int, default=None, help="minibatch size (default 64)")
+    a("--input-bits", type=int, default=None, help="first-layer input bits: 8 (pixels, default) .. 1")
+    a("--opt", action="append", default=None, metavar="NAME=VALUE",
+      help="rule option, repeatable (e.g. --opt vote_pct=100)")
+    g = p.add_argument_group("integrate-and-fire constants (golden rule; stored in the model file)")
+    g.add_argument("--acc-width", type=int, default=None)
+    g.add_argument("--leak-shift", type=int, default=None)
+    g.add_argument("--flip-threshold", type=int, default=None)
+    g.add_argument("--refractory", type=int, default=None)
+    g.add_argument("--noise", default=None, choices=["none", "additive", "stochastic"])
+    g.add_argument("--fire-prob", type=int, default=None)
+    g.add_argument("--lfsr-width", type=int, default=None)
+    g.add_argument("--lfsr-seed", type=int, default=None)
+    g.add_argument("--lfsr-draw-bits", type=int, default=None)
+    a("--out", default=None, help="model file to write (refused for --rule float)")
+    a("--checkpoint-dir", default=None, help="run folder (default: OUT without suffix + .run)")
+    a("--resume", default=None, metavar="CKPT", help="continue from a checkpoint (file or run folder)")
+    a("--overwrite", action="store_true", help="start afresh in a run folder that holds a checkpoint")
+    a("--device", default="cpu", help="cpu (default) or cuda")
+    a("--data-dir", default=None, help="folder of IDX files for --dataset fashion")
+    a("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    a("--no-plots", action="store_true", help="skip the PNG plots")
+    a("--list-rules", action="store_true", help="list the training rules and exit")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="test accuracy of a model file (golden forward pass)")
+    p.add_argument("model", help="model file")
+    p.add_argument("--dataset", default="digits", help="digits (default), mnist5k, fashion or npz:PATH")
+    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--data-dir", default=None, help="folder of IDX files for --dataset fashion")
+    p.add_argument("--json", action="store_true", help='print {"accuracy": ..., "n": ...}')
+    p.set_defaults(func=_cmd_eval)
+
+
+def _flip_config(args, base):
+    from bitswarm.golden.flip import FlipRuleConfig
+    from bitswarm.golden.lfsr import LFSRConfig
+
+    d = base.to_dict()
+    for arg, key in (("acc_width", "acc_width"), ("leak_shift", "leak_shift"),
+                     ("flip_threshold", "threshold"), ("refractory", "refractory"),
+                     ("noise", "noise"), ("fire_prob", "fire_prob")):
+        v = getattr(args, arg)
+        if v is not None:
+            d[key] = v
+    for arg, key in (("lfsr_width", "width"), ("lfsr_seed", "seed"), ("lfsr_draw_bits", "draw_bits")):
+        v = getattr(args, arg)
+        if v is not None:
+            d["lfsr"][key] = v
+    if args.lfsr_width is not None and args.lfsr_seed is None:
+        d["lfsr"]["seed"] = min(d["lfsr"]["seed"], (1 << args.lfsr_width) - 1)
+    if args.lfsr_width is not None and args.lfsr_draw_bits is None:
+        d["lfsr"]["draw_bits"] = min(d["lfsr"]["draw_bits"], args.lfsr_width)
+    return FlipRuleConfig(**{**d, "lfsr": LFSRConfig(**d["lfsr"])})
+
+
+def _options(items) -> dict:
+    from bitswarm.golden.errors import ConfigError
+
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise ConfigError(f"--opt takes NAME=VALUE, not {it!r}")
+        k, v = it.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _cmd_train(args) -> int:
+    import dataclasses
+
+    from .rules import RULES, get_rule
+    from .trainer import TrainConfig, parse_arch, train
+
+    if args.list_rules:
+        get_rule("golden")
+        for name, cls in RULES.items():
+            tags = ("exportable" if cls.exportable else "metrics only") + (
+                ", hardware-trainable" if cls.hardware_trainable else "")
+            print(f"{name:10s} {cls.summary} [{tags}]")
+        return 0
+    given = {
+        "dataset": args.dataset,
+        "arch": parse_arch(args.arch) if args.arch is not None else None,
+        "swarm": args.swarm, "epochs": args.epochs, "seed": args.seed, "rule": args.rule,
+        "batch_size": args.batch_size, "input_bits": args.input_bits,
+        "options": _options(args.opt) if args.opt is not None else None,
+    }
+    flip_given = any(getattr(args, k) is not None for k in (
+        "acc_width", "leak_shift", "flip_threshold", "refractory", "noise", "fire_prob",
+        "lfsr_width", "lfsr_seed", "lfsr_draw_bits"))
+    if args.resume is not None:
+        from .checkpoint import load_checkpoint
+
+        saved = TrainConfig.from_dict(load_checkpoint(args.resume).config)
+        base = saved
+    else:
+        base = TrainConfig()
+    kw = {k: v for k, v in given.items() if v is not None}
+    if flip_given:
+        kw["flip"] = _flip_config(args, base.flip)
+    cfg = dataclasses.replace(base, **kw)
+    if args.resume is not None:  # explicit options must agree with the checkpoint
+        for k in kw:
+            if k != "epochs" and getattr(cfg, k) != getattr(saved, k):
+                from bitswarm.golden.errors import ConfigError
+
+                raise ConfigError(f"--{k.replace('_', '-')} differs from the checkpoint's; "
+                                  "a resumed run keeps its configuration (only --epochs may change)")
+    res = train(cfg, out=args.out, run_dir=args.checkpoint_dir, resume=args.resume,
+                device=args.device, data_dir=args.data_dir, quiet=args.quiet,
+                plots=not args.no_plots, overwrite=args.overwrite)
+    last = res.metrics[-1] if res.metrics else None
+    best = max((m["test_accuracy"] for m in res.metrics), default=None)
+    msg = f"trained {res.config.rule} on {res.config.dataset}: {len(res.metrics)} epochs"
+    if last is not None:
+        msg += f", test accuracy {100 * last['test_accuracy']:.2f} % (best {100 * best:.2f} %)"
+    if args.out is not None:
+        msg += f"; model written to {args.out}"
+    print(msg + f"; run folder {res.run_dir}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from bitswarm.golden.model import load_model
+
+    from .data import load_dataset
+    from .trainer import check_arch, evaluate
+
+    m = load_model(args.model)
+    ds = load_dataset(args.dataset, args.data_dir)
+    check_arch(tuple(m.cfg.arch), ds)
+    x, y = (ds.x_test, ds.y_test) if args.split == "test" else (ds.x_train, ds.y_train)
+    acc, n = evaluate(m, x.reshape(len(x), -1), y)
+    if args.json:
+        print(json.dumps({"accuracy": acc, "n": n}))
+    else:
+        print(f"{args.model}: accuracy {100 * acc:.2f} % on {n} {args.split} samples of {ds.name}")
+    return 0

@@ -1,0 +1,404 @@
+"""Reference rules measured in the same harness: ``float``, ``ste-adam`` and ``bop``.
+
+``float``
+    A float MLP (ReLU hidden layers with biases, inputs scaled to 0..1 — or ±1 for
+    ``input_bits=1`` — softmax cross-entropy, Adam). **Not exportable**: a float network is no
+    bitswarm model, so ``--out`` is refused; the run writes metrics, plots and checkpoints.
+``ste-adam``
+    Binary weights with latent float weights (Courbariaux/Hubara et al.): each of the S bit
+    planes is ``sign(W_s)`` of a latent ``W_s`` clipped to [-1, 1], straight-through gradient
+    cancelled where ``|W| > 1``; BatchNorm after every hidden layer, sign activations with the
+    hardtanh straight-through estimator; output ``alpha * z + b`` (``alpha = 1/sqrt(N*S)``);
+    Adam on everything.
+``bop``
+    Binary Optimizer (Helwegen et al. 2019): no latent weights; per bit a float momentum
+    ``m <- (1 - gamma) m + gamma g``; a bit flips where ``|m| > tau`` and
+    ``sign(m) == sign(w)``. BatchNorm and output biases use Adam, as in the paper.
+
+Export (``ste-adam``, ``bop``): weight bits ``w = [W >= 0]``; BatchNorm with running
+statistics folds into an integer threshold: the neuron fires where
+``gamma (z - mu) / sqrt(var + eps) + beta >= 0``, i.e. ``z >= t`` with
+``t = mu - beta sqrt(var + eps) / gamma``: for ``gamma > 0`` ``theta = ceil(t)``, invert 0;
+for ``gamma < 0`` the neuron fires where ``z <= t``, i.e. ``theta = floor(t) + 1`` with invert
+1; ``gamma = 0`` gives a constant (``theta = -bound`` and invert ``beta < 0``). The output
+bias becomes ``theta = -round(b / alpha)``. Reported accuracy is the golden forward pass of
+that export, so it is what the hardware computes.
+
+Data order, weight init (a ``torch.Generator`` seeded with the run seed) and all arithmetic
+are deterministic on CPU, and every float tensor is in the checkpoint, so resuming is bit for
+bit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bitswarm.golden.errors import ConfigError
+from bitswarm.golden.model import Model, quantize_input
+
+from .rules import Rule, StepResult, register_rule
+
+__all__ = ["Adam", "FloatRule", "SteAdamRule", "BopRule", "fold_batchnorm"]
+
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+
+class Adam:
+    """A minimal Adam whose whole state is named tensors plus a step count (checkpointable)."""
+
+    def __init__(self, params: dict[str, torch.Tensor], lr: float, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+        self.m = {k: torch.zeros_like(p) for k, p in params.items()}
+        self.v = {k: torch.zeros_like(p) for k, p in params.items()}
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, lr: float | None = None) -> None:
+        lr = self.lr if lr is None else lr
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1 - b1**self.t, 1 - b2**self.t
+        for k, p in self.params.items():
+            if p.grad is None:
+                continue
+            g = p.grad
+            self.m[k].mul_(b1).add_(g, alpha=1 - b1)
+            self.v[k].mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.sub_(lr * (self.m[k] / c1) / ((self.v[k] / c2).sqrt() + self.eps))
+            p.grad = None
+
+    def state(self, prefix: str) -> dict[str, torch.Tensor]:
+        out = {}
+        for k in self.params:
+            out[f"{prefix}.m.{k}"] = self.m[k].detach().cpu().contiguous()
+            out[f"{prefix}.v.{k}"] = self.v[k].detach().cpu().contiguous()
+        return out
+
+    def load(self, prefix: str, tensors: dict[str, torch.Tensor], t: int) -> None:
+        for k, p in self.params.items():
+            self.m[k] = _need(tensors, f"{prefix}.m.{k}", p)
+            self.v[k] = _need(tensors, f"{prefix}.v.{k}", p)
+        self.t = int(t)
+
+
+def _need(tensors, name, like):
+    if name not in tensors:
+        raise ConfigError(f"checkpoint lacks rule tensor {name!r}")
+    t = tensors[name]
+    if t.shape != like.shape or t.dtype != like.dtype:
+        raise ConfigError(f"checkpoint tensor {name!r} is {t.dtype} {list(t.shape)}, "
+                          f"expected {like.dtype} {list(like.shape)}")
+    return t.to(like.device).clone()
+
+
+def _input_float(cfg, x: torch.Tensor, unit: bool) -> torch.Tensor:
+    """First-layer input values: the golden integers (pixels >> shift, or ±1 for 1 bit);
+    ``unit`` rescales multi-bit inputs to 0..1 (float MLP)."""
+    h = quantize_input(cfg, x).to(torch.float32)
+    lay = cfg.layers[0]
+    if lay.input_bits == 1:
+        return h * 2 - 1
+    return h / lay.x_max if unit else h
+
+
+class _SignSte(torch.autograd.Function):
+    """sign with ``sign(0) = +1``; gradient passes where ``|x| <= 1`` (hardtanh STE)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x.abs() <= 1).to(g.dtype)
+
+
+def _init_uniform(gen, shape, bound, device):
+    return ((torch.rand(shape, generator=gen) * 2 - 1) * bound).to(device)
+
+
+def fold_batchnorm(mu, var, gamma, beta, bound: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer (theta int32, invert uint8) that reproduce ``sign(BN(z)) >= 0`` on integers z."""
+    mu, var, gamma, beta = (t.detach().to(torch.float64).cpu() for t in (mu, var, gamma, beta))
+    sd = torch.sqrt(var + BN_EPS)
+    safe = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
+    t = mu - beta * sd / safe
+    t = torch.nan_to_num(t, nan=0.0, posinf=bound + 1.0, neginf=-bound - 1.0).clamp(-bound - 1, bound + 1)
+    theta = torch.where(gamma > 0, torch.ceil(t), torch.floor(t) + 1)
+    invert = gamma < 0
+    const = gamma == 0
+    theta = torch.where(const, torch.full_like(theta, -bound), theta)
+    invert = torch.where(const, beta < 0, invert)
+    theta = theta.clamp(-bound, bound).to(torch.int32)
+    return theta, invert.to(torch.uint8)
+
+
+class _BnBinaryNet:
+    """Shared forward of ``ste-adam`` and ``bop``: binary planes, BatchNorm, sign, output bias."""
+
+    def _setup(self, gen) -> None:
+        d = self.device
+        cfg = self.model_config
+        self.bn = []
+        for lay in cfg.layers[:-1]:
+            M = lay.n_out
+            self.bn.append({
+                "gamma": torch.ones(M, device=d), "beta": torch.zeros(M, device=d),
+                "mean": torch.zeros(M, device=d), "var": torch.ones(M, device=d),
+            })
+        self.bias = torch.zeros(cfg.layers[-1].n_out, device=d)
+        self.alpha = 1.0 / math.sqrt(cfg.layers[-1].n_in * cfg.layers[-1].swarm)
+
+    def _float_params(self) -> dict[str, torch.Tensor]:
+        p = {"out.bias": self.bias}
+        for i, bn in enumerate(self.bn):
+            p[f"bn{i}.gamma"] = bn["gamma"]
+            p[f"bn{i}.beta"] = bn["beta"]
+        return p
+
+    def _planes(self, i: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cfg = self.model_config
+        h = _input_float(cfg, x, unit=False)
+        for i, lay in enumerate(cfg.layers):
+            z = h @ self._planes(i).sum(0).T
+            if lay.output:
+                return F.cross_entropy(self.alpha * z + self.bias, y)
+            bn = self.bn[i]
+            mu = z.mean(0)
+            var = z.var(0, unbiased=False)
+            with torch.no_grad():
+                n = z.shape[0]
+                bn["mean"].mul_(1 - BN_MOMENTUM).add_(mu.detach(), alpha=BN_MOMENTUM)
+                bn["var"].mul_(1 - BN_MOMENTUM).add_(var.detach() * n / max(1, n - 1), alpha=BN_MOMENTUM)
+            zn = (z - mu) / torch.sqrt(var + BN_EPS) * bn["gamma"] + bn["beta"]
+            h = _SignSte.apply(zn)
+        raise AssertionError("unreachable")
+
+    def _bits(self, i: int) -> torch.Tensor:
+        return (self._planes(i).detach() >= 0).to(torch.uint8)
+
+    def export(self) -> Model:
+        cfg = self.model_config
+        ws, th, inv = [], [], []
+        for i, lay in enumerate(cfg.layers):
+            ws.append(self._bits(i).cpu())
+            if lay.output:
+                t = torch.round(-self.bias.detach().double().cpu() / self.alpha)
+                th.append(t.clamp(-lay.theta_bound, lay.theta_bound).to(torch.int32))
+                inv.append(torch.zeros(lay.n_out, dtype=torch.uint8))
+            else:
+                bn = self.bn[i]
+                t, v = fold_batchnorm(bn["mean"], bn["var"], bn["gamma"], bn["beta"], lay.theta_bound)
+                th.append(t)
+                inv.append(v)
+        return Model(cfg, ws, th, inv)
+
+    def _bn_state(self) -> dict[str, torch.Tensor]:
+        out = {"out.bias": self.bias.detach().cpu().contiguous()}
+        for i, bn in enumerate(self.bn):
+            for k, v in bn.items():
+                out[f"bn{i}.{k}"] = v.detach().cpu().contiguous()
+        return out
+
+    def _load_bn(self, tensors) -> None:
+        self.bias.data.copy_(_need(tensors, "out.bias", self.bias))
+        for i, bn in enumerate(self.bn):
+            for k in bn:
+                bn[k].data.copy_(_need(tensors, f"bn{i}.{k}", bn[k]))
+
+    def _flip_count(self, before: list[torch.Tensor]) -> list[int]:
+        return [int((self._bits(i) != b).sum()) for i, b in enumerate(before)]
+
+
+@register_rule
+class SteAdamRule(_BnBinaryNet, Rule):
+    name = "ste-adam"
+    summary = "latent float weights + Adam, straight-through sign, BatchNorm folded to thresholds"
+
+    @dataclass(frozen=True)
+    class Options:
+        lr: float = 0.01
+        init: float = 0.1
+
+        def check(self) -> None:
+            if not self.lr > 0 or not self.init > 0:
+                raise ConfigError("lr and init must be positive")
+
+    def init_state(self, x_train: torch.Tensor) -> None:
+        gen = torch.Generator().manual_seed(self.spec.seed)
+        self.latent = [_init_uniform(gen, lay.weight_shape(), self.opts.init, self.device)
+                       for lay in self.model_config.layers]
+        self._setup(gen)
+        self._make_opt()
+
+    def _make_opt(self) -> None:
+        params = {f"w{i}": w for i, w in enumerate(self.latent)} | self._float_params()
+        for p in params.values():
+            p.requires_grad_(True)
+        self.opt = Adam(params, self.opts.lr)
+
+    def _planes(self, i: int) -> torch.Tensor:
+        return _SignSte.apply(self.latent[i])
+
+    def train_step(self, x, y) -> StepResult:
+        before = [self._bits(i) for i in range(len(self.latent))]
+        loss = self._forward(x, y)
+        loss.backward()
+        self.opt.step()
+        with torch.no_grad():
+            for w in self.latent:
+                w.clamp_(-1, 1)
+        return StepResult(float(loss.detach()), self._flip_count(before))
+
+    def state_tensors(self):
+        out = {f"latent{i}": w.detach().cpu().contiguous() for i, w in enumerate(self.latent)}
+        return out | self._bn_state() | self.opt.state("adam")
+
+    def state_meta(self):
+        return {"adam_t": self.opt.t}
+
+    def load_state(self, model, tensors, meta) -> None:
+        self.init_state(torch.zeros((1, *self.spec.input_shape), dtype=torch.uint8, device=self.device))
+        with torch.no_grad():
+            for i, w in enumerate(self.latent):
+                w.copy_(_need(tensors, f"latent{i}", w))
+            self._load_bn(tensors)
+        self.opt.load("adam", tensors, meta.get("adam_t", 0))
+
+
+@register_rule
+class BopRule(_BnBinaryNet, Rule):
+    name = "bop"
+    summary = "Bop (Helwegen et al. 2019): float momentum per bit, flip past tau; BN via Adam"
+
+    @dataclass(frozen=True)
+    class Options:
+        gamma: float = 1e-3
+        tau: float = 1e-6
+        lr: float = 0.01
+
+        def check(self) -> None:
+            if not 0 < self.gamma <= 1 or not self.tau >= 0 or not self.lr > 0:
+                raise ConfigError("bop needs 0 < gamma <= 1, tau >= 0, lr > 0")
+
+    def init_state(self, x_train: torch.Tensor) -> None:
+        gen = torch.Generator().manual_seed(self.spec.seed)
+        self.w = []
+        for lay in self.model_config.layers:
+            bits = torch.randint(0, 2, lay.weight_shape(), generator=gen)
+            self.w.append((bits * 2.0 - 1).to(self.device).requires_grad_(True))
+        self.mom = [torch.zeros_like(w) for w in self.w]
+        self._setup(gen)
+        self.opt = Adam(self._float_params(), self.opts.lr)
+        for p in self.opt.params.values():
+            p.requires_grad_(True)
+
+    def _planes(self, i: int) -> torch.Tensor:
+        return self.w[i]
+
+    def train_step(self, x, y) -> StepResult:
+        loss = self._forward(x, y)
+        loss.backward()
+        self.opt.step()
+        g, t = self.opts.gamma, self.opts.tau
+        flips = []
+        with torch.no_grad():
+            for w, m in zip(self.w, self.mom):
+                m.mul_(1 - g).add_(w.grad, alpha=g)
+                flip = (m.abs() > t) & (torch.sign(m) == torch.sign(w))
+                w[flip] *= -1
+                w.grad = None
+                flips.append(int(flip.sum()))
+        return StepResult(float(loss.detach()), flips)
+
+    def state_tensors(self):
+        out = {f"w{i}": w.detach().cpu().contiguous() for i, w in enumerate(self.w)}
+        out |= {f"mom{i}": m.cpu().contiguous() for i, m in enumerate(self.mom)}
+        return out | self._bn_state() | self.opt.state("adam")
+
+    def state_meta(self):
+        return {"adam_t": self.opt.t}
+
+    def load_state(self, model, tensors, meta) -> None:
+        self.init_state(torch.zeros((1, *self.spec.input_shape), dtype=torch.uint8, device=self.device))
+        with torch.no_grad():
+            for i in range(len(self.w)):
+                self.w[i].copy_(_need(tensors, f"w{i}", self.w[i]))
+                self.mom[i].copy_(_need(tensors, f"mom{i}", self.mom[i]))
+            self._load_bn(tensors)
+        self.opt.load("adam", tensors, meta.get("adam_t", 0))
+
+
+@register_rule
+class FloatRule(Rule):
+    name = "float"
+    summary = "float MLP (ReLU, Adam) - reference only, not exportable"
+    exportable = False
+
+    @dataclass(frozen=True)
+    class Options:
+        lr: float = 1e-3
+
+        def check(self) -> None:
+            if not self.lr > 0:
+                raise ConfigError("lr must be positive")
+
+    def init_state(self, x_train: torch.Tensor) -> None:
+        gen = torch.Generator().manual_seed(self.spec.seed)
+        self.params = {}
+        for i, lay in enumerate(self.model_config.layers):
+            b = 1.0 / math.sqrt(lay.n_in)
+            self.params[f"w{i}"] = _init_uniform(gen, (lay.n_out, lay.n_in), b, self.device)
+            self.params[f"b{i}"] = _init_uniform(gen, (lay.n_out,), b, self.device)
+        for p in self.params.values():
+            p.requires_grad_(True)
+        self.opt = Adam(self.params, self.opts.lr)
+
+    def _logits(self, x):
+        cfg = self.model_config
+        h = _input_float(cfg, x, unit=True)
+        n = len(cfg.layers)
+        for i in range(n):
+            h = h @ self.params[f"w{i}"].T + self.params[f"b{i}"]
+            if i < n - 1:
+                h = torch.relu(h)
+        return h
+
+    def train_step(self, x, y) -> StepResult:
+        loss = F.cross_entropy(self._logits(x), y)
+        loss.backward()
+        self.opt.step()
+        return StepResult(float(loss.detach()), [0] * len(self.model_config.layers))
+
+    @torch.no_grad()
+    def predict(self, x, batch: int = 4096):
+        return torch.cat([self._logits(x[i : i + batch]).argmax(-1) for i in range(0, len(x), batch)])
+
+    def export(self):
+        return None
+
+    def weight_bits(self):
+        return [0] * len(self.model_config.layers)
+
+    def state_tensors(self):
+        return {k: p.detach().cpu().contiguous() for k, p in self.params.items()} | self.opt.state("adam")
+
+    def state_meta(self):
+        return {"adam_t": self.opt.t}
+
+    def load_state(self, model, tensors, meta) -> None:
+        self.init_state(torch.zeros((1, *self.spec.input_shape), dtype=torch.uint8, device=self.device))
+        with torch.no_grad():
+            for k, p in self.params.items():
+                p.copy_(_need(tensors, k, p))
+        self.opt.load("adam", tensors, meta.get("adam_t", 0))

@@ -1,0 +1,232 @@
+"""The training-rule interface and its registry (``bitswarm.train.rules``).
+
+A *rule* turns minibatches into updates of one network. Every rule is one small class,
+registered by name with :func:`register_rule`, with
+
+- ``Options``: a frozen dataclass of its hyperparameters (all defaulted; set from the command
+  line with ``--opt NAME=VALUE``);
+- :meth:`Rule.init_state` (fresh start), :meth:`Rule.start_epoch` (schedules, a function of
+  the epoch number only), :meth:`Rule.train_step` (one minibatch),
+  :meth:`Rule.predict` (classes for raw uint8 samples), :meth:`Rule.export` (the golden
+  :class:`~bitswarm.golden.Model`, or ``None`` for rules that cannot be exported);
+- :meth:`Rule.state_tensors` / :meth:`Rule.load_state`: every piece of state that is not in
+  the exported model (float latents, optimizer moments, batch-norm statistics), so that a
+  checkpoint resumes bit for bit.
+
+The trainer (:mod:`bitswarm.train.trainer`) owns data order, epochs, metrics and checkpoints;
+rules own nothing else. ``RULES`` maps names to classes; a later rule zoo adds classes here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from bitswarm.golden.errors import ConfigError
+from bitswarm.golden.flip import FlipRuleConfig
+from bitswarm.golden.model import Model, ModelConfig
+
+__all__ = [
+    "RULES",
+    "NetSpec",
+    "Rule",
+    "StepResult",
+    "parse_options",
+    "register_rule",
+    "get_rule",
+]
+
+#: name -> rule class, in registration order.
+RULES: dict[str, type["Rule"]] = {}
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """What every rule trains: an MLP shape and its integer encoding.
+
+    Parameters
+    ----------
+    arch : tuple of int
+        Widths, input first, classes last (e.g. ``(64, 128, 10)``).
+    input_shape : tuple of int
+        Shape of one raw uint8 sample (its product is ``arch[0]``).
+    swarm : int
+        Bits per logical weight (golden ``LayerConfig.swarm``).
+    input_bits : int
+        First-layer input bits: 8 (pixels) or fewer (``pixel >> (8 - input_bits)``).
+    seed : int
+        Seed of the initial weights (and of the data order, used by the trainer).
+    flip : FlipRuleConfig
+        Integrate-and-fire constants recorded in the model file.
+    meta : dict of str to str
+        Provenance written into the model file.
+    """
+
+    arch: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    swarm: int = 1
+    input_bits: int = 8
+    seed: int = 0
+    flip: FlipRuleConfig = dataclasses.field(default_factory=FlipRuleConfig)
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.mlp(
+            list(self.arch), input_shape=self.input_shape, swarm=self.swarm,
+            input_bits=self.input_bits, flip=self.flip, meta=dict(self.meta),
+        )
+
+
+@dataclass
+class StepResult:
+    """What one minibatch step reports: the surrogate loss and bit flips per layer."""
+
+    loss: float
+    flips: list[int]
+
+
+def parse_options(cls: type, given: dict[str, Any] | None) -> Any:
+    """Build a rule's ``Options`` dataclass from ``{name: value}`` (values may be strings).
+
+    Raises
+    ------
+    ConfigError
+        Unknown names or values that do not convert to the field's type.
+    """
+    given = dict(given or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(given) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown rule option(s) {unknown}; this rule takes: {', '.join(fields) or 'none'}"
+        )
+    kw = {}
+    for name, value in given.items():
+        default = fields[name].default
+        typ = type(default)
+        try:
+            if isinstance(value, str):
+                if typ is bool:
+                    if value.lower() not in ("0", "1", "true", "false", "yes", "no"):
+                        raise ValueError(value)
+                    value = value.lower() in ("1", "true", "yes")
+                else:
+                    value = typ(value)
+            elif typ is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if type(value) is not typ:
+                raise ValueError(value)
+        except ValueError:
+            raise ConfigError(f"rule option {name} must be a {typ.__name__}, not {value!r}") from None
+        kw[name] = value
+    opts = cls(**kw)
+    check = getattr(opts, "check", None)
+    if check is not None:
+        check()
+    return opts
+
+
+class Rule:
+    """Base class of training rules (see the module docstring).
+
+    Class attributes
+    ----------------
+    name : str
+        Registry name (``--rule NAME``).
+    summary : str
+        One line for ``--help`` and the results table.
+    exportable : bool
+        Whether :meth:`export` gives a golden model (``False``: metrics only, ``--out`` refused).
+    hardware_trainable : bool
+        Whether the rule needs nothing but integers (could run on chip).
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    exportable: ClassVar[bool] = True
+    hardware_trainable: ClassVar[bool] = False
+
+    @dataclass(frozen=True)
+    class Options:
+        pass
+
+    def __init__(self, spec: NetSpec, options: Any = None, device: str | torch.device = "cpu"):
+        if not isinstance(spec, NetSpec):
+            raise ConfigError(f"spec must be a NetSpec, not {type(spec).__name__}")
+        self.spec = spec
+        self.opts = options if isinstance(options, self.Options) else parse_options(self.Options, options)
+        self.device = torch.device(device)
+        self.model_config = spec.model_config()  # validates widths, swarm, input bits
+
+    # -- to implement ------------------------------------------------------------------------
+    def init_state(self, x_train: torch.Tensor) -> None:
+        """Fresh state; ``x_train`` (uint8, on the device) may be used for data-dependent init."""
+        raise NotImplementedError
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before epoch ``epoch`` (0-based) starts; schedules depend only on it."""
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+        """One update from a minibatch of raw uint8 samples and int64 labels."""
+        raise NotImplementedError
+
+    def export(self) -> Model | None:
+        """The network as a golden model (with training state where the rule has it)."""
+        raise NotImplementedError
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Rule state beyond the exported model, as named CPU tensors."""
+        return {}
+
+    def state_meta(self) -> dict:
+        """JSON-serializable rule state beyond the tensors (step counters, ...)."""
+        return {}
+
+    def load_state(self, model: Model | None, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Restore what :meth:`export`, :meth:`state_tensors` and :meth:`state_meta` saved."""
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------------
+    def weight_bits(self) -> list[int]:
+        """Weight bits per layer (the denominator of the flip rate)."""
+        return [lay.weight_bits for lay in self.model_config.layers]
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        """Classes of raw uint8 samples; exportable rules use the golden forward pass."""
+        m = self.export()
+        m = _on_device(m, self.device)
+        return torch.cat([m.predict(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def _on_device(m: Model, device: torch.device) -> Model:
+    if all(w.device == device for w in m.weights):
+        return m
+    return Model(m.cfg, [w.to(device) for w in m.weights], [t.to(device) for t in m.theta],
+                 [v.to(device) for v in m.invert])
+
+
+def register_rule(cls: type[Rule]) -> type[Rule]:
+    """Class decorator: add a rule to :data:`RULES` under ``cls.name``."""
+    if not cls.name or cls.name in RULES:
+        raise ConfigError(f"rule name {cls.name!r} is empty or taken")
+    RULES[cls.name] = cls
+    return cls
+
+
+def get_rule(name: str) -> type[Rule]:
+    """The rule class registered under ``name``."""
+    from . import rule_golden, rule_ref  # noqa: F401  (registration side effects)
+
+    if name not in RULES:
+        raise ConfigError(f"unknown rule {name!r}: expected one of {', '.join(RULES)}")
+    return RULES[name]
+
+
+def isqrt_floor(v: int) -> int:
+    """Integer square root of a non-negative int (``math.isqrt``)."""
+    return math.isqrt(max(0, int(v)))

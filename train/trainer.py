@@ -1,0 +1,404 @@
+"""The training loop: data order, epochs, metrics, checkpoints, export (``bitswarm.train.trainer``).
+
+The trainer only orchestrates; what a step does is the rule's business
+(:mod:`bitswarm.train.rules`). A run is a function of its :class:`TrainConfig`:
+
+- data order: epoch ``e`` visits the training set in the order
+  ``numpy.random.default_rng([seed, e]).permutation(n)``, in minibatches of ``batch_size``;
+  the last incomplete minibatch of an epoch is dropped. No RNG state has to be carried:
+  the checkpoint records ``seed`` and the next epoch.
+- initial weights: the rule's, from ``seed``.
+
+After every epoch the trainer evaluates the test set (golden ``Model.forward`` for exportable
+rules), appends a metrics record, rewrites ``metrics.jsonl`` and writes ``last.ckpt`` (all
+state, atomically) in the run folder. Killing a run loses at most the epoch in progress;
+``resume`` continues it and the result is bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bitswarm.golden.errors import BitswarmError, ConfigError
+from bitswarm.golden.flip import FlipRuleConfig
+from bitswarm.golden.layer import SWARM_SIZES
+from bitswarm.golden.lfsr import LFSRConfig
+from bitswarm.golden.model import Model, atomic_write_bytes, save_model
+
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .data import DataError, Dataset, load_dataset
+from .rules import NetSpec, Rule, get_rule
+
+__all__ = [
+    "DEFAULT_FLIP",
+    "TrainConfig",
+    "TrainResult",
+    "default_arch",
+    "parse_arch",
+    "check_arch",
+    "train",
+    "evaluate",
+    "epoch_order",
+    "run_dir_for",
+]
+
+#: Integrate-and-fire constants of the golden rule unless given (tuned on digits).
+DEFAULT_FLIP = FlipRuleConfig(
+    acc_width=8, leak_shift=5, threshold=24, refractory=0, noise="stochastic", fire_prob=8,
+    lfsr=LFSRConfig(width=32, seed=0xACE1, draw_bits=4),
+)
+
+# Fields of TrainConfig that a resumed run may change (they do not change the result).
+_RESUMABLE = ("epochs",)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def default_arch(ds: Dataset) -> tuple[int, ...]:
+    """``inputs-128-classes`` for inputs up to 256 (digits: 64-128-10), else ``inputs-256-classes``."""
+    hidden = 128 if ds.n_inputs <= 256 else 256
+    return (ds.n_inputs, hidden, ds.classes)
+
+
+def parse_arch(text: str) -> tuple[int, ...]:
+    """``"64-128-10"`` -> ``(64, 128, 10)``."""
+    try:
+        arch = tuple(int(t) for t in str(text).split("-"))
+    except ValueError:
+        raise ConfigError(f"arch must be widths joined by '-', e.g. 64-128-10, not {text!r}") from None
+    if len(arch) < 2 or any(a < 1 for a in arch):
+        raise ConfigError(f"arch needs at least an input and an output width >= 1, not {text!r}")
+    return arch
+
+
+def check_arch(arch: tuple[int, ...], ds: Dataset) -> None:
+    """Raise :class:`DataError` unless ``arch`` takes ``ds``'s inputs and gives its classes."""
+    a = "-".join(map(str, arch))
+    if arch[0] != ds.n_inputs:
+        raise DataError(
+            f"arch {a} takes {arch[0]} inputs but {ds.name} samples have {ds.n_inputs} "
+            f"({'x'.join(map(str, ds.input_shape))}); start the arch with {ds.n_inputs}"
+        )
+    if arch[-1] != ds.classes:
+        raise DataError(f"arch {a} gives {arch[-1]} outputs but {ds.name} has {ds.classes} classes")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run's result.
+
+    Parameters
+    ----------
+    dataset : str
+        ``digits``, ``mnist5k``, ``fashion`` or ``npz:PATH``.
+    arch : tuple of int or None
+        Layer widths; ``None`` picks :func:`default_arch`.
+    swarm, input_bits : int
+        Golden ``LayerConfig.swarm`` (1, 2, 4, ..., 32) and first-layer input bits (1..8).
+    epochs, batch_size, seed : int
+    rule : str
+        A registered rule name (``golden``, ``ste-adam``, ``bop``, ``float``, ...).
+    options : dict
+        The rule's options (``--opt NAME=VALUE``).
+    flip : FlipRuleConfig
+        Integrate-and-fire constants recorded in the model file (used by the golden rule).
+    """
+
+    dataset: str = "digits"
+    arch: tuple[int, ...] | None = None
+    swarm: int = 1
+    input_bits: int = 8
+    epochs: int = 30
+    batch_size: int = 64
+    seed: int = 0
+    rule: str = "golden"
+    options: dict = field(default_factory=dict)
+    flip: FlipRuleConfig = DEFAULT_FLIP
+
+    def __post_init__(self):
+        if isinstance(self.arch, list):
+            object.__setattr__(self, "arch", tuple(self.arch))
+        if isinstance(self.flip, dict):
+            object.__setattr__(self, "flip", FlipRuleConfig.from_dict(self.flip))
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise ConfigError(f"dataset must be a name, not {self.dataset!r}")
+        if self.arch is not None and (
+            not isinstance(self.arch, tuple) or len(self.arch) < 2
+            or not all(_is_int(a) and a >= 1 for a in self.arch)
+        ):
+            raise ConfigError(f"arch must be at least two positive widths, not {self.arch!r}")
+        if not _is_int(self.swarm) or self.swarm not in SWARM_SIZES:
+            raise ConfigError(f"swarm must be one of {SWARM_SIZES}, not {self.swarm!r}")
+        if not _is_int(self.input_bits) or not 1 <= self.input_bits <= 8:
+            raise ConfigError(f"input_bits must be in 1..8, not {self.input_bits!r}")
+        for name, lo in (("epochs", 0), ("batch_size", 1), ("seed", 0)):
+            v = getattr(self, name)
+            if not _is_int(v) or v < lo:
+                raise ConfigError(f"{name} must be an integer >= {lo}, not {v!r}")
+        if not isinstance(self.options, dict):
+            raise ConfigError("options must be a mapping of rule option names to values")
+        if not isinstance(self.flip, FlipRuleConfig):
+            raise ConfigError("flip must be a FlipRuleConfig")
+        get_rule(self.rule)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["arch"] = list(self.arch) if self.arch is not None else None
+        d["flip"] = self.flip.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict) or set(d) - names:
+            raise ConfigError(f"train config has unknown fields {sorted(set(d) - names)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    config: TrainConfig
+    metrics: list[dict]
+    model: Model | None
+    run_dir: Path
+    rule: Rule
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The training-set order of epoch ``epoch`` (0-based)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def run_dir_for(out: str | os.PathLike | None, cfg: TrainConfig) -> Path:
+    """Default run folder: ``OUT`` without suffix plus ``.run`` (``model.bsm`` -> ``model.run``),
+    or ``runs/<rule>-<dataset>-s<seed>`` without ``--out``."""
+    if out is not None:
+        p = Path(out)
+        return p.with_name(p.stem + ".run")
+    safe = cfg.dataset.replace("npz:", "npz-").replace("/", "_")
+    return Path("runs") / f"{cfg.rule}-{safe}-s{cfg.seed}"
+
+
+def _device(name: str) -> torch.device:
+    try:
+        d = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', not {name!r}") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device")
+    if d.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', not {name!r}")
+    return d
+
+
+def _spec(cfg: TrainConfig, ds: Dataset, arch: tuple[int, ...]) -> NetSpec:
+    meta = {
+        "dataset": cfg.dataset, "rule": cfg.rule, "seed": str(cfg.seed),
+        "arch": "-".join(map(str, arch)), "batch_size": str(cfg.batch_size),
+        "options": json.dumps(cfg.options, sort_keys=True), "trainer": "bitswarm.train",
+    }
+    return NetSpec(arch, ds.input_shape, cfg.swarm, cfg.input_bits, cfg.seed, cfg.flip, meta)
+
+
+def _final_model(rule: Rule, epochs: int) -> Model | None:
+    m = rule.export()
+    if m is None:
+        return None
+    cfg = dataclasses.replace(m.cfg, meta={**m.cfg.meta, "epochs": str(epochs)})
+    return Model(cfg, m.weights, m.theta, m.invert, m.acc, m.lfsr_state)
+
+
+def evaluate(model: Model, x, y, batch: int = 4096) -> tuple[float, int]:
+    """Accuracy of the golden forward pass (``Model.predict``) on raw uint8 samples."""
+    x = torch.as_tensor(x)
+    y = torch.as_tensor(y)
+    if len(x) == 0:
+        raise DataError("no samples to evaluate")
+    pred = torch.cat([model.predict(x[i : i + batch]).cpu() for i in range(0, len(x), batch)])
+    return float((pred == y.cpu()).double().mean()), len(y)
+
+
+def _log(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def train(
+    config: TrainConfig,
+    out: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    device: str = "cpu",
+    data_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+    plots: bool = True,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train (or continue) a run and export its model.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        The run. With ``resume``, it must equal the checkpoint's except for ``epochs``.
+    out : path, optional
+        Model file to write at the end (refused for non-exportable rules).
+    run_dir : path, optional
+        Folder for ``last.ckpt``, ``metrics.jsonl``, ``config.json`` and plots (default:
+        :func:`run_dir_for`, or the checkpoint's folder when resuming).
+    resume : path, optional
+        A checkpoint file (or run folder) to continue from.
+    device : str
+        ``cpu`` (default) or ``cuda``; the integer state is identical on both.
+    data_dir : path, optional
+        IDX folder for ``fashion``.
+    quiet : bool
+        No progress bar and no per-epoch lines on stderr.
+    plots : bool
+        Write PNG plots at the end.
+    overwrite : bool
+        Allow a fresh run in a folder that already holds ``last.ckpt``.
+
+    Raises
+    ------
+    BitswarmError
+        Any invalid setting, data or checkpoint, before anything is written.
+    """
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, not {type(config).__name__}")
+    dev = _device(device)
+    rule_cls = get_rule(config.rule)
+    if out is not None and not rule_cls.exportable:
+        raise ConfigError(
+            f"rule {config.rule!r} trains a float reference network that is not a bitswarm "
+            "model and cannot be exported: omit --out (metrics, plots and checkpoints go to "
+            "the run folder)"
+        )
+    if out is None and rule_cls.exportable and resume is None and run_dir is None:
+        raise ConfigError("give --out MODEL (or --checkpoint-dir DIR) for the run's results")
+    if out is not None and Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a model file path")
+    ck: Checkpoint | None = None
+    if resume is not None:
+        ck = load_checkpoint(resume)
+        try:
+            saved = TrainConfig.from_dict(ck.config)
+        except (ConfigError, TypeError) as e:
+            raise CheckpointError(f"{resume}: invalid run config ({e})") from None
+        a, b = saved.to_dict(), config.to_dict()
+        for k in a:
+            if k not in _RESUMABLE and a[k] != b[k] and not (k == "arch" and b[k] is None):
+                raise ConfigError(f"{k} differs from the checkpoint's ({b[k]!r} vs {a[k]!r}); "
+                                  "a resumed run keeps its configuration")
+        config = dataclasses.replace(saved, epochs=config.epochs)
+        if run_dir is None:
+            rp = Path(resume)
+            run_dir = rp if rp.is_dir() else rp.parent
+        if ck.epoch > config.epochs:
+            raise ConfigError(f"the checkpoint has {ck.epoch} epochs already; --epochs {config.epochs} is fewer")
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(out, config)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run folder {run_dir} exists and is not a folder")
+    if ck is None and (run_dir / "last.ckpt").exists() and not overwrite:
+        raise ConfigError(
+            f"{run_dir} already holds a run (last.ckpt): continue it with --resume "
+            f"{run_dir / 'last.ckpt'}, pick another --checkpoint-dir, or pass --overwrite"
+        )
+
+    ds = load_dataset(config.dataset, data_dir)
+    arch = config.arch or default_arch(ds)
+    check_arch(arch, ds)
+    config = dataclasses.replace(config, arch=arch)
+    rule = rule_cls(_spec(config, ds, arch), config.options, dev)
+
+    x_train = torch.from_numpy(ds.x_train).to(dev)
+    y_train = torch.from_numpy(ds.y_train).to(dev)
+    x_test = torch.from_numpy(ds.x_test).to(dev)
+    y_test = torch.from_numpy(ds.y_test).to(dev)
+    n = len(y_train)
+    if config.batch_size > n:
+        raise ConfigError(f"batch_size {config.batch_size} exceeds the {n} training samples")
+    steps = n // config.batch_size
+
+    if ck is None:
+        rule.init_state(x_train)
+        metrics: list[dict] = []
+        start = 0
+    else:
+        rule.load_state(ck.model, ck.tensors, ck.rule_meta)
+        metrics = list(ck.metrics)
+        start = ck.epoch
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / "config.json",
+                       (json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode())
+    _log(f"bitswarm train: {ds.describe()}; rule {config.rule}, arch {'-'.join(map(str, arch))}, "
+         f"swarm {config.swarm}, {config.epochs} epochs x {steps} steps; run folder {run_dir}", quiet)
+
+    from tqdm import tqdm
+
+    bits = rule.weight_bits()
+    for epoch in range(start, config.epochs):
+        t0 = time.perf_counter()
+        rule.start_epoch(epoch)
+        order = torch.from_numpy(epoch_order(config.seed, epoch, n)).to(dev)
+        loss_sum, flips = 0.0, [0] * len(bits)
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", file=sys.stderr,
+                   disable=quiet, leave=False, unit="step", dynamic_ncols=True)
+        for s in bar:
+            idx = order[s * config.batch_size : (s + 1) * config.batch_size]
+            r = rule.train_step(x_train[idx], y_train[idx])
+            if not math.isfinite(r.loss):
+                raise BitswarmError(f"training diverged (loss {r.loss}) in epoch {epoch + 1}")
+            loss_sum += r.loss
+            flips = [a + b for a, b in zip(flips, r.flips)]
+            if s % 10 == 0:
+                bar.set_postfix(loss=f"{loss_sum / (s + 1):.3f}")
+        bar.close()
+        train_s = time.perf_counter() - t0
+        pred = rule.predict(x_test)
+        acc = float((pred == y_test).double().mean())
+        rec = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(1, steps),
+            "test_accuracy": acc,
+            "flip_rate": [f / (b * steps) if b and steps else 0.0 for f, b in zip(flips, bits)],
+            "flips": flips,
+            "steps": steps,
+            "seconds": time.perf_counter() - t0,
+            "train_samples_per_s": steps * config.batch_size / train_s if train_s > 0 else 0.0,
+        }
+        metrics.append(rec)
+        model = rule.export()
+        save_checkpoint(run_dir / "last.ckpt", Checkpoint(
+            config=config.to_dict(), epoch=epoch + 1, model=model, tensors=rule.state_tensors(),
+            rule_meta=rule.state_meta(), metrics=metrics,
+            data_order={"kind": "numpy default_rng([seed, epoch]).permutation", "seed": config.seed,
+                        "next_epoch": epoch + 1},
+        ))
+        atomic_write_bytes(run_dir / "metrics.jsonl",
+                           "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics).encode())
+        fr = " ".join(f"{f:.2e}" for f in rec["flip_rate"])
+        _log(f"epoch {epoch + 1:3d}/{config.epochs}: loss {rec['train_loss']:.4f}  test accuracy "
+             f"{100 * acc:6.2f} %  flip rate [{fr}]  {rec['seconds']:.1f} s "
+             f"({rec['train_samples_per_s']:.0f} samples/s)", quiet)
+    final = _final_model(rule, config.epochs) if rule.exportable else None
+    if out is not None and final is not None:
+        save_model(final, out)
+    if plots and metrics:
+        from .plots import plot_metrics
+
+        plot_metrics(metrics, run_dir, f"{config.rule} {config.dataset}")
+    return TrainResult(config, metrics, final, run_dir, rule)
