@@ -6,12 +6,13 @@ STAMP   := $(VENV)/.installed
 export AMARANTH_USE_YOSYS := builtin
 JOBS    ?= 2
 
-.PHONY: venv demo test test-long test-verilator synth-report bench bench-train bench-zoo bench-sim bench-onchip lint clean
+.PHONY: venv demo test test-long test-verilator synth-report bench bench-train bench-zoo bench-sim bench-onchip bench-kernel lint clean
 
 venv: $(STAMP)
 
-# (Re)create the project-local environment whenever pyproject.toml changes.
-$(STAMP): pyproject.toml
+# (Re)create the project-local environment whenever pyproject.toml changes; reinstalling also
+# recompiles the popcount kernel (setup.py builds bitswarm.sim._popcount in place).
+$(STAMP): pyproject.toml setup.py sim/_popcount.c
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24" "setuptools>=77" wheel
 	$(PY) -m pip install --quiet -e '.[dev]'
@@ -37,8 +38,11 @@ bench: bench-train
 bench-train: $(STAMP)
 	$(PY) bench/bench_train.py
 
+bench-kernel: $(STAMP)
+	$(PY) bench/bench_kernel.py
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache sim_build
+	rm -rf $(VENV) build *.egg-info .pytest_cache sim_build sim/_popcount*.so

@@ -1,0 +1,526 @@
+/*
+ * bitswarm.sim._popcount -- packed-word popcount kernels of the virtual accelerator.
+ *
+ * Two kernels on bit-packed uint64 words (golden/SPEC.md section 2: element k is bit k % 64 of
+ * word k / 64), both for a batch of input rows a[B][K] against weight rows w[M][K]:
+ *
+ *   xnor:  out[i][j] = n - 2 * popcount((a[i] XOR w[j]) AND valid)
+ *                    = 2 * popcount(XNOR(a[i], w[j]) AND valid) - n        (SPEC section 3)
+ *   and:   out[i][j] = popcount(a[i] AND w[j] AND valid)                   (SPEC section 4)
+ *
+ * where `valid` keeps the first n bits (n in (64*(K-1), 64*K]); padding bits are masked off
+ * in both kernels, so the result does not depend on them. Results are exact int32 (|out| <= n,
+ * and n < 2^31 is checked).
+ *
+ * Code paths, chosen at run time:
+ *
+ *   avx512    AVX-512F + VPOPCNTQ (__builtin_cpu_supports("avx512vpopcntdq")). The weight
+ *             rows of a tile (32 outputs) are interleaved once into [K][32] so that one zmm
+ *             register holds word k of 8 outputs; an input word is broadcast from memory, and
+ *             a 4 x 32 register block (16 zmm accumulators) does XOR/AND, VPOPCNTQ and
+ *             VPADDQ with no horizontal reduction. The last word's padding mask is folded into
+ *             a VPTERNLOGQ.
+ *   portable  Plain C with __builtin_popcountll on a 4 x 4 block of scalar accumulators; on
+ *             x86-64 a clone compiled for the POPCNT instruction is used when the CPU has it.
+ *
+ * The caller (bitswarm/sim/popcount.py) adds a pure-numpy path when this module is missing.
+ *
+ * Threads: the output is cut into tiles of 32 outputs x 64 input rows, which worker threads
+ * take from a shared atomic counter. The GIL is released while they run. Threads are OpenMP
+ * when compiled with -fopenmp (BITSWARM_OPENMP defined), else POSIX threads created per call.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(BITSWARM_OPENMP)
+#include <omp.h>
+#else
+#include <pthread.h>
+#include <unistd.h>
+#endif
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BITSWARM_X86 1
+#include <immintrin.h>
+#else
+#define BITSWARM_X86 0
+#endif
+
+#define MODE_XNOR 0
+#define MODE_AND 1
+
+#define PATH_AUTO 0
+#define PATH_PORTABLE 1
+#define PATH_AVX512 2
+
+#define TILE_J 32   /* outputs per tile: 4 zmm of 8 lanes */
+#define TILE_I 64   /* input rows per tile */
+#define MAX_THREADS 256
+/* Below this many word pairs (B * M * K) one thread is faster than starting more. */
+#define MIN_PARALLEL_WORK (1 << 16)
+
+#define INLINE static inline __attribute__((always_inline))
+
+typedef struct {
+    const uint64_t *a;   /* [B][K] */
+    const uint64_t *w;   /* [M][K] */
+    int32_t *out;        /* [B][M] */
+    Py_ssize_t B, M, K;
+    int64_t n;
+    uint64_t lastmask;   /* valid bits of word K-1 */
+    int mode;
+    int path;            /* PATH_PORTABLE or PATH_AVX512 (resolved) */
+    Py_ssize_t n_itiles, n_tiles;
+    Py_ssize_t next;     /* next tile to take (atomic) */
+    int failed;          /* set when a worker cannot allocate its buffer */
+} job_t;
+
+/* ---------------------------------------------------------------------------------------- */
+/* portable path                                                                             */
+/* ---------------------------------------------------------------------------------------- */
+
+#define PORTABLE_MICRO(NAME, ATTR)                                                            \
+    ATTR INLINE void NAME##_micro(const job_t *jb, Py_ssize_t i0, int R, Py_ssize_t j0, int C) \
+    {                                                                                         \
+        const Py_ssize_t K = jb->K;                                                           \
+        uint64_t acc[4][4] = {{0}};                                                           \
+        const uint64_t *ar[4], *wr[4];                                                        \
+        for (int r = 0; r < 4; r++) ar[r] = jb->a + (i0 + (r < R ? r : 0)) * K;               \
+        for (int c = 0; c < 4; c++) wr[c] = jb->w + (j0 + (c < C ? c : 0)) * K;               \
+        for (Py_ssize_t k = 0; k < K; k++) {                                                  \
+            const uint64_t m = (k == K - 1) ? jb->lastmask : ~(uint64_t)0;                    \
+            for (int r = 0; r < 4; r++) {                                                     \
+                const uint64_t x = ar[r][k];                                                  \
+                for (int c = 0; c < 4; c++) {                                                 \
+                    const uint64_t y = jb->mode == MODE_XNOR ? (x ^ wr[c][k]) : (x & wr[c][k]); \
+                    acc[r][c] += (uint64_t)__builtin_popcountll(y & m);                       \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+        for (int r = 0; r < R; r++) {                                                         \
+            int32_t *o = jb->out + (i0 + r) * jb->M + j0;                                     \
+            for (int c = 0; c < C; c++)                                                       \
+                o[c] = jb->mode == MODE_XNOR ? (int32_t)(jb->n - 2 * (int64_t)acc[r][c])     \
+                                             : (int32_t)acc[r][c];                            \
+        }                                                                                     \
+    }                                                                                         \
+    ATTR static void NAME##_tile(const job_t *jb, Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0, \
+                                 Py_ssize_t j1)                                               \
+    {                                                                                         \
+        for (Py_ssize_t i = i0; i < i1; i += 4) {                                             \
+            const int R = (int)(i1 - i < 4 ? i1 - i : 4);                                     \
+            for (Py_ssize_t j = j0; j < j1; j += 4) {                                         \
+                const int C = (int)(j1 - j < 4 ? j1 - j : 4);                                 \
+                NAME##_micro(jb, i, R, j, C);                                                 \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+PORTABLE_MICRO(generic, )
+#if BITSWARM_X86
+PORTABLE_MICRO(hwpopcnt, __attribute__((target("popcnt"))))
+#endif
+
+/* ---------------------------------------------------------------------------------------- */
+/* AVX-512 VPOPCNTQ path                                                                     */
+/* ---------------------------------------------------------------------------------------- */
+
+#if BITSWARM_X86
+#define AVX512 __attribute__((target("avx512f,avx512vpopcntdq")))
+
+/* R input rows (1..4) x G groups of 8 outputs (1..4); wb is the tile's interleaved weights
+ * [K][G*8]; C outputs of the tile are valid (C > 8*(G-1)). */
+AVX512 INLINE void avx_micro(const job_t *jb, const uint64_t *wb, Py_ssize_t i0, const int R,
+                             Py_ssize_t j0, const int G, int C, const int mode)
+{
+    const Py_ssize_t K = jb->K;
+    const uint64_t *ar[4];
+    __m512i acc[4][4];
+    for (int r = 0; r < 4; r++) ar[r] = jb->a + (i0 + (r < R ? r : 0)) * K;
+    for (int r = 0; r < R; r++)
+        for (int g = 0; g < G; g++) acc[r][g] = _mm512_setzero_si512();
+    const uint64_t *wk = wb;
+    for (Py_ssize_t k = 0; k < K - 1; k++, wk += G * 8) {
+        __m512i wv[4];
+        for (int g = 0; g < G; g++) wv[g] = _mm512_loadu_si512((const void *)(wk + 8 * g));
+        for (int r = 0; r < R; r++) {
+            const __m512i av = _mm512_set1_epi64((long long)ar[r][k]);
+            for (int g = 0; g < G; g++) {
+                const __m512i x = mode == MODE_XNOR ? _mm512_xor_si512(av, wv[g])
+                                                    : _mm512_and_si512(av, wv[g]);
+                acc[r][g] = _mm512_add_epi64(acc[r][g], _mm512_popcnt_epi64(x));
+            }
+        }
+    }
+    {   /* last word: (a OP w) AND lastmask in one VPTERNLOGQ */
+        const Py_ssize_t k = K - 1;
+        const __m512i mv = _mm512_set1_epi64((long long)jb->lastmask);
+        __m512i wv[4];
+        for (int g = 0; g < G; g++) wv[g] = _mm512_loadu_si512((const void *)(wk + 8 * g));
+        for (int r = 0; r < R; r++) {
+            const __m512i av = _mm512_set1_epi64((long long)ar[r][k]);
+            for (int g = 0; g < G; g++) {
+                /* ternlog truth tables with A = av (0xF0), B = wv (0xCC), C = mask (0xAA):
+                 * (A ^ B) & C = 0x28, A & B & C = 0x80 */
+                const __m512i x = mode == MODE_XNOR
+                                      ? _mm512_ternarylogic_epi64(av, wv[g], mv, 0x28)
+                                      : _mm512_ternarylogic_epi64(av, wv[g], mv, 0x80);
+                acc[r][g] = _mm512_add_epi64(acc[r][g], _mm512_popcnt_epi64(x));
+            }
+        }
+    }
+    const __m512i nv = _mm512_set1_epi64((long long)jb->n);
+    for (int r = 0; r < R; r++) {
+        int32_t *o = jb->out + (i0 + r) * jb->M + j0;
+        for (int g = 0; g < G; g++) {
+            __m512i v = acc[r][g];
+            if (mode == MODE_XNOR) v = _mm512_sub_epi64(nv, _mm512_slli_epi64(v, 1));
+            const int lanes = C - 8 * g < 8 ? C - 8 * g : 8;
+            const __mmask8 km = (__mmask8)((1u << lanes) - 1u);
+            _mm512_mask_cvtepi64_storeu_epi32((void *)(o + 8 * g), km, v);
+        }
+    }
+}
+
+#define AVX_R_CASES(G, MODE)                                                                  \
+    switch (R) {                                                                              \
+    case 1: avx_micro(jb, wb, i, 1, j0, G, C, MODE); break;                                   \
+    case 2: avx_micro(jb, wb, i, 2, j0, G, C, MODE); break;                                   \
+    case 3: avx_micro(jb, wb, i, 3, j0, G, C, MODE); break;                                   \
+    default: avx_micro(jb, wb, i, 4, j0, G, C, MODE); break;                                  \
+    }
+
+#define AVX_G_CASES(MODE)                                                                     \
+    switch (G) {                                                                              \
+    case 1: AVX_R_CASES(1, MODE) break;                                                       \
+    case 2: AVX_R_CASES(2, MODE) break;                                                       \
+    case 3: AVX_R_CASES(3, MODE) break;                                                       \
+    default: AVX_R_CASES(4, MODE) break;                                                      \
+    }
+
+/* wb: scratch of K * TILE_J words. */
+AVX512 static void avx_tile(const job_t *jb, uint64_t *wb, Py_ssize_t i0, Py_ssize_t i1,
+                            Py_ssize_t j0, Py_ssize_t j1)
+{
+    const Py_ssize_t K = jb->K;
+    const int C = (int)(j1 - j0);
+    const int G = (C + 7) / 8;
+    const int L = G * 8;
+    /* interleave: wb[k][l] = w[j0 + l][k], zero rows past j1 */
+    for (int l = 0; l < L; l++) {
+        if (l < C) {
+            const uint64_t *src = jb->w + (j0 + l) * K;
+            for (Py_ssize_t k = 0; k < K; k++) wb[k * L + l] = src[k];
+        } else {
+            for (Py_ssize_t k = 0; k < K; k++) wb[k * L + l] = 0;
+        }
+    }
+    for (Py_ssize_t i = i0; i < i1; i += 4) {
+        const int R = (int)(i1 - i < 4 ? i1 - i : 4);
+        if (jb->mode == MODE_XNOR) {
+            AVX_G_CASES(MODE_XNOR)
+        } else {
+            AVX_G_CASES(MODE_AND)
+        }
+    }
+}
+#endif /* BITSWARM_X86 */
+
+/* ---------------------------------------------------------------------------------------- */
+/* CPU features and tiles                                                                    */
+/* ---------------------------------------------------------------------------------------- */
+
+static int cpu_avx512 = 0;  /* AVX-512F and VPOPCNTQ usable (CPU and OS) */
+static int cpu_popcnt = 0;  /* POPCNT instruction */
+
+static void detect_cpu(void)
+{
+#if BITSWARM_X86
+    __builtin_cpu_init();
+    cpu_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+    cpu_popcnt = __builtin_cpu_supports("popcnt");
+#endif
+}
+
+static void run_tile(const job_t *jb, uint64_t *wb, Py_ssize_t t)
+{
+    const Py_ssize_t jt = t / jb->n_itiles, it = t % jb->n_itiles;
+    const Py_ssize_t i0 = it * TILE_I, i1 = i0 + TILE_I < jb->B ? i0 + TILE_I : jb->B;
+    const Py_ssize_t j0 = jt * TILE_J, j1 = j0 + TILE_J < jb->M ? j0 + TILE_J : jb->M;
+#if BITSWARM_X86
+    if (jb->path == PATH_AVX512) {
+        avx_tile(jb, wb, i0, i1, j0, j1);
+        return;
+    }
+    if (cpu_popcnt) {
+        hwpopcnt_tile(jb, i0, i1, j0, j1);
+        return;
+    }
+#endif
+    (void)wb;
+    generic_tile(jb, i0, i1, j0, j1);
+}
+
+/* One worker: takes tiles until none are left. Returns 0, or -1 if out of memory. */
+static int worker(job_t *jb)
+{
+    uint64_t *wb = NULL;
+    if (jb->path == PATH_AVX512) {
+        wb = (uint64_t *)aligned_alloc(64, (size_t)((jb->K * TILE_J * 8 + 63) / 64 * 64));
+        if (wb == NULL) {
+            __atomic_store_n(&jb->failed, 1, __ATOMIC_RELAXED);
+            return -1;
+        }
+    }
+    for (;;) {
+        const Py_ssize_t t = __atomic_fetch_add(&jb->next, 1, __ATOMIC_RELAXED);
+        if (t >= jb->n_tiles) break;
+        run_tile(jb, wb, t);
+    }
+    free(wb);
+    return 0;
+}
+
+#if !defined(BITSWARM_OPENMP)
+static void *worker_thread(void *arg)
+{
+    worker((job_t *)arg);
+    return NULL;
+}
+#endif
+
+static int cpu_count(void)
+{
+#if defined(BITSWARM_OPENMP)
+    return omp_get_num_procs();
+#else
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    return c < 1 ? 1 : (int)c;
+#endif
+}
+
+/* Runs the job on `threads` threads (the calling thread is one of them). */
+static int run_job(job_t *jb, int threads)
+{
+    if (threads > jb->n_tiles) threads = (int)jb->n_tiles;
+    if ((double)jb->B * (double)jb->M * (double)jb->K < MIN_PARALLEL_WORK) threads = 1;
+    if (threads < 1) threads = 1;
+    if (threads == 1) return worker(jb);
+#if defined(BITSWARM_OPENMP)
+#pragma omp parallel num_threads(threads)
+    worker(jb);
+#else
+    pthread_t tids[MAX_THREADS];
+    int started = 0;
+    for (int t = 1; t < threads; t++) {
+        if (pthread_create(&tids[started], NULL, worker_thread, jb) != 0) break;
+        started++;
+    }
+    worker(jb);  /* the calling thread works too; if no thread started it does everything */
+    for (int t = 0; t < started; t++) pthread_join(tids[t], NULL);
+#endif
+    return jb->failed ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Python interface                                                                          */
+/* ---------------------------------------------------------------------------------------- */
+
+/* numpy exports uint64 as 'L' (or 'Q'), int32 as 'i'; accept native/little-endian markers. */
+static int format_is(const char *fmt, Py_ssize_t itemsize, Py_ssize_t want_size, int want_signed)
+{
+    if (fmt == NULL) return 0;
+    if (*fmt == '@' || *fmt == '=' || *fmt == '<') fmt++;
+    if (fmt[0] == '\0' || fmt[1] != '\0' || itemsize != want_size) return 0;
+    const char *chars = want_signed ? "bhilq" : "BHILQ";
+    return strchr(chars, fmt[0]) != NULL;
+}
+
+static int get_buffer(PyObject *obj, Py_buffer *view, const char *name, int writable,
+                      Py_ssize_t itemsize, int want_signed, const char *dtype)
+{
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) != 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be a C-contiguous%s %s array, found %.100s that is not",
+                     name, writable ? ", writable" : "", dtype, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (!format_is(view->format, view->itemsize, itemsize, want_signed)) {
+        PyErr_Format(PyExc_TypeError, "%s must have dtype %s, found buffer format '%s' of %zd bytes",
+                     name, dtype, view->format ? view->format : "B", view->itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    if (view->ndim != 2) {
+        PyErr_Format(PyExc_ValueError, "%s must be 2-dimensional, found %d dimensions", name,
+                     view->ndim);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *popcount_kernel(PyObject *args, PyObject *kwargs, int mode)
+{
+    static char *kwlist[] = {"a", "w", "out", "n", "path", "threads", NULL};
+    PyObject *ao, *wo, *oo;
+    long long n;
+    int path = PATH_AUTO, threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOL|ii", kwlist, &ao, &wo, &oo, &n, &path,
+                                     &threads))
+        return NULL;
+    Py_buffer av, wv, ov;
+    if (get_buffer(ao, &av, "a", 0, 8, 0, "uint64") != 0) return NULL;
+    if (get_buffer(wo, &wv, "w", 0, 8, 0, "uint64") != 0) {
+        PyBuffer_Release(&av);
+        return NULL;
+    }
+    if (get_buffer(oo, &ov, "out", 1, 4, 1, "int32") != 0) {
+        PyBuffer_Release(&av);
+        PyBuffer_Release(&wv);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    const Py_ssize_t B = av.shape[0], K = av.shape[1], M = wv.shape[0];
+    if (wv.shape[1] != K) {
+        PyErr_Format(PyExc_ValueError, "a and w must have the same number of words per row, "
+                     "found %zd and %zd", K, wv.shape[1]);
+        goto done;
+    }
+    if (ov.shape[0] != B || ov.shape[1] != M) {
+        PyErr_Format(PyExc_ValueError, "out must have shape (%zd, %zd), found (%zd, %zd)", B, M,
+                     ov.shape[0], ov.shape[1]);
+        goto done;
+    }
+    if (n < 0 || n > 64LL * (long long)K || n <= 64LL * ((long long)K - 1) ||
+        n > (long long)INT32_MAX) {
+        PyErr_Format(PyExc_ValueError,
+                     "n must be a bit count that needs exactly %zd words (%lld..%lld) and "
+                     "fits in int32, found %lld",
+                     K, K > 0 ? 64LL * (K - 1) + 1 : 0LL, 64LL * (long long)K, n);
+        goto done;
+    }
+    if (path != PATH_AUTO && path != PATH_PORTABLE && path != PATH_AVX512) {
+        PyErr_Format(PyExc_ValueError, "path must be 0 (auto), 1 (portable) or 2 (avx512), found %d",
+                     path);
+        goto done;
+    }
+    if (path == PATH_AVX512 && !cpu_avx512) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the avx512 path needs AVX-512F and VPOPCNTQ, which this CPU lacks");
+        goto done;
+    }
+    if (threads < 0 || threads > MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "threads must be in 0..%d (0 = all CPUs), found %d",
+                     MAX_THREADS, threads);
+        goto done;
+    }
+    if (B == 0 || M == 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (K == 0) {  /* n == 0: every dot product and count is 0 */
+        memset(ov.buf, 0, (size_t)(B * M) * sizeof(int32_t));
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    {
+        job_t jb;
+        memset(&jb, 0, sizeof jb);
+        jb.a = (const uint64_t *)av.buf;
+        jb.w = (const uint64_t *)wv.buf;
+        jb.out = (int32_t *)ov.buf;
+        jb.B = B;
+        jb.M = M;
+        jb.K = K;
+        jb.n = n;
+        jb.lastmask = (n % 64) ? ((((uint64_t)1) << (n % 64)) - 1) : ~(uint64_t)0;
+        jb.mode = mode;
+        jb.path = path == PATH_AUTO ? (cpu_avx512 ? PATH_AVX512 : PATH_PORTABLE) : path;
+        jb.n_itiles = (B + TILE_I - 1) / TILE_I;
+        jb.n_tiles = jb.n_itiles * ((M + TILE_J - 1) / TILE_J);
+        jb.next = 0;
+        if (threads == 0) threads = cpu_count();
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = run_job(&jb, threads);
+        Py_END_ALLOW_THREADS
+        if (rc != 0) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&av);
+    PyBuffer_Release(&wv);
+    PyBuffer_Release(&ov);
+    return result;
+}
+
+static PyObject *py_xnor_popcount(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    (void)self;
+    return popcount_kernel(args, kwargs, MODE_XNOR);
+}
+
+static PyObject *py_and_popcount(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    (void)self;
+    return popcount_kernel(args, kwargs, MODE_AND);
+}
+
+static PyObject *py_cpu_info(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return Py_BuildValue("{s:O,s:O,s:s,s:i}", "avx512", cpu_avx512 ? Py_True : Py_False,
+                         "popcnt", cpu_popcnt ? Py_True : Py_False, "threading",
+#if defined(BITSWARM_OPENMP)
+                         "openmp",
+#else
+                         "pthreads",
+#endif
+                         "cpus", cpu_count());
+}
+
+PyDoc_STRVAR(xnor_doc,
+"xnor_popcount(a, w, out, n, path=0, threads=0)\n--\n\n"
+"out[i, j] = n - 2 * popcount((a[i] ^ w[j]) & valid) for C-contiguous uint64 a[B, K],\n"
+"w[M, K] and int32 out[B, M]; `valid` keeps the first n bits (ceil(n / 64) == K).\n"
+"path: 0 auto, 1 portable, 2 avx512. threads: 0 = all CPUs. Releases the GIL.");
+
+PyDoc_STRVAR(and_doc,
+"and_popcount(a, w, out, n, path=0, threads=0)\n--\n\n"
+"out[i, j] = popcount(a[i] & w[j] & valid); arguments as for xnor_popcount.");
+
+PyDoc_STRVAR(cpu_doc,
+"cpu_info()\n--\n\n"
+"Dict: 'avx512' (AVX-512F + VPOPCNTQ usable), 'popcnt', 'threading', 'cpus'.");
+
+static PyMethodDef methods[] = {
+    {"xnor_popcount", (PyCFunction)(void (*)(void))py_xnor_popcount, METH_VARARGS | METH_KEYWORDS,
+     xnor_doc},
+    {"and_popcount", (PyCFunction)(void (*)(void))py_and_popcount, METH_VARARGS | METH_KEYWORDS,
+     and_doc},
+    {"cpu_info", py_cpu_info, METH_NOARGS, cpu_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "bitswarm.sim._popcount",
+    "Packed-word XNOR/AND popcount kernels (see bitswarm.sim.popcount).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__popcount(void)
+{
+    detect_cpu();
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,281 @@
+"""The virtual accelerator: a bitswarm model run in software on packed words (SPEC.md §2–§7).
+
+:class:`VirtualAccelerator` packs a :class:`bitswarm.golden.Model` once and runs inference with
+the popcount kernels of :mod:`bitswarm.sim.popcount`. It is bit-exact with
+:meth:`bitswarm.golden.Model.forward` (scores) and :meth:`~bitswarm.golden.Model.predict`
+(classes); the tests compare whole score matrices.
+
+Every layer is one kernel call on a *concatenated* operand, so swarm planes, input bit planes
+and ternary planes cost no Python loops:
+
+=====================  =========================================  ===================================
+layer                  kernel operands (per row)                  pre-activation ``z``
+=====================  =========================================  ===================================
+binary, ±1 input       ``xnor``: ``[a]*S`` vs ``[w_0 .. w_S-1]``  ``r - (64·S·W - S·N)``
+binary, B-bit input    ``and``: ``[x_b]*S`` vs ``[w_0 .. w_S-1]``  ``Σ_b 2^b (2 P_b - S·popcount(x_b))``
+ternary, ±1 input      ``and``: ``[a, ¬a]`` vs ``[pos, neg]``     ``2 P - popcount(mask)``
+ternary, B-bit input   ``and``: ``[x_b, x_b]`` vs ``[pos, ¬neg]``  ``Σ_b 2^b (P_b - popcount(x_b))``
+=====================  =========================================  ===================================
+
+with ``pos = mask AND sign``, ``neg = mask AND NOT sign`` (SPEC §5), ``W = ceil(N/64)`` words per
+plane and every complement restricted to the ``N`` valid bits. Padding bits are 0 in every plane
+(SPEC §2), so they add nothing to a concatenated count. The ternary ±1 row uses
+``popcount(mask AND XNOR(a, sign)) = popcount(a AND pos) + popcount(NOT a AND neg)``; the ternary
+B-bit row uses ``popcount(x AND neg) = popcount(x) - popcount(x AND NOT neg)``.
+
+Activations (SPEC §7): hidden bits ``((z - θ) >= 0) XOR inv`` are packed (SPEC §2) for the next
+layer; the output layer gives ``z - θ`` (int64) and classes by argmax, ties to the lowest index.
+
+The forward pass is kept apart from timing: a cycle model can walk :attr:`VirtualAccelerator.layers`
+(each :class:`PackedLayer` holds its config and operands) without touching the arithmetic.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..golden.bits import WORD_BITS, n_words, pack_bits
+from ..golden.errors import ConfigError
+from ..golden.layer import LayerConfig
+from ..golden.model import Model, load_model, quantize_input
+from .popcount import and_popcount, xnor_popcount
+
+__all__ = ["PackedLayer", "VirtualAccelerator", "pack_layer", "layer_preact", "layer_output"]
+
+
+def _valid_mask(n: int) -> np.ndarray:
+    """``uint64 [ceil(n/64)]`` words with the first ``n`` bits set."""
+    m = np.full(n_words(n), np.uint64(0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
+    if n % WORD_BITS:
+        m[-1] = np.uint64((1 << (n % WORD_BITS)) - 1)
+    return m
+
+
+@dataclass(frozen=True)
+class PackedLayer:
+    """One layer's packed operands, ready for the kernel.
+
+    Members
+    -------
+    cfg : LayerConfig
+        The golden layer config.
+    kernel : str
+        ``"xnor"`` or ``"and"``.
+    weights : numpy.ndarray
+        ``uint64 [M, P·W]``: the concatenated weight planes (``P`` = S, or 2 for ternary).
+    mask_count : numpy.ndarray
+        ``int64 [M]``: ``popcount(mask_j)`` for ternary layers, else zeros.
+    theta : numpy.ndarray
+        ``int64 [M]`` thresholds.
+    invert : numpy.ndarray
+        ``bool [M]`` invert bits.
+    """
+
+    cfg: LayerConfig
+    kernel: str
+    weights: np.ndarray
+    mask_count: np.ndarray
+    theta: np.ndarray
+    invert: np.ndarray
+
+    @property
+    def words(self) -> int:
+        """Words per plane, ``ceil(N / 64)``."""
+        return n_words(self.cfg.n_in)
+
+
+def pack_layer(cfg: LayerConfig, weights, theta, invert) -> PackedLayer:
+    """Pack one golden layer (``Model.weights[i]`` etc.) into kernel operands.
+
+    Parameters
+    ----------
+    cfg : LayerConfig
+        The layer's config.
+    weights : torch.Tensor or numpy.ndarray
+        uint8 bits ``[S, M, N]`` (binary) or int8 trits ``[M, N]`` (ternary).
+    theta, invert : torch.Tensor or numpy.ndarray
+        int32 ``[M]`` thresholds and uint8 ``[M]`` invert bits.
+
+    Raises
+    ------
+    ConfigError
+        If a shape does not match ``cfg``.
+    """
+
+    def _np(t) -> np.ndarray:
+        return t.cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+    w, th, inv = _np(weights), _np(theta), _np(invert)
+    if tuple(w.shape) != cfg.weight_shape():
+        raise ConfigError(f"weights must have shape {cfg.weight_shape()}, found {tuple(w.shape)}")
+    for name, v in (("theta", th), ("invert", inv)):
+        if v.shape != (cfg.n_out,):
+            raise ConfigError(f"{name} must have shape ({cfg.n_out},), found {v.shape}")
+    m = cfg.n_out
+    if cfg.weights == "binary":
+        planes = [pack_bits(w[s]) for s in range(cfg.swarm)]
+        kernel = "xnor" if cfg.input_bits == 1 else "and"
+        mask_count = np.zeros(m, dtype=np.int64)
+    else:
+        pos = pack_bits((w > 0).astype(np.uint8))
+        neg = pack_bits((w < 0).astype(np.uint8))
+        mask_count = (w != 0).sum(axis=1, dtype=np.int64)
+        kernel = "and"
+        if cfg.input_bits == 1:
+            planes = [pos, neg]
+        else:
+            planes = [pos, ~neg & _valid_mask(cfg.n_in)]
+    return PackedLayer(
+        cfg=cfg,
+        kernel=kernel,
+        weights=np.ascontiguousarray(np.concatenate(planes, axis=1)),
+        mask_count=mask_count,
+        theta=th.astype(np.int64),
+        invert=inv.astype(bool),
+    )
+
+
+def _input_planes(cfg: LayerConfig, x: np.ndarray) -> list[np.ndarray]:
+    """Packed input planes: one ``[B, W]`` plane of ±1 bits, or B-bit planes LSB first."""
+    if cfg.input_bits == 1:
+        return [pack_bits(x)]
+    return [pack_bits((x >> b) & 1) for b in range(cfg.input_bits)]
+
+
+def layer_preact(
+    layer: PackedLayer, planes: list[np.ndarray], threads: int | None = None
+) -> np.ndarray:
+    """Pre-activations ``z`` (int64 ``[B, M]``) of a packed layer, SPEC §3–§5.
+
+    Parameters
+    ----------
+    layer : PackedLayer
+        The packed layer.
+    planes : list of numpy.ndarray
+        Packed input planes ``uint64 [B, W]``: one (±1 input) or ``input_bits`` (LSB first), with
+        zero padding bits.
+    threads : int, optional
+        Kernel threads (default all CPUs).
+    """
+    cfg = layer.cfg
+    n, s, words = cfg.n_in, cfg.swarm, layer.words
+    nb = len(planes)
+    if nb != cfg.input_bits:
+        raise ConfigError(f"layer takes {cfg.input_bits} input planes, found {nb}")
+    batch = planes[0].shape[0]
+    for p in planes:
+        if p.dtype != np.uint64 or p.shape != (batch, words):
+            raise ConfigError(
+                f"input planes must be uint64 [{batch}, {words}], found {p.dtype} {p.shape}"
+            )
+    if cfg.weights == "binary":
+        rows = np.stack(planes)  # [nb, B, W]
+        a = np.ascontiguousarray(np.tile(rows, (1, 1, s)).reshape(nb * batch, s * words))
+        if cfg.input_bits == 1:
+            r = xnor_popcount(a, layer.weights, s * words * WORD_BITS, threads=threads)
+            # r = 64·S·W - 2·popcount(a XOR w) over all planes; padding bits XOR to 0
+            return r.astype(np.int64) - (s * words * WORD_BITS - s * n)
+        cnt = (
+            and_popcount(a, layer.weights, threads=threads).astype(np.int64).reshape(nb, batch, -1)
+        )
+        pcx = np.stack([np.bitwise_count(p).sum(axis=1, dtype=np.int64) for p in planes])  # [nb, B]
+        z = np.zeros((batch, cfg.n_out), dtype=np.int64)
+        for b in range(nb):
+            z += (2 * cnt[b] - s * pcx[b][:, None]) << b
+        return z
+    if cfg.input_bits == 1:  # ternary, ±1 input: rows [a, NOT a] against [pos, neg]
+        a0 = planes[0]
+        a = np.ascontiguousarray(np.concatenate([a0, ~a0 & _valid_mask(n)], axis=1))
+        cnt = and_popcount(a, layer.weights, threads=threads).astype(np.int64)
+        return 2 * cnt - layer.mask_count[None, :]
+    # ternary, B-bit input: rows [x_b, x_b] against [pos, NOT neg]
+    rows = np.stack(planes)
+    a = np.ascontiguousarray(np.concatenate([rows, rows], axis=2).reshape(nb * batch, 2 * words))
+    cnt = and_popcount(a, layer.weights, threads=threads).astype(np.int64).reshape(nb, batch, -1)
+    z = np.zeros((batch, cfg.n_out), dtype=np.int64)
+    for b in range(nb):
+        pcx = np.bitwise_count(planes[b]).sum(axis=1, dtype=np.int64)
+        z += (cnt[b] - pcx[:, None]) << b
+    return z
+
+
+def layer_output(layer: PackedLayer, z: np.ndarray) -> np.ndarray:
+    """SPEC §7: hidden layers give bits ``((z - θ) >= 0) XOR inv`` (uint8), the output layer
+    gives scores ``z - θ`` (int64)."""
+    d = z - layer.theta[None, :]
+    if layer.cfg.output:
+        return d
+    return ((d >= 0) ^ layer.invert[None, :]).astype(np.uint8)
+
+
+class VirtualAccelerator:
+    """A bitswarm model on packed words: bit-exact inference with the popcount kernels.
+
+    Parameters
+    ----------
+    model : bitswarm.golden.Model
+        The model to run; its weights are packed once, here.
+    threads : int, optional
+        Kernel threads (default: all CPUs).
+
+    Members
+    -------
+    cfg : ModelConfig
+        The model's config.
+    layers : list of PackedLayer
+        Packed operands per layer.
+    """
+
+    def __init__(self, model: Model, threads: int | None = None):
+        if not isinstance(model, Model):
+            raise ConfigError(
+                f"VirtualAccelerator needs a bitswarm.golden.Model, not {type(model).__name__}"
+            )
+        model.validate()
+        self.cfg = model.cfg
+        self.threads = threads
+        self.layers = [
+            pack_layer(lay, model.weights[i], model.theta[i], model.invert[i])
+            for i, lay in enumerate(model.cfg.layers)
+        ]
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, threads: int | None = None) -> "VirtualAccelerator":
+        """Load a model file (SPEC §10) and build its accelerator."""
+        return cls(load_model(path), threads=threads)
+
+    def forward(self, x, trace: list | None = None) -> np.ndarray:
+        """Integer scores ``[B, classes]`` (int64) for raw uint8 samples ``[B, *input_shape]``.
+
+        Parameters
+        ----------
+        x : numpy.ndarray or torch.Tensor
+            uint8 samples, as for :meth:`bitswarm.golden.Model.forward`.
+        trace : list, optional
+            If given, each layer's output is appended: hidden layers' activation bits
+            (uint8 ``[B, M]``), then the scores — the same entries as the golden trace.
+
+        Raises
+        ------
+        ConfigError
+            If the samples have the wrong dtype or shape.
+        """
+        h = quantize_input(self.cfg, x).cpu().numpy()
+        planes = _input_planes(self.cfg.layers[0], h)
+        out = h
+        for layer in self.layers:
+            z = layer_preact(layer, planes, threads=self.threads)
+            out = layer_output(layer, z)
+            if trace is not None:
+                trace.append(out)
+            if not layer.cfg.output:
+                planes = [pack_bits(out)]
+        return out
+
+    def predict(self, x) -> np.ndarray:
+        """Classes ``[B]`` (int64): argmax of the scores, ties going to the lowest index."""
+        return np.argmax(self.forward(x), axis=1).astype(np.int64)
