@@ -127,12 +127,10 @@ def argmax_tree(m: Module, scores: list, width: int):
     Returns ``(index, value)`` signals. A balanced tree of comparators: at each node the right
     candidate wins only if strictly greater, and the left subtree always holds lower indices.
     """
-    nodes = [(i, s) for i, s in enumerate(scores)]
-    level = [(Signal(range(max(2, len(scores))), init=0), s, [i]) for i, s in nodes]
     cands = []
-    for i, s, _ in level:
-        idx = Signal(range(max(2, len(scores))), name=f"am_i{_[0]}")
-        m.d.comb += idx.eq(_[0])
+    for i, s in enumerate(scores):
+        idx = Signal(range(max(2, len(scores))), name=f"am_i{i}")
+        m.d.comb += idx.eq(i)
         cands.append((idx, s))
     k = 0
     while len(cands) > 1:
@@ -237,10 +235,12 @@ class Accelerator(wiring.Component):
 
     def __init__(self, model: Model, plan: AccelPlan | None = None):
         if not isinstance(model, Model):
+            self._MustUse__silence = True  # never elaborated: don't warn about it
             raise TypeError(f"model must be a bitswarm.golden.Model, not {model!r}")
         self._model = model
         self._plan = plan or AccelPlan.auto(model.cfg)
         if self._plan.cfg.to_dict() != model.cfg.to_dict():
+            self._MustUse__silence = True
             raise ConfigError("the plan was made for a different model configuration")
         lays = model.cfg.layers
         self._macs = []

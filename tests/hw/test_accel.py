@@ -1,0 +1,105 @@
+"""The accelerator top on Verilator (bulk C++ harness): every score and class equals golden,
+and the cycle model equals the measured cycle counts exactly."""
+
+import numpy as np
+import pytest
+import torch
+
+from bitswarm.golden import ConfigError, LayerConfig, Model, ModelConfig
+from bitswarm.hw.accel import Accelerator
+from bitswarm.hw.plan import AccelPlan, LayerFold
+from bitswarm.sim.bulk import VerilatorAccelerator
+
+
+def _random_model(arch, swarm, input_bits=8, seed=0, shape=None, ternary_first=False):
+    cfg = ModelConfig.mlp(arch, input_shape=shape, swarm=swarm, input_bits=input_bits)
+    if ternary_first:
+        lays = list(cfg.layers)
+        lays[0] = LayerConfig(n_in=arch[0], n_out=arch[1], input_bits=input_bits, weights="ternary")
+        cfg = ModelConfig(input_shape=cfg.input_shape, layers=tuple(lays), flip=cfg.flip)
+    m = Model.random(cfg, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    for i, lay in enumerate(cfg.layers):
+        # thresholds spread around the middle of each neuron's range so activations vary
+        spread = max(1, lay.z_bound // 8)
+        m.theta[i] = torch.randint(-spread, spread + 1, (lay.n_out,), generator=g, dtype=torch.int32)
+        if not lay.output:
+            m.invert[i] = torch.randint(0, 2, (lay.n_out,), generator=g, dtype=torch.uint8)
+    m.validate()
+    return m
+
+
+CASES = {
+    # name: (arch, swarm, input_bits, folds (pe, simd, pipeline) per layer, ternary first layer)
+    "s1_full_parallel": ([16, 12, 5], 1, 8, [(12, 16, 3), (5, 12, 2)], False),
+    "s4_folded_ragged": ([20, 9, 4], 4, 8, [(2, 6, 1), (3, 4, 0)], False),
+    "s1_binary_in_pe1": ([24, 10, 6, 3], 1, 1, [(1, 5, 0), (4, 10, 3), (2, 3, 1)], False),
+    "s4_ternary_first": ([12, 8, 4], 4, 4, [(3, 5, 2), (4, 8, 1)], True),
+}
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_sim_accel_bit_exact_and_cycle_model(name, tmp_path_factory):
+    arch, swarm, bits, folds, tern = CASES[name]
+    m = _random_model(arch, swarm, bits, seed=len(name), ternary_first=tern)
+    plan = AccelPlan(m.cfg, tuple(LayerFold(*f) for f in folds))
+    va = VerilatorAccelerator(Accelerator(m, plan), build_root=tmp_path_factory.mktemp(name))
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(0, 256, (300, arch[0]), generator=g, dtype=torch.uint8)
+    want = m.forward(x).numpy()
+    want_cls = m.predict(x).numpy()
+    # isolated inferences: every score and class, and the latency of every image
+    r = va.run(x.numpy())
+    np.testing.assert_array_equal(r.scores, want)
+    np.testing.assert_array_equal(r.classes, want_cls)
+    assert set(r.latencies.tolist()) == {plan.latency_cycles()}
+    # streamed with random idle input cycles and random output backpressure: same outputs
+    r2 = va.run(x.numpy(), stream=True, idle_pct=30, bp_pct=40, seed=3)
+    np.testing.assert_array_equal(r2.scores, want)
+    np.testing.assert_array_equal(r2.classes, want_cls)
+    # streamed at full rate: the interval approaches the slowest stage's cycles per vector
+    r3 = va.run(x.numpy(), stream=True)
+    np.testing.assert_array_equal(r3.scores, want)
+    steady = np.diff(r3.out_cycle)[10:]
+    assert steady.min() >= plan.interval_bound()
+
+
+@pytest.mark.verilator
+def test_sim_accel_mutation_detected(tmp_path):
+    """A broken model in the RTL (one flipped weight bit) must make the comparison fail."""
+    m = _random_model([16, 12, 5], 1, 8, seed=3)
+    plan = AccelPlan(m.cfg, (LayerFold(4, 8, 1), LayerFold(5, 12, 1)))
+    broken = _random_model([16, 12, 5], 1, 8, seed=3)
+    broken.weights[1] = broken.weights[1].clone()
+    broken.weights[1][0, 2, 5] ^= 1
+    va = VerilatorAccelerator(Accelerator(broken, plan), build_root=tmp_path)
+    x = torch.randint(0, 256, (200, 16), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    r = va.run(x.numpy())
+    assert not np.array_equal(r.scores, m.forward(x).numpy())
+
+
+def test_plan_validation():
+    m = _random_model([16, 12, 5], 1, 8)
+    with pytest.raises(ConfigError, match="need 2 layer folds"):
+        AccelPlan(m.cfg, (LayerFold(1, 1, 0),))
+    with pytest.raises(ConfigError, match="layer 0: pe must be an integer in 1..12"):
+        AccelPlan(m.cfg, (LayerFold(13, 1, 0), LayerFold(1, 1, 0)))
+    with pytest.raises(ConfigError, match="layer 1: simd must be an integer in 1..12"):
+        AccelPlan(m.cfg, (LayerFold(1, 1, 0), LayerFold(1, 13, 0)))
+    with pytest.raises(ConfigError, match="layer 0: pipeline must be in 0..3"):
+        AccelPlan(m.cfg, (LayerFold(1, 16, 4), LayerFold(1, 1, 0)))
+    with pytest.raises(TypeError, match="model must be a bitswarm.golden.Model"):
+        Accelerator("model.bsm")
+
+
+def test_plan_cycle_model_formula():
+    m = _random_model([64, 128, 10], 4, 8, shape=(8, 8))
+    plan = AccelPlan(m.cfg, (LayerFold(8, 16, 2), LayerFold(2, 32, 1)))
+    # layer 0: ceil(128/8)=16 groups x 8 planes x ceil(64/16)=4 slices = 512 cycles, latency 5
+    # layer 1: ceil(10/2)=5 groups x 1 plane x ceil(128/32)=4 slices = 20 cycles, latency 4
+    assert plan.layer_cycles() == [512, 20]
+    assert plan.latency_cycles() == 512 + 5 + 20 + 4
+    assert plan.interval_bound() == 512
+    auto = AccelPlan.auto(m.cfg)
+    assert AccelPlan.from_dict(m.cfg, auto.to_dict()) == auto
