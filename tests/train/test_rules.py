@@ -1,0 +1,127 @@
+"""Tests of the rule interface (train/rules.py) and the rules (rule_golden.py, rule_ref.py)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from bitswarm.golden.errors import ConfigError
+from bitswarm.golden.layer import preact, threshold
+from bitswarm.golden.model import quantize_input
+from bitswarm.train import RULES, NetSpec, get_rule, load_dataset
+from bitswarm.train.rule_golden import GoldenRule, vote_from_grad
+from bitswarm.train.rule_ref import fold_batchnorm
+from bitswarm.train.rules import parse_options
+from bitswarm.train.trainer import DEFAULT_FLIP
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_dataset("digits")
+    return torch.from_numpy(d.x_train), torch.from_numpy(d.y_train)
+
+
+def _spec(swarm=1, input_bits=8, seed=0, flip=DEFAULT_FLIP):
+    return NetSpec((64, 32, 10), (8, 8), swarm, input_bits, seed, flip)
+
+
+def test_registry():
+    get_rule("golden")
+    assert {"golden", "ste-adam", "bop", "float"} <= set(RULES)
+    assert not RULES["float"].exportable and RULES["golden"].exportable
+    with pytest.raises(ConfigError, match="unknown rule 'nope'"):
+        get_rule("nope")
+
+
+def test_parse_options():
+    o = parse_options(GoldenRule.Options, {"vote_pct": "120", "temperature": 3})
+    assert o.vote_pct == 120 and o.temperature == 3.0
+    with pytest.raises(ConfigError, match=r"unknown rule option\(s\) \['lr'\]"):
+        parse_options(GoldenRule.Options, {"lr": "1"})
+    with pytest.raises(ConfigError, match="vote_pct must be a int"):
+        parse_options(GoldenRule.Options, {"vote_pct": "1.5"})
+    with pytest.raises(ConfigError, match="window_pct must be in"):
+        parse_options(GoldenRule.Options, {"window_pct": "0"})
+
+
+def test_vote_from_grad_semantics():
+    # G > 0 means descent lowers the weight: a +1 bit is wrong (+1), a -1 bit is right (-1).
+    g = torch.tensor([[10, -10, 1, 0]], dtype=torch.int64)
+    bits = torch.tensor([[[1, 1, 1, 1]], [[0, 0, 0, 0]]], dtype=torch.uint8)
+    v = vote_from_grad(g, bits, 50)  # thr = floor(0.5 * 21 / 4) = 2: |1| and 0 are insignificant
+    assert v.tolist() == [[[1, -1, 0, 0]], [[-1, 1, 0, 0]]]
+    assert vote_from_grad(g, bits, 0).tolist()[0] == [[1, -1, 1, 0]]
+    with pytest.raises(ConfigError):
+        vote_from_grad(g.to(torch.int32), bits, 50)
+
+
+def test_golden_step_is_golden(digits):
+    """The surrogate's forward is golden's: after init, thresholds are the batch means, and a
+    step changes weights only through flip_step (accumulators in range, bits 0/1)."""
+    x, y = digits
+    r = GoldenRule(_spec(swarm=2, flip=dataclasses.replace(DEFAULT_FLIP, threshold=3)))
+    r.init_state(x)
+    m = r.model
+    h = quantize_input(m.cfg, x[:512])
+    z0 = preact(m.cfg.layers[0], h, m.weights[0])
+    assert torch.equal(m.theta[0], torch.div(z0.sum(0), 512, rounding_mode="floor").to(torch.int32))
+    before = [w.clone() for w in m.weights]
+    res = None
+    for k in range(6):
+        res = r.train_step(x[k * 64 : (k + 1) * 64], y[k * 64 : (k + 1) * 64])
+    assert np.isfinite(res.loss) and len(res.flips) == 2
+    m.validate()
+    changed = sum(int((a != b).sum()) for a, b in zip(before, m.weights))
+    assert changed > 0
+    assert m.lfsr_state != m.cfg.flip.lfsr.seed  # stochastic firing drew noise
+
+
+@pytest.mark.parametrize("name", ["golden", "ste-adam", "bop", "float"])
+def test_rules_deterministic(digits, name):
+    x, y = digits
+    outs = []
+    for _ in range(2):
+        r = get_rule(name)(_spec(seed=3))
+        r.init_state(x)
+        losses = [r.train_step(x[k * 32 : (k + 1) * 32], y[k * 32 : (k + 1) * 32]).loss for k in range(5)]
+        outs.append((losses, r.predict(x[:200]), r.state_tensors(), r.export()))
+    (l1, p1, s1, m1), (l2, p2, s2, m2) = outs
+    assert l1 == l2 and torch.equal(p1, p2)
+    assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert (m1 is None and m2 is None) or m1.equal(m2)
+
+
+@pytest.mark.parametrize("name", ["golden", "ste-adam", "bop"])
+def test_predict_is_golden_forward(digits, name):
+    x, y = digits
+    r = get_rule(name)(_spec(swarm=2, input_bits=4))
+    r.init_state(x)
+    for k in range(4):
+        r.train_step(x[k * 32 : (k + 1) * 32], y[k * 32 : (k + 1) * 32])
+    m = r.export()
+    assert torch.equal(r.predict(x[:300]), m.predict(x[:300]))
+
+
+def test_seed_changes_result(digits):
+    x, _ = digits
+    a, b = GoldenRule(_spec(seed=0)), GoldenRule(_spec(seed=1))
+    a.init_state(x)
+    b.init_state(x)
+    assert not torch.equal(a.model.weights[0], b.model.weights[0])
+
+
+def test_fold_batchnorm_matches_float_sign():
+    g = torch.Generator().manual_seed(0)
+    M, bound = 200, 1000
+    mu = torch.randn(M, generator=g) * 50
+    var = torch.rand(M, generator=g) * 400 + 1
+    gamma = torch.randn(M, generator=g)
+    gamma[:5] = 0
+    beta = torch.randn(M, generator=g)
+    theta, inv = fold_batchnorm(mu, var, gamma, beta, bound)
+    z = torch.arange(-300, 301, dtype=torch.int64)[:, None].expand(-1, M)
+    want = ((gamma.double() * (z - mu.double()) / torch.sqrt(var.double() + 1e-5) + beta.double()) >= 0)
+    got = threshold(z, theta, inv).bool()
+    assert (got == want).double().mean() > 0.999  # equal except at float ties
+    assert inv[gamma < 0].all() and not inv[gamma > 0].any()

@@ -1,0 +1,137 @@
+"""Tests of train/trainer.py and train/checkpoint.py: runs, metrics, checkpoints, resume."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from bitswarm.golden.errors import BitswarmError, ConfigError
+from bitswarm.golden.model import load_model
+from bitswarm.train import TrainConfig, evaluate, load_checkpoint, load_dataset, train
+from bitswarm.train.checkpoint import CheckpointError
+from bitswarm.train.data import DataError
+from bitswarm.train.trainer import epoch_order, parse_arch
+
+FAST = dict(dataset="digits", arch=(64, 48, 10), batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run")
+    res = train(TrainConfig(epochs=3, **FAST), out=d / "m.bsm", quiet=True)
+    return d, res
+
+
+def test_tiny_run_beats_chance(trained):
+    _, res = trained
+    assert res.metrics[-1]["test_accuracy"] > 0.6  # chance is 0.1
+    assert res.metrics[-1]["train_loss"] < res.metrics[0]["train_loss"]
+
+
+def test_model_file_evaluates_identically(trained):
+    d, res = trained
+    m = load_model(d / "m.bsm")
+    ds = load_dataset("digits")
+    acc, n = evaluate(m, ds.x_test, ds.y_test)
+    assert n == 360 and acc == res.metrics[-1]["test_accuracy"]
+    scores = m.forward(torch.from_numpy(ds.x_test))  # golden Model.forward defines accuracy
+    assert float((scores.argmax(-1) == torch.from_numpy(ds.y_test)).double().mean()) == acc
+    assert m.acc is not None and m.lfsr_state is not None  # training state travels along
+    assert m.cfg.meta["rule"] == "golden" and m.cfg.meta["epochs"] == "3"
+    assert all(int(t) == 0 for t in m.theta[-1])
+
+
+def test_run_folder_contents(trained):
+    d, res = trained
+    run = d / "m.run"
+    assert res.run_dir == run
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    recs = [json.loads(s) for s in lines]
+    assert [r["epoch"] for r in recs] == [1, 2, 3]
+    for r in recs:
+        assert {"epoch", "train_loss", "test_accuracy", "flip_rate", "seconds"} <= set(r)
+        assert len(r["flip_rate"]) == 2
+    for png in ("accuracy.png", "loss.png", "flip_rate.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ck = load_checkpoint(run / "last.ckpt")
+    assert ck.epoch == 3 and ck.metrics == recs and ck.model is not None
+    assert ck.data_order["next_epoch"] == 3 and ck.data_order["seed"] == 0
+    assert TrainConfig.from_dict(ck.config).arch == (64, 48, 10)
+
+
+@pytest.mark.parametrize("rule", ["golden", "ste-adam", "bop"])
+def test_resume_is_bit_identical(tmp_path, rule):
+    cfg = TrainConfig(epochs=4, rule=rule, **FAST)
+    train(cfg, out=tmp_path / "a.bsm", quiet=True, plots=False)
+    train(dataclasses.replace(cfg, epochs=2), out=tmp_path / "b.bsm", quiet=True, plots=False)
+    res = train(cfg, out=tmp_path / "b.bsm", resume=tmp_path / "b.run" / "last.ckpt", quiet=True,
+                plots=False)
+    assert (tmp_path / "a.bsm").read_bytes() == (tmp_path / "b.bsm").read_bytes()
+    assert [r["epoch"] for r in res.metrics] == [1, 2, 3, 4]
+    a = [json.loads(s)["test_accuracy"] for s in (tmp_path / "a.run" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(s)["test_accuracy"] for s in (tmp_path / "b.run" / "metrics.jsonl").read_text().splitlines()]
+    assert a == b
+
+
+def test_float_rule_metrics_only(tmp_path):
+    cfg = TrainConfig(epochs=1, rule="float", **FAST)
+    with pytest.raises(ConfigError, match="cannot be exported"):
+        train(cfg, out=tmp_path / "f.bsm", quiet=True)
+    assert not (tmp_path / "f.bsm").exists()
+    res = train(cfg, run_dir=tmp_path / "f.run", quiet=True, plots=False)
+    assert res.model is None and res.metrics[0]["test_accuracy"] > 0.3
+    assert load_checkpoint(tmp_path / "f.run").model is None
+
+
+def test_refuses_to_clobber_a_run(tmp_path, trained):
+    d, _ = trained
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(TrainConfig(epochs=1, **FAST), out=d / "m.bsm", quiet=True)
+
+
+def test_resume_config_must_match(tmp_path, trained):
+    d, _ = trained
+    with pytest.raises(ConfigError, match="swarm differs"):
+        train(TrainConfig(epochs=4, swarm=2, **FAST), out=tmp_path / "x.bsm",
+              resume=d / "m.run" / "last.ckpt", quiet=True)
+    with pytest.raises(ConfigError, match="fewer"):
+        train(TrainConfig(epochs=2, **FAST), out=tmp_path / "x.bsm", resume=d / "m.run", quiet=True)
+    assert not (tmp_path / "x.bsm").exists()
+
+
+def test_bad_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "none.ckpt")
+    (tmp_path / "junk.ckpt").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.ckpt")
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(1)}, str(tmp_path / "other.ckpt"))
+    with pytest.raises(CheckpointError, match="not a bitswarm checkpoint"):
+        load_checkpoint(tmp_path / "other.ckpt")
+
+
+def test_arch_and_config_validation(tmp_path):
+    with pytest.raises(DataError, match="takes 60 inputs but digits samples have 64"):
+        train(TrainConfig(arch=(60, 10), epochs=1), out=tmp_path / "m.bsm", quiet=True)
+    with pytest.raises(DataError, match="gives 5 outputs"):
+        train(TrainConfig(arch=(64, 5), epochs=1), out=tmp_path / "m.bsm", quiet=True)
+    with pytest.raises(ConfigError, match="swarm must be one of"):
+        TrainConfig(swarm=3)
+    with pytest.raises(ConfigError, match="batch_size must be"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="arch must be widths"):
+        parse_arch("64-x-10")
+    with pytest.raises(ConfigError, match="no CUDA|cpu"):
+        train(TrainConfig(epochs=1, **FAST), out=tmp_path / "m.bsm", device="tpu", quiet=True)
+    assert not (tmp_path / "m.bsm").exists() and not (tmp_path / "m.run").exists()
+    assert issubclass(DataError, BitswarmError)
+
+
+def test_epoch_order_fixed():
+    a = epoch_order(0, 1, 100)
+    assert sorted(a.tolist()) == list(range(100))
+    assert a.tolist() == epoch_order(0, 1, 100).tolist()
+    assert a.tolist() != epoch_order(0, 2, 100).tolist()
