@@ -19,6 +19,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 #: Modules whose ``register(subparsers)`` adds subcommands, in ``--help`` order.
 COMMAND_MODULES = [
     "bitswarm.golden.cli",
+    "bitswarm.sim.cli",
     "bitswarm.train.cli",
 ]
 

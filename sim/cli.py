@@ -1,0 +1,100 @@
+"""``bitswarm sim``: run a model file on the virtual accelerator or on Verilator."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["register", "add_fold_args", "plan_from_args"]
+
+
+def add_fold_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pe", type=int, default=None,
+                   help="output neurons per cycle in every layer (clipped to each layer; default auto)")
+    p.add_argument("--simd", type=int, default=None,
+                   help="input elements per cycle in every layer (clipped; default auto)")
+    p.add_argument("--pipeline", type=int, default=None,
+                   help="adder-tree register stages per layer (clipped; default auto)")
+
+
+def plan_from_args(cfg, args):
+    from bitswarm.golden.errors import ConfigError
+    from bitswarm.hw.plan import AccelPlan
+
+    for name in ("pe", "simd"):
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise ConfigError(f"--{name} must be >= 1, not {v}")
+    if getattr(args, "pipeline", None) is not None and args.pipeline < 0:
+        raise ConfigError(f"--pipeline must be >= 0, not {args.pipeline}")
+    return AccelPlan.auto(cfg, pe=args.pe, simd=args.simd, pipeline=args.pipeline)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sim", help="run a model on the virtual accelerator or cycle-accurately on Verilator")
+    p.add_argument("model", help="model file (.bsm)")
+    p.add_argument("--backend", choices=("virtual", "verilator"), default="virtual")
+    p.add_argument("--dataset", default="digits", help="digits, mnist5k, fashion or npz:PATH (test split)")
+    p.add_argument("--data-dir", default=None, help="folder of IDX files for --dataset fashion")
+    p.add_argument("--limit", type=int, default=None, help="run only the first N test images")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--trace", action="store_true",
+                   help="on mismatches, locate the first differing layer/image/neuron")
+    add_fold_args(p)
+    p.set_defaults(func=_cmd_sim)
+
+
+def _cmd_sim(args) -> int:
+    from bitswarm.golden.errors import ConfigError
+    from bitswarm.golden.model import load_model
+    from bitswarm.train.data import load_dataset
+
+    from .driver import evaluate, first_mismatch, make_backend
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, not {args.limit}")
+    model = load_model(args.model)
+    ds = load_dataset(args.dataset, args.data_dir)
+    if tuple(ds.input_shape) != tuple(model.cfg.input_shape) and ds.n_inputs != model.cfg.layers[0].n_in:
+        raise ConfigError(
+            f"{args.dataset} samples are {'x'.join(map(str, ds.input_shape))} but the model takes "
+            f"{'x'.join(map(str, model.cfg.input_shape))}")
+    x, y = ds.x_test, ds.y_test
+    if args.limit:
+        x, y = x[: args.limit], y[: args.limit]
+    x = x.reshape((len(x),) + tuple(model.cfg.input_shape))
+    plan = plan_from_args(model.cfg, args)
+    if not args.json:
+        print(f"bitswarm sim: {args.backend} backend, {len(x)} images of {ds.name}, plan "
+              + ", ".join(f"L{i}(pe={f.pe},simd={f.simd},pipe={f.pipeline})" for i, f in enumerate(plan.folds)),
+              file=sys.stderr, flush=True)
+    backend = make_backend(args.backend, model, plan)
+    rep = evaluate(backend, x, y)
+    bad = rep.pop("_bad_images")
+    out = {
+        "accuracy": rep["accuracy"],
+        "n": rep["n"],
+        "mismatches": rep["mismatches"],
+        "cycles_per_inference": rep["cycles_per_inference"],
+        "backend": args.backend,
+        "plan": plan.to_dict()["folds"],
+    }
+    for k in ("images_per_s_host", "simulated_cycles_per_s"):
+        if k in rep:
+            out[k] = round(rep[k], 1)
+    if len(bad) and args.trace:
+        import torch
+
+        idx = bad[:8]
+        gt: list = []
+        model.forward(torch.as_tensor(x[idx]), trace=gt)
+        out["first_mismatch"] = first_mismatch([t.numpy() for t in gt], backend.trace(x[idx]))
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"accuracy {out['accuracy']:.4f} on {out['n']} images, mismatches {out['mismatches']}, "
+              f"{out['cycles_per_inference']} cycles per inference")
+        if "first_mismatch" in out:
+            print(f"first mismatch: {out['first_mismatch']}")
+    return 1 if out["mismatches"] else 0

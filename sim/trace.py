@@ -1,0 +1,86 @@
+"""Per-layer trace of the RTL on the Amaranth simulator, to locate the first mismatching bit.
+
+Bulk Verilator runs only see the accelerator's outputs. When they disagree with golden,
+:func:`rtl_trace` runs a few images through the *same* Amaranth design on Amaranth's simulator
+and records what each layer hands to the next (the threshold-pack stage's activation bits) and
+the final scores, in the format of :meth:`bitswarm.golden.Model.forward`'s trace, so
+:func:`bitswarm.sim.driver.first_mismatch` can name the layer, image and neuron.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["rtl_trace"]
+
+
+def rtl_trace(accel, images, max_cycles_per_image: int | None = None) -> list[np.ndarray]:
+    """Per-layer outputs of ``accel`` (an :class:`~bitswarm.hw.accel.Accelerator`) for
+    ``images``: hidden layers' activation bits ``[n, M]`` (uint8), then scores ``[n, C]``."""
+    from amaranth.sim import Simulator
+
+    plan = accel.plan
+    cfg = accel.model.cfg
+    lays = cfg.layers
+    x = np.asarray(images, dtype=np.uint8).reshape(len(images), -1)
+    simd0, sf0 = plan.folds[0].simd, plan.input_slices()
+    pad = np.zeros((len(x), sf0 * simd0), dtype=np.uint8)
+    pad[:, : x.shape[1]] = x
+    limit = max_cycles_per_image or (plan.latency_cycles() + 64)
+    # elaborate once so submodules (MAC arrays) exist, and keep handles to their outputs
+    macs = accel._macs
+    hidden: list[list[list[int]]] = [[[] for _ in range(len(x))] for _ in lays[:-1]]
+    scores = np.zeros((len(x), lays[-1].n_out), dtype=np.int64)
+
+    sim = Simulator(accel)
+    sim.add_clock(1e-6)
+
+    async def bench(ctx):
+        for img in range(len(x)):
+            sent = 0
+            cycles = 0
+            while True:
+                if sent < sf0:
+                    ctx.set(accel.i_stream.valid, 1)
+                    for k in range(simd0):
+                        ctx.set(accel.i_stream.payload.x[k], int(pad[img, sent * simd0 + k]))
+                else:
+                    ctx.set(accel.i_stream.valid, 0)
+                ctx.set(accel.o_stream.ready, 1)
+                # record layer handshakes of this cycle (values settle after the sets above)
+                for li in range(len(lays) - 1):
+                    mo = macs[li].o_stream
+                    if ctx.get(mo.valid) and ctx.get(mo.ready):
+                        g = ctx.get(mo.payload.group)
+                        zs = [ctx.get(mo.payload.z[p]) for p in range(plan.folds[li].pe)]
+                        theta = accel.model.theta[li].numpy()
+                        inv = accel.model.invert[li].numpy()
+                        for p, z in enumerate(zs):
+                            j = g * plan.folds[li].pe + p
+                            if j < lays[li].n_out:
+                                hidden[li][img].append((j, int((z - int(theta[j]) >= 0) ^ int(inv[j]))))
+                in_hs = ctx.get(accel.i_stream.valid) and ctx.get(accel.i_stream.ready)
+                out_hs = ctx.get(accel.o_stream.valid) and ctx.get(accel.o_stream.ready)
+                if out_hs:
+                    for j in range(lays[-1].n_out):
+                        scores[img, j] = ctx.get(accel.o_stream.payload.scores[j])
+                await ctx.tick()
+                cycles += 1
+                if in_hs:
+                    sent += 1
+                if out_hs:
+                    break
+                if cycles > limit:
+                    raise AssertionError(f"image {img}: no output after {limit} cycles")
+
+    sim.add_testbench(bench)
+    sim.run()
+    out = []
+    for li in range(len(lays) - 1):
+        a = np.zeros((len(x), lays[li].n_out), dtype=np.uint8)
+        for img in range(len(x)):
+            for j, bit in hidden[li][img]:
+                a[img, j] = bit
+        out.append(a)
+    out.append(scores)
+    return out
