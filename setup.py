@@ -1,7 +1,9 @@
 """Build the compiled popcount kernel ``bitswarm.sim._popcount`` (all metadata is in pyproject.toml).
 
-The kernel uses OpenMP threads when the compiler supports ``-fopenmp`` and POSIX threads
-otherwise. The extension is optional: where it cannot be compiled, the install still succeeds
+The kernel runs on a pool of POSIX threads (no extra runtime). ``BITSWARM_THREADS=openmp`` in
+the environment builds it with an OpenMP parallel region instead, when the compiler supports
+``-fopenmp`` (measured: the pool degrades gracefully on a loaded machine, OpenMP's end-of-region
+barrier does not; see bench/results/kernel.md). The extension is optional: where it cannot be compiled, the install still succeeds
 and ``bitswarm.sim.popcount`` falls back to numpy (``np.bitwise_count``).
 """
 
@@ -31,13 +33,10 @@ def _compiler_has_openmp(compiler) -> bool:
 
 
 class BuildExt(build_ext):
-    """``build_ext`` that picks OpenMP or POSIX threads for the popcount kernel.
-
-    ``BITSWARM_THREADS=pthreads`` in the environment forces POSIX threads.
-    """
+    """``build_ext`` that picks POSIX threads (default) or OpenMP for the popcount kernel."""
 
     def build_extensions(self) -> None:
-        want = os.environ.get("BITSWARM_THREADS", "openmp")
+        want = os.environ.get("BITSWARM_THREADS", "pthreads")
         use_omp = want == "openmp" and _compiler_has_openmp(self.compiler)
         for ext in self.extensions:
             if use_omp:

@@ -25,9 +25,11 @@
  *
  * The caller (bitswarm/sim/popcount.py) adds a pure-numpy path when this module is missing.
  *
- * Threads: the output is cut into tiles of 32 outputs x 64 input rows, which worker threads
- * take from a shared atomic counter. The GIL is released while they run. Threads are OpenMP
- * when compiled with -fopenmp (BITSWARM_OPENMP defined), else POSIX threads created per call.
+ * Threads: the output is cut into tiles of 32 outputs x 64 input rows, which threads take from
+ * a shared atomic counter; the GIL is released while they run. By default the helpers are a
+ * persistent POSIX thread pool, and the caller waits only for unfinished tiles, not for
+ * helpers the scheduler has not run yet (robust on a loaded machine). Compiled with
+ * -DBITSWARM_OPENMP -fopenmp, an OpenMP parallel region is used instead (ends in a barrier).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -35,12 +37,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
 #if defined(BITSWARM_OPENMP)
 #include <omp.h>
-#else
-#include <pthread.h>
-#include <unistd.h>
 #endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -62,6 +65,8 @@
 #define MAX_THREADS 256
 /* Below this many word pairs (B * M * K) one thread is faster than starting more. */
 #define MIN_PARALLEL_WORK (1 << 16)
+/* Pool helpers spin this long for the next job before they sleep (microseconds). */
+#define SPIN_US 200.0
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -76,7 +81,10 @@ typedef struct {
     int path;            /* PATH_PORTABLE or PATH_AVX512 (resolved) */
     Py_ssize_t n_itiles, n_tiles;
     Py_ssize_t next;     /* next tile to take (atomic) */
-    int failed;          /* set when a worker cannot allocate its buffer */
+    Py_ssize_t done;     /* tiles finished (atomic) */
+    int refs;            /* owners of a shared job: caller + joined helpers (atomic) */
+    int joined;          /* helpers that joined (under the pool lock) */
+    int max_helpers;     /* at most threads - 1 helpers join */
 } job_t;
 
 /* ---------------------------------------------------------------------------------------- */
@@ -265,65 +273,262 @@ static void run_tile(const job_t *jb, uint64_t *wb, Py_ssize_t t)
     generic_tile(jb, i0, i1, j0, j1);
 }
 
-/* One worker: takes tiles until none are left. Returns 0, or -1 if out of memory. */
-static int worker(job_t *jb)
+/* Per-thread scratch for the interleaved weights of a tile (K * TILE_J words), kept between
+ * calls and freed when the thread exits. */
+typedef struct {
+    uint64_t *buf;
+    size_t cap;
+} scratch_t;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p)
 {
-    uint64_t *wb = NULL;
-    if (jb->path == PATH_AVX512) {
-        wb = (uint64_t *)aligned_alloc(64, (size_t)((jb->K * TILE_J * 8 + 63) / 64 * 64));
-        if (wb == NULL) {
-            __atomic_store_n(&jb->failed, 1, __ATOMIC_RELAXED);
-            return -1;
+    scratch_t *s = (scratch_t *)p;
+    free(s->buf);
+    free(s);
+}
+
+static void scratch_key_init(void) { (void)pthread_key_create(&scratch_key, scratch_free); }
+
+/* The calling thread's scratch of at least `words` words, or NULL if out of memory. */
+static uint64_t *scratch_get(size_t words)
+{
+    (void)pthread_once(&scratch_once, scratch_key_init);
+    scratch_t *s = (scratch_t *)pthread_getspecific(scratch_key);
+    if (s == NULL) {
+        s = (scratch_t *)calloc(1, sizeof *s);
+        if (s == NULL || pthread_setspecific(scratch_key, s) != 0) {
+            free(s);
+            return NULL;
         }
     }
+    if (s->cap < words) {
+        uint64_t *b = (uint64_t *)aligned_alloc(64, (words * 8 + 63) / 64 * 64);
+        if (b == NULL) return NULL;
+        free(s->buf);
+        s->buf = b;
+        s->cap = words;
+    }
+    return s->buf;
+}
+
+static size_t scratch_words(const job_t *jb)
+{
+    return jb->path == PATH_AVX512 ? (size_t)jb->K * TILE_J : 1;
+}
+
+static void notify_done(job_t *jb);
+
+/* Takes tiles until none are left; each finished tile is counted in jb->done. */
+static void take_tiles(job_t *jb, uint64_t *wb)
+{
     for (;;) {
         const Py_ssize_t t = __atomic_fetch_add(&jb->next, 1, __ATOMIC_RELAXED);
         if (t >= jb->n_tiles) break;
         run_tile(jb, wb, t);
+        if (__atomic_add_fetch(&jb->done, 1, __ATOMIC_ACQ_REL) == jb->n_tiles) notify_done(jb);
     }
-    free(wb);
-    return 0;
 }
-
-#if !defined(BITSWARM_OPENMP)
-static void *worker_thread(void *arg)
-{
-    worker((job_t *)arg);
-    return NULL;
-}
-#endif
 
 static int cpu_count(void)
 {
-#if defined(BITSWARM_OPENMP)
-    return omp_get_num_procs();
-#else
+#if defined(__linux__) && defined(CPU_COUNT)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
     long c = sysconf(_SC_NPROCESSORS_ONLN);
     return c < 1 ? 1 : (int)c;
+}
+
+#if defined(BITSWARM_OPENMP)
+/* ---- OpenMP: every thread of the parallel region takes tiles; the region ends in a barrier. */
+static void notify_done(job_t *jb) { (void)jb; }
+
+static int run_parallel(job_t *jb, int threads)
+{
+#pragma omp parallel num_threads(threads)
+    {
+        uint64_t *wb = scratch_get(scratch_words(jb));
+        if (wb != NULL) take_tiles(jb, wb);
+    }
+    return jb->done == jb->n_tiles ? 0 : -1;
+}
+#else
+/* ---- POSIX threads: a persistent pool of helpers. The calling thread posts the job, takes
+ * tiles itself, and waits only until every tile is *finished*, never for helpers that have not
+ * joined yet: on a loaded machine a helper that the scheduler runs late finds no tiles left and
+ * costs the caller nothing. Jobs live on the heap with a reference count, since a late helper
+ * may still look at one after its caller has returned (it never touches the buffers then). */
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_cv = PTHREAD_COND_INITIALIZER;  /* a job was posted */
+static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;  /* a job's last tile finished */
+static job_t *pool_job = NULL;
+static unsigned long pool_gen = 0;
+static int pool_size = 0;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec * 1e-3;
+}
+
+static inline void cpu_relax(void)
+{
+#if BITSWARM_X86
+    __builtin_ia32_pause();
 #endif
 }
 
-/* Runs the job on `threads` threads (the calling thread is one of them). */
+/* Busy-waits up to SPIN_US microseconds while *p == v. */
+static void spin_until_changed(const unsigned long *p, unsigned long v)
+{
+    const double end = now_us() + SPIN_US;
+    for (unsigned i = 1;; i++) {
+        if (__atomic_load_n(p, __ATOMIC_ACQUIRE) != v) return;
+        cpu_relax();
+        if ((i & 63) == 0 && now_us() > end) return;
+    }
+}
+
+/* Busy-waits up to SPIN_US microseconds until the job's tiles are all finished. */
+static void spin_until_done(const job_t *jb)
+{
+    const double end = now_us() + SPIN_US;
+    for (unsigned i = 1;; i++) {
+        if (__atomic_load_n(&jb->done, __ATOMIC_ACQUIRE) >= jb->n_tiles) return;
+        cpu_relax();
+        if ((i & 63) == 0 && now_us() > end) return;
+    }
+}
+
+static void job_release(job_t *jb)
+{
+    if (__atomic_sub_fetch(&jb->refs, 1, __ATOMIC_ACQ_REL) == 0) free(jb);
+}
+
+static void notify_done(job_t *jb)
+{
+    (void)jb;
+    pthread_mutex_lock(&pool_mu);
+    pthread_cond_broadcast(&done_cv);
+    pthread_mutex_unlock(&pool_mu);
+}
+
+/* arg: the pool generation when the thread was created; the job posted right after it is
+ * the first this thread may join. */
+static void *pool_thread(void *arg)
+{
+    unsigned long seen = (unsigned long)(uintptr_t)arg;
+    pthread_mutex_lock(&pool_mu);
+    for (;;) {
+        if (pool_gen == seen) {  /* spin a while before sleeping: layers come back to back */
+            pthread_mutex_unlock(&pool_mu);
+            spin_until_changed(&pool_gen, seen);
+            pthread_mutex_lock(&pool_mu);
+        }
+        while (pool_gen == seen) pthread_cond_wait(&pool_cv, &pool_mu);
+        seen = pool_gen;
+        job_t *jb = pool_job;
+        if (jb == NULL || jb->joined >= jb->max_helpers) continue;
+        jb->joined++;
+        __atomic_add_fetch(&jb->refs, 1, __ATOMIC_ACQ_REL);
+        pthread_mutex_unlock(&pool_mu);
+        uint64_t *wb = scratch_get(scratch_words(jb));
+        if (wb != NULL) take_tiles(jb, wb);
+        job_release(jb);
+        pthread_mutex_lock(&pool_mu);
+    }
+    return NULL;
+}
+
+/* In a forked child the helpers do not exist and the locks may be held: start afresh. */
+static void pool_atfork_child(void)
+{
+    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+    pool_mu = mu;
+    pool_cv = cv;
+    done_cv = cv;
+    pool_job = NULL;
+    pool_size = 0;
+}
+
+static void pool_atfork_init(void) { (void)pthread_atfork(NULL, NULL, pool_atfork_child); }
+
+/* Grows the pool to `helpers` threads (under pool_mu); returns how many exist. */
+static int pool_grow(int helpers)
+{
+    (void)pthread_once(&atfork_once, pool_atfork_init);
+    while (pool_size < helpers) {
+        pthread_t tid;
+        pthread_attr_t attr;
+        if (pthread_attr_init(&attr) != 0) break;
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        const int rc = pthread_create(&tid, &attr, pool_thread, (void *)(uintptr_t)pool_gen);
+        pthread_attr_destroy(&attr);
+        if (rc != 0) break;
+        pool_size++;
+    }
+    return pool_size;
+}
+
+/* A heap copy of the job for sharing with helpers (NULL if out of memory). */
+static job_t *job_share(job_t *jb)
+{
+    job_t *h = (job_t *)malloc(sizeof *h);
+    if (h != NULL) *h = *jb;
+    return h;
+}
+
+static int run_parallel(job_t *jb, int threads)
+{
+    uint64_t *wb = scratch_get(scratch_words(jb));
+    if (wb == NULL) return -1;
+    jb->refs = 1;
+    jb->max_helpers = threads - 1;
+    pthread_mutex_lock(&pool_mu);
+    pool_grow(threads - 1);
+    pool_job = jb;
+    __atomic_add_fetch(&pool_gen, 1, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&pool_cv);
+    pthread_mutex_unlock(&pool_mu);
+    take_tiles(jb, wb);
+    spin_until_done(jb);
+    pthread_mutex_lock(&pool_mu);
+    while (__atomic_load_n(&jb->done, __ATOMIC_ACQUIRE) < jb->n_tiles)
+        pthread_cond_wait(&done_cv, &pool_mu);
+    if (pool_job == jb) pool_job = NULL;
+    pthread_mutex_unlock(&pool_mu);
+    job_release(jb);
+    return 0;
+}
+#endif
+
+/* Runs the job on up to `threads` threads (the calling thread is one of them). */
 static int run_job(job_t *jb, int threads)
 {
     if (threads > jb->n_tiles) threads = (int)jb->n_tiles;
     if ((double)jb->B * (double)jb->M * (double)jb->K < MIN_PARALLEL_WORK) threads = 1;
-    if (threads < 1) threads = 1;
-    if (threads == 1) return worker(jb);
-#if defined(BITSWARM_OPENMP)
-#pragma omp parallel num_threads(threads)
-    worker(jb);
-#else
-    pthread_t tids[MAX_THREADS];
-    int started = 0;
-    for (int t = 1; t < threads; t++) {
-        if (pthread_create(&tids[started], NULL, worker_thread, jb) != 0) break;
-        started++;
+    if (threads <= 1) {
+        uint64_t *wb = scratch_get(scratch_words(jb));
+        if (wb == NULL) return -1;
+        Py_ssize_t t;
+        for (t = 0; t < jb->n_tiles; t++) run_tile(jb, wb, t);
+        return 0;
     }
-    worker(jb);  /* the calling thread works too; if no thread started it does everything */
-    for (int t = 0; t < started; t++) pthread_join(tids[t], NULL);
+#if defined(BITSWARM_OPENMP)
+    return run_parallel(jb, threads);
+#else
+    job_t *shared = job_share(jb);
+    if (shared == NULL) return -1;
+    const int rc = run_parallel(shared, threads);  /* releases `shared` when it succeeds */
+    if (rc != 0) free(shared);
+    return rc;
 #endif
-    return jb->failed ? -1 : 0;
 }
 
 /* ---------------------------------------------------------------------------------------- */

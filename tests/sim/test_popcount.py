@@ -1,7 +1,10 @@
 """sim/popcount.py and the compiled kernel sim/_popcount.c: every backend equals the definition."""
 
 import importlib
+import os
 import sys
+import time
+import warnings
 
 import numpy as np
 import pytest
@@ -264,3 +267,56 @@ def test_ext_cpu_info(ext):
             flags = f.read()
     if "avx512_vpopcntdq" in flags and "avx512f" in flags:
         assert info["avx512"], "the CPU reports AVX512_VPOPCNTDQ but the kernel did not detect it"
+
+
+# -- threads: concurrent callers and fork safety of the compiled kernel's thread pool ------------
+
+
+def test_concurrent_callers(backend):
+    """Python threads call the kernel at once (the GIL is released); every result is right."""
+    import threading
+
+    rng = np.random.default_rng(11)
+    cases = []
+    for i in range(6):
+        _, a = _rows(rng, 70 + i, 500, True)
+        _, w = _rows(rng, 90 + 3 * i, 500, True)
+        cases.append((a, w, xnor_popcount(a, w, 500, backend="numpy")))
+    errors = []
+
+    def run(a, w, want):
+        for _ in range(5):
+            if not np.array_equal(xnor_popcount(a, w, 500, threads=2, backend=backend), want):
+                errors.append("mismatch")
+
+    ts = [threading.Thread(target=run, args=c) for c in cases]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert errors == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_kernel_works_after_fork(backend):
+    """The helper threads do not survive fork(); the child must still compute (not hang)."""
+    rng = np.random.default_rng(12)
+    _, a = _rows(rng, 200, 1000, False)
+    _, w = _rows(rng, 300, 1000, False)
+    want = xnor_popcount(a, w, 1000, threads=2, backend=backend)  # the pool is running now
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (python >= 3.12)
+        pid = os.fork()
+    if pid == 0:  # child: exit status says whether it computed the same result
+        ok = np.array_equal(xnor_popcount(a, w, 1000, threads=2, backend=backend), want)
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.01)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung in the kernel")
