@@ -41,7 +41,7 @@ import torch
 from ..golden.bits import WORD_BITS, n_words, pack_bits
 from ..golden.errors import ConfigError
 from ..golden.layer import LayerConfig
-from ..golden.model import Model, load_model, quantize_input
+from ..golden.model import PIXEL_BITS, Model, ModelConfig, load_model, quantize_input
 from .popcount import and_popcount, xnor_popcount
 
 __all__ = ["PackedLayer", "VirtualAccelerator", "pack_layer", "layer_preact", "layer_output"]
@@ -81,6 +81,11 @@ class PackedLayer:
     mask_count: np.ndarray
     theta: np.ndarray
     invert: np.ndarray
+
+    @property
+    def theta32(self) -> np.ndarray:
+        """``int32 [M]`` thresholds (exact: ``|θ| <= z_bound < 2**31``)."""
+        return self.theta.astype(np.int32)
 
     @property
     def words(self) -> int:
@@ -139,6 +144,22 @@ def pack_layer(cfg: LayerConfig, weights, theta, invert) -> PackedLayer:
     )
 
 
+def _quantize(cfg: ModelConfig, x) -> np.ndarray:
+    """First-layer inputs ``[B, N]`` uint8 from raw samples: golden :func:`quantize_input`.
+
+    Valid uint8 numpy arrays and CPU tensors take a numpy fast path of the same rule
+    (``x >> (8 - input_bits)``; torch's threaded uint8 shift is slow on a busy machine); anything
+    else goes through golden, which also raises its errors.
+    """
+    if isinstance(x, torch.Tensor) and x.device.type == "cpu":
+        x = x.numpy()
+    shapes = (cfg.input_shape, (cfg.layers[0].n_in,))
+    if isinstance(x, np.ndarray) and x.dtype == np.uint8 and x.ndim >= 1 and x.shape[1:] in shapes:
+        flat = np.ascontiguousarray(x.reshape(x.shape[0], -1))
+        return flat >> np.uint8(PIXEL_BITS - cfg.layers[0].input_bits)
+    return quantize_input(cfg, x).cpu().numpy()
+
+
 def _input_planes(cfg: LayerConfig, x: np.ndarray) -> list[np.ndarray]:
     """Packed input planes: one ``[B, W]`` plane of ±1 bits, or B-bit planes LSB first."""
     if cfg.input_bits == 1:
@@ -149,7 +170,10 @@ def _input_planes(cfg: LayerConfig, x: np.ndarray) -> list[np.ndarray]:
 def layer_preact(
     layer: PackedLayer, planes: list[np.ndarray], threads: int | None = None
 ) -> np.ndarray:
-    """Pre-activations ``z`` (int64 ``[B, M]``) of a packed layer, SPEC §3–§5.
+    """Pre-activations ``z`` (int32 ``[B, M]``) of a packed layer, SPEC §3–§5.
+
+    int32 is exact: every intermediate below is bounded by ``2 · z_bound``, and the largest
+    legal layer has ``z_bound = 65536 · 32 · 255 < 2**30``.
 
     Parameters
     ----------
@@ -160,6 +184,11 @@ def layer_preact(
         zero padding bits.
     threads : int, optional
         Kernel threads (default all CPUs).
+
+    Raises
+    ------
+    ConfigError
+        If the planes do not match the layer.
     """
     cfg = layer.cfg
     n, s, words = cfg.n_in, cfg.swarm, layer.words
@@ -172,44 +201,59 @@ def layer_preact(
             raise ConfigError(
                 f"input planes must be uint64 [{batch}, {words}], found {p.dtype} {p.shape}"
             )
+    rows = np.stack(planes)  # [nb, B, W]
     if cfg.weights == "binary":
-        rows = np.stack(planes)  # [nb, B, W]
-        a = np.ascontiguousarray(np.tile(rows, (1, 1, s)).reshape(nb * batch, s * words))
+        a = rows if s == 1 else np.tile(rows, (1, 1, s))
+        a = np.ascontiguousarray(a.reshape(nb * batch, s * words))
         if cfg.input_bits == 1:
-            r = xnor_popcount(a, layer.weights, s * words * WORD_BITS, threads=threads)
             # r = 64·S·W - 2·popcount(a XOR w) over all planes; padding bits XOR to 0
-            return r.astype(np.int64) - (s * words * WORD_BITS - s * n)
-        cnt = (
-            and_popcount(a, layer.weights, threads=threads).astype(np.int64).reshape(nb, batch, -1)
-        )
-        pcx = np.stack([np.bitwise_count(p).sum(axis=1, dtype=np.int64) for p in planes])  # [nb, B]
-        z = np.zeros((batch, cfg.n_out), dtype=np.int64)
-        for b in range(nb):
-            z += (2 * cnt[b] - s * pcx[b][:, None]) << b
+            r = xnor_popcount(a, layer.weights, s * words * WORD_BITS, threads=threads)
+            r -= s * words * WORD_BITS - s * n
+            return r
+        cnt = and_popcount(a, layer.weights, threads=threads).reshape(nb, batch, -1)
+        # z = Σ_b 2^b (2 P_b - S·popcount(x_b)) = 2 Σ_b 2^b P_b - S·Σ_k x_k
+        z = _weighted_planes(cnt)
+        z <<= 1
+        z -= (s * _plane_values(planes))[:, None]
         return z
     if cfg.input_bits == 1:  # ternary, ±1 input: rows [a, NOT a] against [pos, neg]
         a0 = planes[0]
         a = np.ascontiguousarray(np.concatenate([a0, ~a0 & _valid_mask(n)], axis=1))
-        cnt = and_popcount(a, layer.weights, threads=threads).astype(np.int64)
-        return 2 * cnt - layer.mask_count[None, :]
-    # ternary, B-bit input: rows [x_b, x_b] against [pos, NOT neg]
-    rows = np.stack(planes)
+        z = and_popcount(a, layer.weights, threads=threads)
+        z <<= 1
+        z -= layer.mask_count.astype(np.int32)[None, :]
+        return z
+    # ternary, B-bit input: rows [x_b, x_b] against [pos, NOT neg]; z = Σ_b 2^b P_b - Σ_k x_k
     a = np.ascontiguousarray(np.concatenate([rows, rows], axis=2).reshape(nb * batch, 2 * words))
-    cnt = and_popcount(a, layer.weights, threads=threads).astype(np.int64).reshape(nb, batch, -1)
-    z = np.zeros((batch, cfg.n_out), dtype=np.int64)
-    for b in range(nb):
-        pcx = np.bitwise_count(planes[b]).sum(axis=1, dtype=np.int64)
-        z += (cnt[b] - pcx[:, None]) << b
+    cnt = and_popcount(a, layer.weights, threads=threads).reshape(nb, batch, -1)
+    z = _weighted_planes(cnt)
+    z -= _plane_values(planes)[:, None]
     return z
+
+
+def _weighted_planes(cnt: np.ndarray) -> np.ndarray:
+    """``Σ_b 2^b cnt[b]`` (int32) by Horner's rule, in place on a copy of the top plane."""
+    z = cnt[-1].copy()
+    for b in range(cnt.shape[0] - 2, -1, -1):
+        z <<= 1
+        z += cnt[b]
+    return z
+
+
+def _plane_values(planes: list[np.ndarray]) -> np.ndarray:
+    """``Σ_b 2^b popcount(x_b)`` per row = the sum of the unsigned inputs (int32 ``[B]``)."""
+    v = np.zeros(planes[0].shape[0], dtype=np.int32)
+    for b, p in enumerate(planes):
+        v += np.bitwise_count(p).sum(axis=1, dtype=np.int32) << b
+    return v
 
 
 def layer_output(layer: PackedLayer, z: np.ndarray) -> np.ndarray:
     """SPEC §7: hidden layers give bits ``((z - θ) >= 0) XOR inv`` (uint8), the output layer
     gives scores ``z - θ`` (int64)."""
-    d = z - layer.theta[None, :]
     if layer.cfg.output:
-        return d
-    return ((d >= 0) ^ layer.invert[None, :]).astype(np.uint8)
+        return z.astype(np.int64) - layer.theta[None, :]
+    return ((z >= layer.theta32[None, :]) ^ layer.invert[None, :]).view(np.uint8)
 
 
 class VirtualAccelerator:
@@ -264,7 +308,7 @@ class VirtualAccelerator:
         ConfigError
             If the samples have the wrong dtype or shape.
         """
-        h = quantize_input(self.cfg, x).cpu().numpy()
+        h = _quantize(self.cfg, x)
         planes = _input_planes(self.cfg.layers[0], h)
         out = h
         for layer in self.layers:

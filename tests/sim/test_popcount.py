@@ -92,13 +92,16 @@ def test_and_equals_definition(backend, B, M, n, dirty):
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_threads_agree(backend, threads):
+    """Big enough (B*M*W >= 2**20 word pairs) that the compiled kernel runs in parallel."""
     rng = np.random.default_rng(threads)
-    _, a = _rows(rng, 203, 777, True)
-    _, w = _rows(rng, 301, 777, True)
-    want = xnor_popcount(a, w, 777, backend="numpy")
-    np.testing.assert_array_equal(xnor_popcount(a, w, 777, threads=threads, backend=backend), want)
-    want = and_popcount(a, w, 777, backend="numpy")
-    np.testing.assert_array_equal(and_popcount(a, w, 777, threads=threads, backend=backend), want)
+    n = 2001
+    _, a = _rows(rng, 203, n, True)
+    _, w = _rows(rng, 301, n, True)
+    assert a.shape[0] * w.shape[0] * a.shape[1] >= 1 << 20
+    want = xnor_popcount(a, w, n, backend="numpy")
+    np.testing.assert_array_equal(xnor_popcount(a, w, n, threads=threads, backend=backend), want)
+    want = and_popcount(a, w, n, backend="numpy")
+    np.testing.assert_array_equal(and_popcount(a, w, n, threads=threads, backend=backend), want)
 
 
 def test_extremes(backend):
@@ -278,15 +281,15 @@ def test_concurrent_callers(backend):
 
     rng = np.random.default_rng(11)
     cases = []
-    for i in range(6):
-        _, a = _rows(rng, 70 + i, 500, True)
-        _, w = _rows(rng, 90 + 3 * i, 500, True)
-        cases.append((a, w, xnor_popcount(a, w, 500, backend="numpy")))
+    for i in range(4):
+        _, a = _rows(rng, 300 + i, 2000, True)
+        _, w = _rows(rng, 120 + 3 * i, 2000, True)
+        cases.append((a, w, xnor_popcount(a, w, 2000, backend="numpy")))
     errors = []
 
     def run(a, w, want):
         for _ in range(5):
-            if not np.array_equal(xnor_popcount(a, w, 500, threads=2, backend=backend), want):
+            if not np.array_equal(xnor_popcount(a, w, 2000, threads=2, backend=backend), want):
                 errors.append("mismatch")
 
     ts = [threading.Thread(target=run, args=c) for c in cases]
@@ -301,14 +304,14 @@ def test_concurrent_callers(backend):
 def test_kernel_works_after_fork(backend):
     """The helper threads do not survive fork(); the child must still compute (not hang)."""
     rng = np.random.default_rng(12)
-    _, a = _rows(rng, 200, 1000, False)
-    _, w = _rows(rng, 300, 1000, False)
-    want = xnor_popcount(a, w, 1000, threads=2, backend=backend)  # the pool is running now
+    _, a = _rows(rng, 200, 2000, False)
+    _, w = _rows(rng, 300, 2000, False)
+    want = xnor_popcount(a, w, 2000, threads=2, backend=backend)  # the pool is running now
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (python >= 3.12)
         pid = os.fork()
     if pid == 0:  # child: exit status says whether it computed the same result
-        ok = np.array_equal(xnor_popcount(a, w, 1000, threads=2, backend=backend), want)
+        ok = np.array_equal(xnor_popcount(a, w, 2000, threads=2, backend=backend), want)
         os._exit(0 if ok else 1)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
