@@ -380,14 +380,18 @@ def golden_mutant(name: str | None):
 
 # -- lint --------------------------------------------------------------------------------------
 
-#: Warnings that every Amaranth-generated Verilog file draws under ``-Wall`` and that say
-#: nothing about the design: the file name differs from ``top``, registers carry both an
-#: initial value and a reset, and Amaranth/Yosys emit named aliases for struct/array fields and
-#: partly used intermediate wires (names with ``$``, ``.`` or ``[``).
+#: Warnings that Amaranth-generated Verilog draws under ``-Wall`` by construction and that say
+#: nothing about the design: the file name differs from ``top`` (DECLFILENAME); registers carry
+#: both an initial value and a reset (PROCASSINIT); Amaranth/Yosys emit named aliases for
+#: struct/array fields and partly used intermediate wires (UNUSEDSIGNAL on names with ``$``,
+#: ``.`` or ``[``); and arithmetic/compare cells keep their operands at natural width with the
+#: result one bit wider, relying on Verilog's context-determined extension, which is exactly
+#: Amaranth's semantics (WIDTHEXPAND on an operator other than an assignment).
 _INHERENT = re.compile(
     r"%Warning-(DECLFILENAME|PROCASSINIT):"
     r"|%Warning-UNUSEDSIGNAL: [^\n]*(Bits of signal are not used|Signal is not used): "
     r"'(\$|[^']*[.\[])"
+    r"|%Warning-WIDTHEXPAND: [^\n]*Operator (?!ASSIGN)[A-Z]+ expects"
 )
 
 

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """LFSR bench: every payload (each cycle) and the state (each cycle) against golden.
 
 The same :func:`lfsr_bench` runs in the Amaranth simulator (``tests/hw/test_lfsr.py``) and,

@@ -1,6 +1,8 @@
+# amaranth: UnusedElaboratable=no
 """bitswarm.hw.lfsr: constructor checks, Amaranth simulator and Verilator against golden."""
 
 import pytest
+from amaranth.hdl import Fragment
 from amaranth.lib import data
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.lfsr import LFSRConfig
@@ -32,8 +34,11 @@ def test_init():
         {"draws": data.ArrayLayout(3, 4)}
     )
     d = build()
+    Fragment.get(d, None)  # build() objects are created in hw/lfsr.py: use them
     assert (d.width, d.config.seed, d.draw_bits, d.lanes) == (16, 1, 8, 1)
-    assert build(width=8, seed=3, draw_bits=8, lanes=2).lanes == 2
+    d = build(width=8, seed=3, draw_bits=8, lanes=2)
+    Fragment.get(d, None)
+    assert d.lanes == 2
 
 
 def test_init_wrong_config():

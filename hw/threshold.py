@@ -1,0 +1,216 @@
+"""Threshold activation unit, bit-exact with :func:`bitswarm.golden.layer.threshold` (SPEC.md §4).
+
+Each hidden neuron ``j`` fires ``a_j = ((z_j - theta_j) >= 0) XOR invert_j``. The unit takes
+``lanes`` (P) pre-activations per transfer, FINN-style folded: a layer of M neurons arrives as
+``M / P`` consecutive transfers per sample (transfer ``t`` carries neurons
+``(t mod M/P) * P .. + P - 1``), and the per-neuron ``theta`` / ``invert`` live in a ROM of
+``M / P`` rows indexed by a fold counter. The counter restarts at 0 on reset, so the stream must
+carry whole samples.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from bitswarm.golden.errors import ConfigError
+from bitswarm.golden.layer import LayerConfig, signed_width
+
+__all__ = ["Threshold", "build"]
+
+_MUTANTS = (None, "gt")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class Threshold(wiring.Component):
+    """Folded threshold/compare unit with per-neuron thresholds and inverts in a ROM.
+
+    Parameters
+    ----------
+    layer : :class:`~bitswarm.golden.layer.LayerConfig`
+        A hidden layer (``output=False``); ``z`` is ``layer.z_width`` bits signed, thresholds
+        ``signed_width(layer.theta_bound)`` bits.
+    lanes : int
+        Neurons per transfer, P; must divide ``layer.n_out``.
+    theta : sequence of int, optional
+        ``n_out`` thresholds, each in ``-theta_bound..theta_bound`` (default all 0).
+    invert : sequence of int, optional
+        ``n_out`` invert flags, 0 or 1 (default all 0).
+
+    Members
+    -------
+    i_stream : ``In(stream.Signature(StructLayout({"z": ArrayLayout(signed(z_width), P)})))``
+        Pre-activations, P neurons per transfer, folds in order.
+    o_stream : ``Out(stream.Signature(StructLayout({"bits": unsigned(P)})))``
+        Activation bits; bit ``i`` belongs to lane ``i`` of the matching input transfer.
+
+    Notes
+    -----
+    Latency 1 cycle (registered output). Throughput one transfer per cycle. Backpressure: a
+    one-entry output register; ``i_stream.ready = ~o_stream.valid | o_stream.ready`` (a
+    combinational path from ``o_stream.ready`` to ``i_stream.ready``). Overflow: none;
+    ``z - theta`` is computed one bit wider than its operands, exact for every input value
+    (not only for ``|z| <= z_bound``).
+
+    Raises
+    ------
+    TypeError
+        If ``layer`` is not a ``LayerConfig``, ``lanes`` not an integer, or theta/invert not
+        sequences of integers.
+    ConfigError
+        If ``layer`` is an output layer, ``lanes`` does not divide ``n_out``, or a theta /
+        invert has the wrong length or an out-of-range value.
+    """
+
+    def __init__(
+        self,
+        layer: LayerConfig,
+        *,
+        lanes: int = 1,
+        theta: Sequence[int] | None = None,
+        invert: Sequence[int] | None = None,
+        _mutant: str | None = None,
+    ):
+        if not isinstance(layer, LayerConfig):
+            raise TypeError(f"layer must be a LayerConfig, not {type(layer).__name__}")
+        if layer.output:
+            raise ConfigError(
+                "Threshold needs a hidden layer; the output layer yields scores (use Argmax)"
+            )
+        if not _is_int(lanes):
+            raise TypeError(f"lanes must be an integer, not {lanes!r}")
+        if lanes < 1 or layer.n_out % lanes:
+            raise ConfigError(
+                f"lanes must be a positive divisor of n_out = {layer.n_out}, not {lanes!r}"
+            )
+        m = layer.n_out
+        theta = [0] * m if theta is None else _int_list("theta", theta)
+        invert = [0] * m if invert is None else _int_list("invert", invert)
+        if len(theta) != m:
+            raise ConfigError(f"theta must have n_out = {m} entries, found {len(theta)}")
+        if len(invert) != m:
+            raise ConfigError(f"invert must have n_out = {m} entries, found {len(invert)}")
+        bad = [t for t in theta if abs(t) > layer.theta_bound]
+        if bad:
+            raise ConfigError(
+                f"theta must lie in -{layer.theta_bound}..{layer.theta_bound}, found {bad[0]}"
+            )
+        bad = [v for v in invert if v not in (0, 1)]
+        if bad:
+            raise ConfigError(f"invert must be 0 or 1, found {bad[0]}")
+        if _mutant not in _MUTANTS:  # test-only: deliberately broken hardware
+            raise ConfigError(f"_mutant must be one of {_MUTANTS}, not {_mutant!r}")
+        self._layer, self._lanes = layer, lanes
+        self._theta, self._invert = tuple(theta), tuple(invert)
+        self._mutant = _mutant
+        super().__init__({
+            "i_stream": In(stream.Signature(self.i_layout(layer, lanes))),
+            "o_stream": Out(stream.Signature(self.o_layout(lanes))),
+        })
+
+    @staticmethod
+    def i_layout(layer: LayerConfig, lanes: int) -> data.StructLayout:
+        return data.StructLayout({"z": data.ArrayLayout(signed(layer.z_width), lanes)})
+
+    @staticmethod
+    def o_layout(lanes: int) -> data.StructLayout:
+        return data.StructLayout({"bits": lanes})
+
+    @property
+    def layer(self) -> LayerConfig:
+        return self._layer
+
+    @property
+    def lanes(self) -> int:
+        return self._lanes
+
+    @property
+    def folds(self) -> int:
+        """Transfers per sample, ``n_out / lanes``."""
+        return self._layer.n_out // self._lanes
+
+    @property
+    def z_width(self) -> int:
+        return self._layer.z_width
+
+    @property
+    def theta_width(self) -> int:
+        return signed_width(self._layer.theta_bound)
+
+    @property
+    def theta(self) -> tuple[int, ...]:
+        return self._theta
+
+    @property
+    def invert(self) -> tuple[int, ...]:
+        return self._invert
+
+    def elaborate(self, platform):
+        m = Module()
+        p, f = self._lanes, self.folds
+        entry = data.StructLayout({"theta": signed(self.theta_width), "invert": 1})
+        accept = self.i_stream.valid & self.i_stream.ready
+        if f == 1:  # one fold: the thresholds are constants
+            rom_data = data.ArrayLayout(entry, p).const(
+                [{"theta": self._theta[i], "invert": self._invert[i]} for i in range(p)]
+            )
+        else:  # a ROM of one row per fold; its address register is the fold counter
+            rom_init = [
+                [{"theta": self._theta[r * p + i], "invert": self._invert[r * p + i]}
+                 for i in range(p)]
+                for r in range(f)
+            ]
+            m.submodules.rom = rom = memory.Memory(
+                shape=data.ArrayLayout(entry, p), depth=f, init=rom_init
+            )
+            rd = rom.read_port(domain="comb")
+            rom_data = rd.data
+            with m.If(accept):
+                with m.If(rd.addr == f - 1):
+                    m.d.sync += rd.addr.eq(0)
+                with m.Else():
+                    m.d.sync += rd.addr.eq(rd.addr + 1)
+
+        bits = Signal(p)
+        for i in range(p):
+            diff = self.i_stream.payload.z[i] - rom_data[i].theta  # exact: one bit wider
+            fire = (diff > 0) if self._mutant == "gt" else ~diff[-1]  # diff >= 0
+            m.d.comb += bits[i].eq(fire ^ rom_data[i].invert)
+
+        m.d.comb += self.i_stream.ready.eq(~self.o_stream.valid | self.o_stream.ready)
+        with m.If(accept):
+            m.d.sync += [
+                self.o_stream.valid.eq(1),
+                self.o_stream.payload.bits.eq(bits),
+            ]
+        with m.Elif(self.o_stream.ready):
+            m.d.sync += self.o_stream.valid.eq(0)
+        return m
+
+
+def _int_list(name: str, values) -> list[int]:
+    """Integers (Python, numpy or 0-d integer tensors) from a sequence; floats are rejected."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of integers, not {type(values).__name__}")
+    out = []
+    for v in values:
+        try:
+            out.append(operator.index(v))
+        except TypeError:
+            raise TypeError(f"{name} must be a sequence of integers, found {v!r}") from None
+    return out
+
+
+def build(
+    *, n_in: int = 64, n_out: int = 8, swarm: int = 1, input_bits: int = 1, lanes: int = 1
+) -> Threshold:
+    """A :class:`Threshold` from plain integers (thresholds 0, no inverts), for
+    ``bitswarm verilog --component threshold``."""
+    layer = LayerConfig(n_in=n_in, n_out=n_out, swarm=swarm, input_bits=input_bits)
+    return Threshold(layer, lanes=lanes)
