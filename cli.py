@@ -19,6 +19,8 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 #: Modules whose ``register(subparsers)`` adds subcommands, in ``--help`` order.
 COMMAND_MODULES = [
     "bitswarm.golden.cli",
+    "bitswarm.hw.cli",
+    "bitswarm.sim.demo",
     "bitswarm.sim.cli",
     "bitswarm.train.cli",
 ]

@@ -1,4 +1,4 @@
-"""Golden subcommands: ``selfcheck``, ``summary``, ``demo``."""
+"""Golden subcommands: ``selfcheck``, ``summary``."""
 
 from __future__ import annotations
 
@@ -18,10 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model file (.bsm)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_summary)
-
-    p = sub.add_parser("demo", help="the main job (see README): runs what exists end to end")
-    p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
-    p.set_defaults(func=_cmd_demo)
 
 
 def summary_table(model) -> tuple[list[dict], dict]:
@@ -139,30 +135,3 @@ def _cmd_selfcheck(args) -> int:
     else:
         print("golden selfcheck: ok  " + "  ".join(f"{k}={v}" for k, v in checks.items()))
     return 0
-
-
-def _cmd_demo(args) -> int:
-    """Until the accelerator lands: golden self-check, a tiny forward pass, a model file round trip."""
-    from pathlib import Path
-
-    import torch
-
-    from .model import Model, ModelConfig, load_model, save_model
-
-    print("[1/3] golden selfcheck ...", flush=True)
-    checks = selfcheck(0)
-    print("      ok  " + "  ".join(f"{k}={v}" for k, v in checks.items()))
-    print("[2/3] tiny forward pass (64-32-10, swarm 4, 8-bit pixels) ...", flush=True)
-    cfg = ModelConfig.mlp([64, 32, 10], input_shape=(8, 8), swarm=4, meta={"origin": "demo"})
-    m = Model.random(cfg, 0)
-    x = torch.randint(0, 256, (4, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
-    scores = m.forward(x)
-    print(f"      scores[0] = {scores[0].tolist()}  classes = {m.predict(x).tolist()}")
-    out = Path(args.out)
-    path = out / "random-64-32-10.bsm"
-    print(f"[3/3] model file round trip -> {path} ...", flush=True)
-    save_model(m, path)
-    m2 = load_model(path)
-    same = m.equal(m2) and torch.equal(m2.forward(x), scores)
-    print(f"      {path.stat().st_size} bytes, reloaded bit-identical: {same}")
-    return 0 if same else 1

@@ -279,7 +279,7 @@ class Accelerator(wiring.Component):
             self.i_stream.ready.eq(mac0.i_stream.ready),
         ]
         for k in range(plan.folds[0].simd):
-            m.d.comb += mac0.i_stream.payload.x[k].eq(self.i_stream.payload.x[k] >> (PIXEL_BITS - b0))
+            m.d.comb += mac0.i_stream.payload.x[k].eq(self.i_stream.payload.x[k][PIXEL_BITS - b0:])
         gw = [len(mac.o_stream.payload.group) for mac in self._macs]
         for i in range(len(lays) - 1):
             tp = ThresholdPack(
