@@ -383,25 +383,30 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Busy-waits up to SPIN_US microseconds while *p == v. */
+/* Waits up to SPIN_US microseconds while *p == v, spinning and yielding the CPU now and then
+ * (on a busy machine the thread we wait for may need this core). */
 static void spin_until_changed(const unsigned long *p, unsigned long v)
 {
     const double end = now_us() + SPIN_US;
     for (unsigned i = 1;; i++) {
         if (__atomic_load_n(p, __ATOMIC_ACQUIRE) != v) return;
         cpu_relax();
-        if ((i & 63) == 0 && now_us() > end) return;
+        if ((i & 63) == 0) {
+            if (now_us() > end) return;
+            sched_yield();
+        }
     }
 }
 
-/* Busy-waits up to SPIN_US microseconds until the job's tiles are all finished. */
+/* Waits up to SPIN_US microseconds until the job's tiles are all finished; yields the CPU
+ * each round, since a helper still holding a tile may be waiting for this very core. */
 static void spin_until_done(const job_t *jb)
 {
     const double end = now_us() + SPIN_US;
-    for (unsigned i = 1;; i++) {
+    for (;;) {
         if (__atomic_load_n(&jb->done, __ATOMIC_ACQUIRE) >= jb->n_tiles) return;
-        cpu_relax();
-        if ((i & 63) == 0 && now_us() > end) return;
+        if (now_us() > end) return;
+        sched_yield();
     }
 }
 
