@@ -17,6 +17,7 @@ from .trainer import (
     TrainConfig,
     TrainResult,
     default_arch,
+    default_flip,
     epoch_order,
     evaluate,
     parse_arch,
@@ -29,6 +30,6 @@ __all__ = [
     "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint",
     "DATASETS", "DataError", "Dataset", "load_dataset",
     "RULES", "NetSpec", "Rule", "StepResult", "get_rule", "register_rule",
-    "DEFAULT_FLIP", "TrainConfig", "TrainResult", "default_arch", "epoch_order", "evaluate",
+    "DEFAULT_FLIP", "TrainConfig", "TrainResult", "default_arch", "default_flip", "epoch_order", "evaluate",
     "parse_arch", "train",
 ]

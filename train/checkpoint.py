@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from bitswarm.golden.errors import BitswarmError, ModelFileError
 from bitswarm.golden.model import Model, atomic_write_bytes, model_from_bytes, model_to_bytes
 

@@ -127,6 +127,8 @@ def _cmd_train(args) -> int:
     flip_given = any(getattr(args, k) is not None for k in (
         "acc_width", "leak_shift", "flip_threshold", "refractory", "noise", "fire_prob",
         "lfsr_width", "lfsr_seed", "lfsr_draw_bits"))
+    from .trainer import default_flip
+
     if args.resume is not None:
         from .checkpoint import load_checkpoint
 
@@ -135,7 +137,10 @@ def _cmd_train(args) -> int:
     else:
         base = TrainConfig()
     kw = {k: v for k, v in given.items() if v is not None}
-    if flip_given:
+    if args.resume is None:
+        base_flip = default_flip(kw.get("swarm", 1))
+        kw["flip"] = _flip_config(args, base_flip) if flip_given else base_flip
+    elif flip_given:
         kw["flip"] = _flip_config(args, base.flip)
     cfg = dataclasses.replace(base, **kw)
     if args.resume is not None:  # explicit options must agree with the checkpoint

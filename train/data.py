@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from bitswarm.golden.errors import BitswarmError
 
 __all__ = [

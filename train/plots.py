@@ -16,7 +16,6 @@ def plot_metrics(metrics: list[dict], folder: str | os.PathLike, title: str = ""
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from bitswarm.golden.model import atomic_write_bytes
 
     folder = Path(folder)

@@ -19,15 +19,17 @@ noise LFSR. One minibatch step:
    for all S planes since ``z`` depends on their sum), ``thr = floor(vote_pct * sum|G| /
    (100 * M * N))``; a plane bit with value ``v = 2 w - 1`` gets ``vote = sign(G) * v`` where
    ``|G| > thr``, else 0. So +1 means "gradient descent would push this bit the other way"
-   (the bit is wrong), -1 means it is right.
+   (the bit is wrong), -1 means it is right. Annealing: in epoch ``e`` (0-based) the rule
+   uses ``vote_pct * (anneal_epochs + e) // anneal_epochs`` (constant if ``anneal_epochs``
+   is 0), so ever fewer, ever stronger votes arrive as training proceeds.
 4. **Integrate-and-fire**: one golden :func:`~bitswarm.golden.flip.flip_step` over all
    layers' bits (flattened in layer order, so the LFSR draw order is layer 0 first). The
    accumulator plays the role of Bop's momentum: leak = decay, threshold = Bop's tau,
    refractory reset after a flip, stochastic LFSR firing de-synchronizes swarm planes.
 5. **Threshold homeostasis** for hidden layers (golden
    :func:`~bitswarm.golden.homeostasis.homeostasis_step`): each theta moves ``2**-shift`` of
-   the way to the batch mean of its pre-activation. Output thresholds stay 0 (argmax is
-   shift-invariant per row, and a per-class bias has not helped).
+   the way to the batch mean of its pre-activation. Output thresholds stay 0 (no per-class
+   bias; the scores are the output layer's plain ``z``).
 
 Initial state: weight bits from ``Model.random(seed)``, accumulators 0, LFSR at its seed,
 thresholds set to the floor mean pre-activation of the first 512 training samples, layer by
@@ -41,7 +43,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.flip import flip_step
 from bitswarm.golden.homeostasis import HomeostasisConfig, batch_mean, homeostasis_step
@@ -136,9 +137,9 @@ class GoldenRule(Rule):
         vote_pct: int = 50
         window_pct: int = 100
         grad_bits: int = 10
-        temperature: float = 2.0
+        temperature: float = 1.0
         homeostasis_shift: int = 3
-        anneal_epochs: int = 0
+        anneal_epochs: int = 10
 
         def check(self) -> None:
             if not 0 <= self.vote_pct <= 10000:

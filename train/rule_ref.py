@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.model import Model, quantize_input
 
@@ -313,7 +312,7 @@ class BopRule(_BnBinaryNet, Rule):
         g, t = self.opts.gamma, self.opts.tau
         flips = []
         with torch.no_grad():
-            for w, m in zip(self.w, self.mom):
+            for w, m in zip(self.w, self.mom, strict=True):
                 m.mul_(1 - g).add_(w.grad, alpha=g)
                 flip = (m.abs() > t) & (torch.sign(m) == torch.sign(w))
                 w[flip] *= -1

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.flip import FlipRuleConfig
 from bitswarm.golden.model import Model, ModelConfig

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from bitswarm.golden.errors import BitswarmError, ConfigError
 from bitswarm.golden.flip import FlipRuleConfig
 from bitswarm.golden.layer import SWARM_SIZES
@@ -41,6 +40,7 @@ from .rules import NetSpec, Rule, get_rule
 
 __all__ = [
     "DEFAULT_FLIP",
+    "default_flip",
     "TrainConfig",
     "TrainResult",
     "default_arch",
@@ -54,9 +54,21 @@ __all__ = [
 
 #: Integrate-and-fire constants of the golden rule unless given (tuned on digits).
 DEFAULT_FLIP = FlipRuleConfig(
-    acc_width=8, leak_shift=5, threshold=24, refractory=0, noise="stochastic", fire_prob=8,
+    acc_width=8, leak_shift=5, threshold=24, refractory=0, noise="none", fire_prob=8,
     lfsr=LFSRConfig(width=32, seed=0xACE1, draw_bits=4),
 )
+
+
+def default_flip(swarm: int) -> FlipRuleConfig:
+    """:data:`DEFAULT_FLIP`, with LFSR ``stochastic`` firing (probability 8/16) when ``swarm > 1``.
+
+    All planes of a swarm weight see the same gradient; without noise, planes holding the same
+    bit would integrate identical votes and flip together forever, so the swarm would act as
+    one bit. Random firing lets them drift apart and use all 2S+1 levels.
+    """
+    if swarm > 1:
+        return dataclasses.replace(DEFAULT_FLIP, noise="stochastic")
+    return DEFAULT_FLIP
 
 # Fields of TrainConfig that a resumed run may change (they do not change the result).
 _RESUMABLE = ("epochs",)
@@ -67,9 +79,8 @@ def _is_int(v) -> bool:
 
 
 def default_arch(ds: Dataset) -> tuple[int, ...]:
-    """``inputs-128-classes`` for inputs up to 256 (digits: 64-128-10), else ``inputs-256-classes``."""
-    hidden = 128 if ds.n_inputs <= 256 else 256
-    return (ds.n_inputs, hidden, ds.classes)
+    """``inputs-512-classes`` (digits: 64-512-10, MNIST-sized: 784-512-10)."""
+    return (ds.n_inputs, 512, ds.classes)
 
 
 def parse_arch(text: str) -> tuple[int, ...]:
@@ -112,8 +123,9 @@ class TrainConfig:
         A registered rule name (``golden``, ``ste-adam``, ``bop``, ``float``, ...).
     options : dict
         The rule's options (``--opt NAME=VALUE``).
-    flip : FlipRuleConfig
-        Integrate-and-fire constants recorded in the model file (used by the golden rule).
+    flip : FlipRuleConfig or None
+        Integrate-and-fire constants recorded in the model file (used by the golden rule);
+        ``None`` means :func:`default_flip` of ``swarm``.
     """
 
     dataset: str = "digits"
@@ -125,13 +137,15 @@ class TrainConfig:
     seed: int = 0
     rule: str = "golden"
     options: dict = field(default_factory=dict)
-    flip: FlipRuleConfig = DEFAULT_FLIP
+    flip: FlipRuleConfig | None = None
 
     def __post_init__(self):
         if isinstance(self.arch, list):
             object.__setattr__(self, "arch", tuple(self.arch))
         if isinstance(self.flip, dict):
             object.__setattr__(self, "flip", FlipRuleConfig.from_dict(self.flip))
+        if self.flip is None and _is_int(self.swarm):
+            object.__setattr__(self, "flip", default_flip(self.swarm))
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ConfigError(f"dataset must be a name, not {self.dataset!r}")
         if self.arch is not None and (
@@ -363,7 +377,7 @@ def train(
             if not math.isfinite(r.loss):
                 raise BitswarmError(f"training diverged (loss {r.loss}) in epoch {epoch + 1}")
             loss_sum += r.loss
-            flips = [a + b for a, b in zip(flips, r.flips)]
+            flips = [a + b for a, b in zip(flips, r.flips, strict=True)]
             if s % 10 == 0:
                 bar.set_postfix(loss=f"{loss_sum / (s + 1):.3f}")
         bar.close()
@@ -374,7 +388,7 @@ def train(
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(1, steps),
             "test_accuracy": acc,
-            "flip_rate": [f / (b * steps) if b and steps else 0.0 for f, b in zip(flips, bits)],
+            "flip_rate": [f / (b * steps) if b and steps else 0.0 for f, b in zip(flips, bits, strict=True)],
             "flips": flips,
             "steps": steps,
             "seconds": time.perf_counter() - t0,

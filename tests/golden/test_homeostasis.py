@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.homeostasis import HomeostasisConfig, batch_mean, homeostasis_step
 
@@ -66,7 +65,7 @@ def test_converges_to_mean():
     for _ in range(40):
         theta = homeostasis_step(cfg, theta, z, 1000)
     # steps round to 0 once |m - theta| < 2**(shift-1): it settles within that dead zone
-    assert all(abs(t - m) <= 2 for t, m in zip(theta.tolist(), [40, -80, 7]))
+    assert all(abs(t - m) <= 2 for t, m in zip(theta.tolist(), [40, -80, 7], strict=True))
     assert homeostasis_step(HomeostasisConfig(0), theta, z, 1000).tolist() == [40, -80, 7]
 
 

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from bitswarm.cli import main
 
 FAST = ["--dataset", "digits", "--arch", "64-32-10", "--batch-size", "64", "--quiet", "--no-plots"]

@@ -4,7 +4,6 @@ import gzip
 
 import numpy as np
 import pytest
-
 from bitswarm.golden.errors import BitswarmError
 from bitswarm.train.data import DataError, digits_to_uint8, load_dataset, read_idx
 

@@ -5,7 +5,6 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.layer import preact, threshold
 from bitswarm.golden.model import quantize_input
@@ -60,7 +59,7 @@ def test_golden_step_is_golden(digits):
     """The surrogate's forward is golden's: after init, thresholds are the batch means, and a
     step changes weights only through flip_step (accumulators in range, bits 0/1)."""
     x, y = digits
-    r = GoldenRule(_spec(swarm=2, flip=dataclasses.replace(DEFAULT_FLIP, threshold=3)))
+    r = GoldenRule(_spec(swarm=2, flip=dataclasses.replace(DEFAULT_FLIP, threshold=3, noise="stochastic")))
     r.init_state(x)
     m = r.model
     h = quantize_input(m.cfg, x[:512])
@@ -72,7 +71,7 @@ def test_golden_step_is_golden(digits):
         res = r.train_step(x[k * 64 : (k + 1) * 64], y[k * 64 : (k + 1) * 64])
     assert np.isfinite(res.loss) and len(res.flips) == 2
     m.validate()
-    changed = sum(int((a != b).sum()) for a, b in zip(before, m.weights))
+    changed = sum(int((a != b).sum()) for a, b in zip(before, m.weights, strict=True))
     assert changed > 0
     assert m.lfsr_state != m.cfg.flip.lfsr.seed  # stochastic firing drew noise
 

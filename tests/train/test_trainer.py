@@ -5,7 +5,6 @@ import json
 
 import pytest
 import torch
-
 from bitswarm.golden.errors import BitswarmError, ConfigError
 from bitswarm.golden.model import load_model
 from bitswarm.train import TrainConfig, evaluate, load_checkpoint, load_dataset, train
