@@ -19,8 +19,9 @@ Step ``(nf, b, sf)`` XNORs (B = 1) or ANDs (B > 1) plane ``b`` of input slice ``
 all S swarm bit-planes of the PE neurons' weights for slice ``sf``, popcounts the S·SIMD
 product bits of each PE neuron in one pipelined adder tree, and adds the count, shifted left
 by ``b``, into that neuron's accumulator. The first pass (``nf = 0, b = 0``) takes the slices
-from ``i_stream`` and stores them in an input buffer (a ``SF``-word memory); every later pass
-reads them back from the buffer, so each vector is sent exactly once.
+from ``i_stream`` and stores them in an input buffer (a ``SF``-word memory, a register when
+``SF = 1``, absent when ``NF·B = 1``); every later pass reads them back from the buffer, so
+each vector is sent exactly once.
 
 Arithmetic (exact, SPEC §3): with ``T_j = sum_b 2**b sum_s popcount(f(x_b, w_sj))`` and
 ``U = sum_b 2**b popcount(x_b)``,
@@ -57,6 +58,11 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _idx(n: int):
+    """Shape of an index into ``n`` items, at least 1 bit (no 0-width signals in the Verilog)."""
+    return unsigned(max(1, (n - 1).bit_length()))
+
+
 def _tree_depth(n: int) -> int:
     """Adder-tree levels for ``n`` bits: one level of 4-input LUT popcounts, then binary adds."""
     leaves = _ceil_div(n, 4)
@@ -83,7 +89,8 @@ class MACArray(wiring.Component):
         The golden weight tensor, ``cfg.weight_shape()``: ``[S, M, N]`` bits (binary) or
         ``[M, N]`` trits in {-1, 0, +1} (ternary). Stored in a ROM
         (:class:`amaranth.lib.memory.Memory`, ``NF·SF`` words of ``PE·P·SIMD`` bits, P = S
-        planes, or 2 for ternary (mask, sign)).
+        planes, or 2 for ternary (mask, sign)); a one-word ROM becomes a constant, which
+        synthesis folds into the XNOR gates.
     pe : int
         Output neurons computed in parallel, 1..M.
     simd : int
@@ -141,8 +148,11 @@ class MACArray(wiring.Component):
         A fold parameter is out of range, or the weights have the wrong shape or values.
     """
 
-    def __init__(self, cfg: LayerConfig, weights, *, pe: int = 1, simd: int | None = None,
-                 pipeline: int = 0, _mutant: str | None = None):
+    @staticmethod
+    def check(cfg: LayerConfig, weights, *, pe: int = 1, simd: int | None = None,
+              pipeline: int = 0, _mutant: str | None = None):
+        """Validate constructor arguments without building anything (so a failed ``build()``
+        leaves no half-made component behind); returns ``(weights, simd, tree_depth)``."""
         if not isinstance(cfg, LayerConfig):
             raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
         if simd is None:
@@ -152,7 +162,6 @@ class MACArray(wiring.Component):
                 raise TypeError(f"{name} must be an integer, not {v!r}")
             if not 1 <= v <= hi:
                 raise ConfigError(f"{name} must be in 1..{hi} for this layer, not {v}")
-        planes = cfg.swarm if cfg.weights == "binary" else 2
         # bits per tree: S*SIMD products (binary), SIMD (ternary: mask and sign are one term)
         depth = _tree_depth((cfg.swarm if cfg.weights == "binary" else 1) * simd)
         if not _is_int(pipeline):
@@ -170,18 +179,23 @@ class MACArray(wiring.Component):
         if w.size and (w.min() < lo or w.max() > 1 or not np.issubdtype(w.dtype, np.integer)):
             kind = "bits 0/1" if cfg.weights == "binary" else "trits -1/0/+1"
             raise ConfigError(f"{cfg.weights} weights must be integer {kind}")
+        return w, simd, depth
 
+    def __init__(self, cfg: LayerConfig, weights, *, pe: int = 1, simd: int | None = None,
+                 pipeline: int = 0, _mutant: str | None = None):
+        w, simd, depth = self.check(cfg, weights, pe=pe, simd=simd, pipeline=pipeline,
+                                    _mutant=_mutant)
+        planes = cfg.swarm if cfg.weights == "binary" else 2
         self._cfg = cfg
         self._pe, self._simd, self._pipeline = pe, simd, pipeline
         self._planes = planes
         self._depth = depth
         self._mutant = _mutant
         self._w = w.astype(np.int8)
-        gw = max(1, (self.nf - 1).bit_length())
         self._i_layout = data.StructLayout({"x": data.ArrayLayout(unsigned(cfg.input_bits), simd)})
         self._o_layout = data.StructLayout({
             "z": data.ArrayLayout(signed(cfg.z_width), pe),
-            "group": unsigned(gw),
+            "group": _idx(self.nf),
             "last": 1,
         })
         super().__init__({
@@ -279,31 +293,40 @@ class MACArray(wiring.Component):
         m.d.comb += adv.eq(~o_valid | self.o_stream.ready)
 
         # -- weight ROM and input buffer ------------------------------------------------------
-        m.submodules.rom = rom = memory.Memory(
-            shape=unsigned(pe * P * simd), depth=NF * SF, init=self._rom_init())
-        rom_rd = rom.read_port()
+        # A one-word ROM is a constant and a one-slice buffer a register (no 0-width addresses).
+        init = self._rom_init()
+        if len(init) > 1:
+            m.submodules.rom = rom = memory.Memory(
+                shape=unsigned(pe * P * simd), depth=NF * SF, init=init)
+            rom_rd = rom.read_port()
+            word = rom_rd.data
+        else:
+            rom_rd = None
+            word = Const(init[0], pe * P * simd)
         reuse = NF * B > 1
-        if reuse:
-            m.submodules.ibuf = ibuf = memory.Memory(
-                shape=unsigned(B * simd), depth=SF, init=[])
+        if reuse and SF > 1:
+            m.submodules.ibuf = ibuf = memory.Memory(shape=unsigned(B * simd), depth=SF, init=[])
             buf_wr = ibuf.write_port()
             buf_rd = ibuf.read_port()
+            buf_data = buf_rd.data
+        elif reuse:
+            buf_data = Signal(B * simd)
 
         # -- stage 0: sequencer ---------------------------------------------------------------
-        sf = Signal(range(SF))
-        b = Signal(range(B))
-        nf = Signal(range(NF))
-        base = Signal(range(NF * SF))  # nf * SF
+        sf = Signal(_idx(SF))
+        b = Signal(_idx(B))
+        nf = Signal(_idx(NF))
+        base = Signal(_idx(NF * SF))  # nf * SF
         first_pass = Signal()
         m.d.comb += first_pass.eq((nf == 0) & (b == 0))
         go = Signal()
         m.d.comb += [
             go.eq(adv & (~first_pass | self.i_stream.valid)),
             self.i_stream.ready.eq(adv & first_pass),
-            rom_rd.addr.eq(base + sf),
-            rom_rd.en.eq(adv),
         ]
-        if reuse:
+        if rom_rd is not None:
+            m.d.comb += [rom_rd.addr.eq(base + sf), rom_rd.en.eq(adv)]
+        if reuse and SF > 1:
             m.d.comb += [
                 buf_rd.addr.eq(sf),
                 buf_rd.en.eq(adv),
@@ -311,6 +334,9 @@ class MACArray(wiring.Component):
                 buf_wr.data.eq(self.i_stream.payload.x.as_value()),
                 buf_wr.en.eq(go & first_pass),
             ]
+        elif reuse:
+            with m.If(go & first_pass):
+                m.d.sync += buf_data.eq(self.i_stream.payload.x.as_value())
         with m.If(go):
             with m.If(sf == SF - 1):
                 m.d.sync += sf.eq(0)
@@ -326,7 +352,7 @@ class MACArray(wiring.Component):
                 m.d.sync += sf.eq(sf + 1)
 
         ctl_layout = data.StructLayout({
-            "valid": 1, "b": range(B), "first": 1, "last": 1, "group": range(NF),
+            "valid": 1, "b": _idx(B), "first": 1, "last": 1, "group": _idx(NF),
         })
         ctl1 = Signal(ctl_layout)
         tail1 = Signal()
@@ -347,7 +373,7 @@ class MACArray(wiring.Component):
         # -- stage 1: plane select, mask, XNOR/AND, popcount trees ---------------------------
         slice_ = Signal(B * simd)
         if reuse:
-            m.d.comb += slice_.eq(Mux(fp1, x1, buf_rd.data))
+            m.d.comb += slice_.eq(Mux(fp1, x1, buf_data))
         else:
             m.d.comb += slice_.eq(x1)
         tail_lanes = N - (SF - 1) * simd  # valid lanes in the last slice
@@ -361,7 +387,6 @@ class MACArray(wiring.Component):
             elem = slice_[i * B:(i + 1) * B]
             bit = elem[0] if B == 1 else elem.bit_select(ctl1.b, 1)
             m.d.comb += a[i].eq(bit & lane_ok[i])
-        word = rom_rd.data
 
         def wbit(p, s, i):
             return word[(p * P + s) * simd + i]
@@ -404,7 +429,7 @@ class MACArray(wiring.Component):
         t_fin = [Signal(t_max.bit_length(), name=f"t_fin{p}") for p in range(pe)]
         u_fin = [Signal(u_max.bit_length(), name=f"u_fin{p}") for p in range(len(u_out))]
         fin_valid = Signal()
-        fin_group = Signal(range(NF))
+        fin_group = Signal(_idx(NF))
         with m.If(adv):
             m.d.sync += fin_valid.eq(ctl.valid & ctl.last)
             with m.If(ctl.valid):
@@ -524,4 +549,5 @@ def build(n_in: int = 64, n_out: int = 16, swarm: int = 1, input_bits: int = 1,
     if pipeline == -1:
         planes = swarm if weights == "binary" else 1
         pipeline = _tree_depth(planes * simd)
+    MACArray.check(cfg, w, pe=pe, simd=simd, pipeline=pipeline)
     return MACArray(cfg, w, pe=pe, simd=simd, pipeline=pipeline)

@@ -1,0 +1,115 @@
+"""``bitswarm verilog --component NAME [--param KEY=VALUE ...] -o DIR``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from bitswarm.cli import main
+from bitswarm.hw import cli as hwcli
+
+
+def _run(capsys, *argv):
+    rc = main(["verilog", *argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_verilog_mac_array_defaults(tmp_path, capsys):
+    rc, out, err = _run(capsys, "--component", "mac-array", "-o", str(tmp_path))
+    assert rc == 0, err
+    v = (tmp_path / "mac_array.v").read_text()
+    assert "module mac_array(" in v and "i_stream__payload" in v and "o_stream__ready" in v
+    info = json.loads((tmp_path / "mac_array.json").read_text())
+    assert info["component"] == "mac-array" and info["module"] == "mac_array"
+    assert info["params"] == {"n_in": 64, "n_out": 16, "swarm": 1, "input_bits": 1,
+                              "weights": "binary", "pe": 4, "simd": 16, "pipeline": -1, "seed": 0}
+    assert info["resolved"] == {"pipeline": 3}  # fully pipelined: 16 bits -> 3 tree levels
+    assert info["ports"]["i_stream__payload"] == {"dir": "In", "width": 16}
+    assert info["cycles_per_vector"] == 16 and info["latency"] == 6
+    assert f"wrote {tmp_path / 'mac_array.v'}" in out
+
+
+def test_verilog_mac_array_params(tmp_path, capsys):
+    rc, _, err = _run(capsys, "--component", "mac-array", "--param", "n_in=10",
+                      "--param", "input-bits=8", "--param", "simd=3", "--param", "pe=0x2",
+                      "--param", "weights=ternary", "--param", "pipeline=0", "-o", str(tmp_path))
+    assert rc == 0, err
+    info = json.loads((tmp_path / "mac_array.json").read_text())
+    assert info["params"]["input_bits"] == 8 and info["params"]["pe"] == 2
+    assert info["params"]["weights"] == "ternary" and "resolved" not in info
+    assert info["ports"]["i_stream__payload"]["width"] == 24
+    assert info["cycles_per_vector"] == 8 * 8 * 4  # NF=8 (M=16, PE=2), B=8, SF=4
+
+
+@pytest.mark.parametrize(
+    ("argv", "msg"),
+    [
+        (["--component", "nope"], "unknown component 'nope'; expected one of: mac-array, "),
+        (["--component", "mac-array", "--param", "bogus=1"],
+         "unknown parameter 'bogus' for mac-array; expected one of: n_in, n_out,"),
+        (["--component", "mac-array", "--param", "simd"], "--param must be KEY=VALUE, not 'simd'"),
+        (["--component", "mac-array", "--param", "simd=abc"],
+         "parameter 'simd' of mac-array must be an integer, not 'abc'"),
+        (["--component", "mac-array", "--param", "simd=1", "--param", "simd=2"],
+         "parameter 'simd' given twice"),
+        (["--component", "mac-array", "--param", "simd=0"],
+         "mac-array: simd must be an integer in 1..64, not 0"),
+        (["--component", "mac-array", "--param", "swarm=3"],
+         "mac-array: layer.swarm must be one of (1, 2, 4, 8, 16, 32), not 3"),
+        (["--component", "mac-array", "--param", "weights=quaternary"],
+         "mac-array: layer.weights must be one of"),
+        (["--component", "mac-array", "--param", "pipeline=9"],
+         "mac-array: pipeline must be in 0..3"),
+        (["model.bsm"], "Verilog for a whole model is not implemented yet; use --component"),
+        (["model.bsm", "--component", "lfsr"], "give either a MODEL file or --component"),
+        ([], "give --component NAME (one of: mac-array, threshold, argmax, lfsr, flip-unit)"),
+    ],
+)
+def test_verilog_errors(tmp_path, capsys, argv, msg):
+    out_dir = tmp_path / "out"
+    rc, out, err = _run(capsys, *argv, "-o", str(out_dir))
+    assert rc == 2
+    assert err.startswith("bitswarm: error: ") and err.count("\n") == 1, err
+    assert msg in err
+    assert not out_dir.exists()  # nothing written
+
+
+def test_verilog_missing_module(tmp_path, capsys, monkeypatch):
+    """A component whose module has not landed yet: a clear one-line error."""
+    monkeypatch.setitem(hwcli.COMPONENTS, "future", "bitswarm.hw._no_such_module")
+    rc, _, err = _run(capsys, "--component", "future", "-o", str(tmp_path / "o"))
+    assert rc == 2
+    assert err == ("bitswarm: error: component 'future' is not available yet "
+                   "(module bitswarm.hw._no_such_module does not exist)\n")
+    assert not (tmp_path / "o").exists()
+
+
+def test_parse_params_types():
+    def build(width: int = 4, mode: str = "a", flag: bool = False):
+        raise AssertionError("not called")
+
+    assert hwcli.parse_params("x", build, ["width=0b101", "mode=zz", "flag=true"]) == {
+        "width": 5, "mode": "zz", "flag": True}
+    assert hwcli.parse_params("x", build, []) == {"width": 4, "mode": "a", "flag": False}
+
+
+def test_verilog_subprocess_no_traceback(tmp_path):
+    """The installed entry point: one line on stderr, exit status 2, no traceback."""
+    r = subprocess.run([sys.executable, "-m", "bitswarm", "verilog", "--component", "mac-array",
+                        "--param", "pe=99", "-o", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr == "bitswarm: error: mac-array: pe must be an integer in 1..16, not 99\n"
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_verilog_help_lists_components(capsys):
+    with pytest.raises(SystemExit):
+        main(["verilog", "--help"])
+    out = capsys.readouterr().out
+    assert "--component NAME" in out and "MODEL" in out
+    for name in hwcli.COMPONENTS:
+        assert name in out
