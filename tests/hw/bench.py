@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: Idle (source) / backpressure (sink) patterns: 1 = offer a payload / assert ready.
-PATTERNS = ("full", "1110", "random", "sparse")
+PATTERNS = ("full", "1110", "10", "random", "sparse")
 
 
 def pattern(name: str, seed: int = 0) -> Iterator[int]:
@@ -54,6 +54,8 @@ def pattern(name: str, seed: int = 0) -> Iterator[int]:
         return itertools.repeat(1)
     if name == "1110":
         return itertools.cycle([1, 1, 1, 0])
+    if name == "10":
+        return itertools.cycle([1, 0])
     if name == "random":
         return (rng.randrange(2) for _ in itertools.count())
     if name == "sparse":
@@ -329,6 +331,7 @@ def _mutant_argmax_last():
 
 
 def _mutant_flip(field: str):
+    import copy
     import dataclasses
 
     from bitswarm.golden import flip as gf
@@ -336,9 +339,9 @@ def _mutant_flip(field: str):
     orig = gf.flip_step
 
     def flip_step(cfg, w, acc, votes, lfsr=None):
-        if field == "threshold":  # off by one
-            t = cfg.threshold + 1 if cfg.threshold < cfg.acc_max else cfg.threshold - 1
-            cfg = dataclasses.replace(cfg, threshold=t, refractory=min(cfg.refractory, t - 1))
+        if field == "threshold":  # off by one (fire at > threshold), past the config check
+            cfg = copy.copy(cfg)
+            object.__setattr__(cfg, "threshold", cfg.threshold + 1)
         elif field == "leak":  # wrong leak: one more shift, or a leak where there is none
             cfg = dataclasses.replace(
                 cfg, leak_shift=cfg.leak_shift + 1 if cfg.leak_shift + 1 < cfg.acc_width else 1
@@ -409,12 +412,21 @@ def lint_warnings(component, tmp_path: Path) -> list[str]:
         [str(vbin), "--lint-only", "-Wall", str(src)], capture_output=True, text=True
     )
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("%")]
-    header = re.search(r"module top\(([^)]*)\)", src.read_text())
-    ports = {p.strip() for p in header.group(1).split(",")} if header else set()
+    modules = []  # (first line, port names) of every module, in file order
+    for no, text in enumerate(src.read_text().splitlines(), 1):
+        header = re.match(r"\s*module\s+\S+\s*\(([^)]*)\)", text)
+        if header:
+            modules.append((no, {q.strip() for q in header.group(1).split(",")}))
     bad = []
     for ln in warnings:
         unused = _UNUSED_NAME.search(ln)
-        if unused and unused.group(1) in ports:
+        where = re.search(r"top\.v:(\d+):", ln)
+        ports = set()
+        if where:
+            for first, names in modules:
+                if first <= int(where.group(1)):
+                    ports = names
+        if unused and unused.group(1) in ports:  # an unused port of the module it is in
             bad.append(ln)
         elif not _INHERENT.search(ln) and not ln.startswith("%Error: Exiting due to"):
             bad.append(ln)
