@@ -323,3 +323,13 @@ def test_kernel_works_after_fork(backend):
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     pytest.fail("the forked child hung in the kernel")
+
+
+def test_without_extension_numpy_only(monkeypatch):
+    """Where the extension is not built, numpy is the only backend and others say why."""
+    monkeypatch.setattr(pc, "_ext", None)
+    assert pc.available_backends() == ("numpy",)
+    assert pc.cpu_info() == {"built": False}
+    with pytest.raises(ConfigError, match="bitswarm.sim._popcount is not built"):
+        xnor_popcount(_A, _W, 100, backend="portable")
+    np.testing.assert_array_equal(xnor_popcount(_A, _W, 100, backend="numpy"), 100)
