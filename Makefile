@@ -31,15 +31,18 @@ test-verilator: $(STAMP)
 	$(PY) -m pytest -q -m verilator
 
 synth-report: $(STAMP)
-	$(PY) -m pytest -q -m synth
+	$(PY) -m pytest -q -m synth && $(PY) bench/synth_report.py
 
-bench: bench-train
+bench: bench-train bench-sim
 
 bench-train: $(STAMP)
 	$(PY) bench/bench_train.py
 
 bench-kernel: $(STAMP)
 	$(PY) bench/bench_kernel.py
+
+bench-sim: $(STAMP)
+	$(PY) bench/bench_sim.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
