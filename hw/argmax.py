@@ -5,6 +5,16 @@ golden tie rule). Scores arrive SIMD-folded: ``lanes`` (P) scores per transfer, 
 order, ``ceil(C / P)`` transfers ("beats") per sample; in the last beat the lanes past class
 ``C - 1`` are ignored (their payload bits are don't-care). A beat counter restarts at 0 on
 reset, so the stream must carry whole samples.
+
+Lint: the generated Verilog passes ``verilator --lint-only -Wall`` except for warnings that
+Amaranth's Verilog output draws by construction and that are waived for that reason (the
+check lives in ``tests/hw/bench.py:lint_warnings``): DECLFILENAME (module ``top`` / ``top.sub``
+in a file of another name), PROCASSINIT (every register has an initial value *and* a
+synchronous reset), UNUSEDSIGNAL on non-port names (Amaranth/Yosys emit alias wires for named
+signals and struct/array fields that consumers bypass; an unused *port* is not waived) and
+WIDTHEXPAND on arithmetic/compare operators (Amaranth keeps operands at natural width and makes
+the result one bit wider; Verilog's context-determined extension is exactly Amaranth's
+semantics).
 """
 
 from __future__ import annotations

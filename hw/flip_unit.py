@@ -14,6 +14,16 @@ row, in parallel over the K lanes::
 The draws come from a :class:`~bitswarm.hw.lfsr.LFSR` with ``lanes = K``: row ``r`` of a step
 gets draws ``r*K .. r*K + K-1`` of that step, i.e. row-major order as in golden. The LFSR only
 exists (and only advances) when ``noise != "none"``.
+
+Lint: the generated Verilog passes ``verilator --lint-only -Wall`` except for warnings that
+Amaranth's Verilog output draws by construction and that are waived for that reason (the
+check lives in ``tests/hw/bench.py:lint_warnings``): DECLFILENAME (module ``top`` / ``top.sub``
+in a file of another name), PROCASSINIT (every register has an initial value *and* a
+synchronous reset), UNUSEDSIGNAL on non-port names (Amaranth/Yosys emit alias wires for named
+signals and struct/array fields that consumers bypass; an unused *port* is not waived) and
+WIDTHEXPAND on arithmetic/compare operators (Amaranth keeps operands at natural width and makes
+the result one bit wider; Verilog's context-determined extension is exactly Amaranth's
+semantics).
 """
 
 from __future__ import annotations

@@ -10,6 +10,16 @@ followed by the low ``draw_bits`` of the new state (golden :meth:`LFSR.draw`). W
 L > 1 the component unrolls L steps combinationally, so that one stream transfer delivers L
 consecutive draws (lane ``i`` is the draw after ``i + 1`` steps) and the register advances by L
 steps: this is how a flip unit with L SIMD lanes gets one draw per weight per cycle.
+
+Lint: the generated Verilog passes ``verilator --lint-only -Wall`` except for warnings that
+Amaranth's Verilog output draws by construction and that are waived for that reason (the
+check lives in ``tests/hw/bench.py:lint_warnings``): DECLFILENAME (module ``top`` / ``top.sub``
+in a file of another name), PROCASSINIT (every register has an initial value *and* a
+synchronous reset), UNUSEDSIGNAL on non-port names (Amaranth/Yosys emit alias wires for named
+signals and struct/array fields that consumers bypass; an unused *port* is not waived) and
+WIDTHEXPAND on arithmetic/compare operators (Amaranth keeps operands at natural width and makes
+the result one bit wider; Verilog's context-determined extension is exactly Amaranth's
+semantics).
 """
 
 from __future__ import annotations
@@ -66,8 +76,8 @@ class LFSR(wiring.Component):
         Always valid. ``draws[i]`` is the low ``draw_bits`` of the state after ``i + 1`` steps
         of the current ``state``, i.e. exactly the next L golden ``LFSR.draw()`` results.
 
-    Latency, throughput, backpressure
-    ---------------------------------
+    Notes
+    -----
     Latency 0: the payload is a combinational function of ``state``. Throughput one transfer
     (L draws) per cycle. Backpressure: while ``ready`` is low the register holds, so the payload
     stays stable and no draw is lost or repeated.

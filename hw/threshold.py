@@ -6,6 +6,16 @@ Each hidden neuron ``j`` fires ``a_j = ((z_j - theta_j) >= 0) XOR invert_j``. Th
 ``(t mod M/P) * P .. + P - 1``), and the per-neuron ``theta`` / ``invert`` live in a ROM of
 ``M / P`` rows indexed by a fold counter. The counter restarts at 0 on reset, so the stream must
 carry whole samples.
+
+Lint: the generated Verilog passes ``verilator --lint-only -Wall`` except for warnings that
+Amaranth's Verilog output draws by construction and that are waived for that reason (the
+check lives in ``tests/hw/bench.py:lint_warnings``): DECLFILENAME (module ``top`` / ``top.sub``
+in a file of another name), PROCASSINIT (every register has an initial value *and* a
+synchronous reset), UNUSEDSIGNAL on non-port names (Amaranth/Yosys emit alias wires for named
+signals and struct/array fields that consumers bypass; an unused *port* is not waived) and
+WIDTHEXPAND on arithmetic/compare operators (Amaranth keeps operands at natural width and makes
+the result one bit wider; Verilog's context-determined extension is exactly Amaranth's
+semantics).
 """
 
 from __future__ import annotations

@@ -105,3 +105,9 @@ def test_verilator_mutants_fail():
                    params={**params, "golden_mutant": "argmax_last"})
     assert cocotb_outcomes(BUILD_ROOT / "hw_argmax" / "results.xml") == {
         "matches_golden": False, "broken_component": False}
+
+
+@pytest.mark.verilator
+def test_lint_build_defaults(tmp_path):
+    """What `bitswarm verilog --component ...` emits with default parameters lints clean."""
+    assert lint_warnings(build(), tmp_path) == []

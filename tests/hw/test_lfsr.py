@@ -120,3 +120,9 @@ def test_verilator_mutants_fail():
                    params={**params, "golden_mutant": "lfsr_step"})
     assert cocotb_outcomes(BUILD_ROOT / "hw_lfsr" / "results.xml") == {
         "matches_golden": False, "broken_component": False}
+
+
+@pytest.mark.verilator
+def test_lint_build_defaults(tmp_path):
+    """What `bitswarm verilog --component ...` emits with default parameters lints clean."""
+    assert lint_warnings(build(), tmp_path) == []
