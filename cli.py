@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "bitswarm.sim.demo",
     "bitswarm.sim.cli",
     "bitswarm.train.cli",
+    "bitswarm.train.zoo.cli",
 ]
 
 

@@ -1,0 +1,86 @@
+"""``bitswarm zoo``: run rules side by side on the same data, network, budget and seed.
+
+``bitswarm zoo --dataset D [--epochs N] [--rules a,b,...] [--arch A] [--swarm S] [--seed N]
+[--opt RULE:NAME=VALUE] [--json]`` prints a table (or, with ``--json``, a JSON list of rows
+with the keys of :data:`bitswarm.train.zoo.run.CONTRACT_KEYS`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["register", "format_table"]
+
+
+def format_table(rows: list[dict]) -> str:
+    """A Markdown table of zoo rows."""
+    head = ("| rule | source | hw-trainable | evaluated by | final | best | collapsed | flip rate "
+            "| s/epoch | state B/weight |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        lines.append(
+            f"| `{r['rule']}` | {r['source']} | {'yes' if r['hardware_trainable'] else 'no'} | {r['evaluated_by']} "
+            f"| {100 * r['final_accuracy']:.1f} | {100 * r['best_accuracy']:.1f} (ep {r['best_epoch']}) "
+            f"| {'**yes**' if r['collapsed'] else 'no'} | {r['flip_rate']:.2e} | {r['seconds_per_epoch']:.2f} "
+            f"| {r['state_bytes_per_weight']:.2f} |")
+    return "\n".join(lines)
+
+
+def _options(items: list[str] | None) -> dict[str, dict]:
+    from bitswarm.golden.errors import ConfigError
+
+    out: dict[str, dict] = {}
+    for it in items or []:
+        rule, sep, rest = it.partition(":")
+        name, eq, value = rest.partition("=")
+        if not sep or not eq or not rule or not name:
+            raise ConfigError(f"--opt must look like RULE:NAME=VALUE, not {it!r}")
+        out.setdefault(rule, {})[name] = value
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..trainer import parse_arch
+    from .run import parse_rules, run_zoo
+
+    rules = parse_rules(args.rules)
+    arch = parse_arch(args.arch) if args.arch else None
+    opts = _options(args.opt)
+
+    def progress(row):
+        if not args.quiet:
+            print(f"zoo: {row['rule']:>18s}  final {100 * row['final_accuracy']:5.1f} %  best "
+                  f"{100 * row['best_accuracy']:5.1f} %  {row['seconds_per_epoch']:.2f} s/epoch",
+                  file=sys.stderr, flush=True)
+
+    rows = run_zoo(args.dataset, rules, epochs=args.epochs, arch=arch, swarm=args.swarm,
+                   batch_size=args.batch_size, seed=args.seed, options=opts, data_dir=args.data_dir,
+                   device=args.device, progress=progress)
+    print(json.dumps(rows, indent=1) if args.json else format_table(rows))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "zoo",
+        help="run the seed rules, the golden rule and the references side by side",
+        description="Train every rule (or --rules a,b,...) on the same data, network, budget and "
+        "seed and print one row each: accuracy, collapse, flip rate, time, state per weight, "
+        "hardware-trainability. See train/zoo/COLLAPSE.md for the v17/v20 collapse study.",
+    )
+    a = p.add_argument
+    a("--dataset", default="digits", help="digits (default), mnist5k, fashion or npz:PATH")
+    a("--epochs", type=int, default=10, help="epochs per rule (default 10)")
+    a("--rules", default=None, help="comma-separated rule names (default: all registered)")
+    a("--arch", default=None, help="layer widths (default: inputs-512-classes)")
+    a("--swarm", type=int, default=1, help="bits per weight for binary rules (default 1)")
+    a("--batch-size", type=int, default=64)
+    a("--seed", type=int, default=0)
+    a("--opt", action="append", default=None, metavar="RULE:NAME=VALUE", help="rule option, repeatable")
+    a("--data-dir", default=None, help="folder of IDX files for --dataset fashion")
+    a("--device", default="cpu")
+    a("--json", action="store_true", help="print a JSON list instead of a table")
+    a("--quiet", action="store_true", help="no per-rule progress lines on stderr")
+    p.set_defaults(func=_run)

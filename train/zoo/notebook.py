@@ -1,0 +1,733 @@
+"""Rules from the seed notebook (``shared/seeds/000``, versions v1..v21), one class each.
+
+All of them train the zoo's shared network (:mod:`bitswarm.train.zoo.base`): golden binary
+swarm layers, integer thresholds, golden homeostasis, the shared surrogate gradient ``G``
+(``[M, N]``, equal for every plane of a weight) and the golden vote convention: for a plane
+bit with value ``v = ±1``, ``sign(G) * v = +1`` means the bit is wrong. The seeds' float
+constants become integers where the rule is integer (fixed point, LFSR comparators) and stay
+float where the seed's state is float (latent weights, momentum); ``reason`` says which.
+
+Conversions used throughout: the seed's mean gradient is ``g = G / (B * 2**grad_bits)``; a
+probability ``p`` becomes a 16-bit comparison ``draw16 < round(p * 65536)`` against the golden
+LFSR (draws in golden §6 order, one per plane bit, layer 0 first); a float decay ``d`` becomes
+the 8-bit fixed-point leak ``acc * round(256 d) / 256`` (:func:`~bitswarm.train.zoo.base.q8_leak`);
+accumulators are fixed point with 8 (bounded votes) or 16 (gradient pressure) fraction bits.
+
+The bounded-vote family (v17-v20) can also train the seed's own network (``--opt net=seed``):
+float ``(z - theta) * gain`` scale/shift homeostasis with SGD on theta and gain, LeakyReLU(0.1),
+majority-sign (v17-v19) or analog ``sum/S`` (v20) swarm weights. That network is float, is
+evaluated by its own forward pass and cannot be exported; it reproduces the seed's collapse
+(``train/zoo/COLLAPSE.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from bitswarm.golden.errors import ConfigError
+
+from ..rules import StepResult, register_rule
+from .base import SurrogateOptions, ZooRule, lfsr_uniform, q8_leak
+
+__all__ = [
+    "VotingV1", "SignumV4", "SwarmV6", "BitLogicV8", "RankV9A", "MomentumRankV10",
+    "IntegrateFireV15", "AdaptiveIFV16", "BoundedVoteV17", "FrictionV18", "CruiseV19",
+    "LeakyIFV20", "OneBitVotingV21", "OneBitSignumV21", "SeedNet",
+]
+
+_SOFTMAX_REASON = "; the default vote source is the host's float softmax (error=softmax), so only --opt error=hinge makes the step integer"
+
+
+def _p16(p: float) -> int:
+    return int(round(p * 65536))
+
+
+def _gscale(rule: ZooRule, batch: int) -> int:
+    """``B * 2**grad_bits``: the integer that turns ``G`` into the seed's mean gradient."""
+    return batch * (1 << rule.opts.grad_bits)
+
+
+def _sat(t: torch.Tensor, bits: int) -> torch.Tensor:
+    lim = 1 << (bits - 1)
+    return torch.clamp(t, -lim, lim - 1)
+
+
+# ----------------------------------------------------------------------------------------------
+@register_rule
+class VotingV1(ZooRule):
+    name = "v1-voting"
+    source = "seed 000 v1"
+    summary = "sign votes into a clamped accumulator; the bit is the accumulator's sign"
+    integer_update = True
+    reason = "integer accumulator in [-levels, levels]" + _SOFTMAX_REASON
+    state_bits = 5
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        levels: int = 10
+
+        def check(self) -> None:
+            super().check()
+            if not 1 <= self.levels <= 127:
+                raise ConfigError(f"levels must be in 1..127, not {self.levels}")
+
+    def _init_rule(self) -> None:
+        self.buf["acc"] = [self._bit_values(i).to(torch.int8) for i in range(len(self.w))]
+
+    def _update(self, grads, zs):
+        L = self.opts.levels
+        flips = []
+        for i, g in enumerate(grads):
+            a = self.buf["acc"][i].to(torch.int64) - torch.sign(g).to(torch.int64).unsqueeze(0)
+            a = torch.clamp(a, -L, L)
+            self.buf["acc"][i] = a.to(torch.int8)
+            new = torch.where(a > 0, 1, torch.where(a < 0, 0, self.w[i].to(torch.int64))).to(torch.uint8)
+            flips.append(self._flip(i, new != self.w[i]))
+        return flips
+
+
+# ----------------------------------------------------------------------------------------------
+class _Latent(ZooRule):
+    """Shared state of rules with a float shadow weight per plane bit (bit = shadow >= 0)."""
+
+    integer_update = False
+
+    def _init_rule(self) -> None:
+        self.buf["shadow"] = [self._bit_values(i).to(torch.float32) * self.opts.init for i in range(len(self.w))]
+
+    def _set_bits(self, i: int) -> int:
+        new = (self.buf["shadow"][i] >= 0).to(torch.uint8)
+        return self._flip(i, new != self.w[i])
+
+    def _g(self, g: torch.Tensor, batch: int) -> torch.Tensor:
+        """The seed's mean gradient ``G / (B * 2**grad_bits)`` as float32 ``[1, M, N]``."""
+        return (g / _gscale(self, batch)).to(torch.float32).unsqueeze(0)
+
+    def train_step(self, x, y) -> StepResult:
+        self._batch = x.shape[0]
+        return super().train_step(x, y)
+
+
+@register_rule
+class SignumV4(_Latent):
+    name = "v4-signum"
+    source = "seed 000 v4"
+    summary = "momentum voting (Signum): shadow -= lr * sign(momentum), clamped to +-clip"
+    reason = "float shadow weights and float momentum"
+    state_bits = 64
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        lr: float = 1e-3
+        momentum: float = 0.9
+        clip: float = 1.5
+        init: float = 0.01
+
+        def check(self) -> None:
+            super().check()
+            if not (self.lr > 0 and 0 <= self.momentum < 1 and self.clip > 0 and self.init > 0):
+                raise ConfigError("v4-signum needs lr > 0, 0 <= momentum < 1, clip > 0, init > 0")
+
+    def _init_rule(self) -> None:
+        super()._init_rule()
+        self.buf["mom"] = [torch.zeros_like(s) for s in self.buf["shadow"]]
+
+    def _update(self, grads, zs):
+        o = self.opts
+        flips = []
+        for i, g in enumerate(grads):
+            m = self.buf["mom"][i]
+            m.mul_(o.momentum).add_(self._g(g, self._batch).expand_as(m), alpha=1 - o.momentum)
+            s = self.buf["shadow"][i]
+            s.add_(torch.sign(m), alpha=-o.lr).clamp_(-o.clip, o.clip)
+            flips.append(self._set_bits(i))
+        return flips
+
+
+# ----------------------------------------------------------------------------------------------
+@register_rule
+class SwarmV6(ZooRule):
+    name = "v6-swarm"
+    source = "seed 000 v6"
+    summary = "swarm recruitment: a plane bit that disagrees with -sign(G) flips with probability min(|g| * rate, cap)"
+    integer_update = True
+    reason = "LFSR 16-bit comparator against an integer probability" + _SOFTMAX_REASON
+    state_bits = 0
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        rate: float = 10.0
+        cap: float = 0.5
+
+        def check(self) -> None:
+            super().check()
+            if not (self.rate > 0 and 0 < self.cap <= 1):
+                raise ConfigError("v6-swarm needs rate > 0 and 0 < cap <= 1")
+
+    def _probabilities(self, g: torch.Tensor, rate: float, cap: float) -> torch.Tensor:
+        k = _p16(rate)
+        return torch.clamp(g.abs().to(torch.int64) * k // _gscale(self, self._batch), max=_p16(cap))
+
+    def train_step(self, x, y) -> StepResult:
+        self._batch = x.shape[0]
+        return super().train_step(x, y)
+
+    def _update(self, grads, zs):
+        lfsr = self._lfsr()
+        flips = []
+        for i, g in enumerate(grads):
+            p = self._probabilities(g, self.opts.rate, self.opts.cap).unsqueeze(0)
+            d = lfsr_uniform(lfsr, tuple(self.w[i].shape), self.device)
+            flips.append(self._flip(i, (self._wrong(i, g) > 0) & (d < p)))
+        self.meta["lfsr"] = lfsr.state
+        return flips
+
+
+@register_rule
+class BitLogicV8(SwarmV6):
+    name = "v8-bitlogic"
+    source = "seed 000 v7/v8"
+    summary = "bit-logic: LFSR comparator flips (|g| * sensitivity, cap 0.2) + random mutation + homeostatic activity threshold"
+    reason = "LFSR comparators, integer running activity (Q16) and integer threshold steps" + _SOFTMAX_REASON
+    state_bits = 0
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        sensitivity: float = 500.0
+        cap: float = 0.2
+        mutation: float = 0.005
+
+        def check(self) -> None:
+            super().check()
+            if not (self.sensitivity > 0 and 0 < self.cap <= 1 and 0 <= self.mutation < 1):
+                raise ConfigError("v8-bitlogic needs sensitivity > 0, 0 < cap <= 1, 0 <= mutation < 1")
+
+    def _init_rule(self) -> None:
+        self.buf["activity"] = [torch.full((lay.n_out,), 1 << 15, dtype=torch.int32, device=self.device)
+                                for lay in self.model_config.layers[:-1]]
+
+    def _update(self, grads, zs):
+        lfsr = self._lfsr()
+        flips = []
+        mut = _p16(self.opts.mutation)
+        for i, g in enumerate(grads):
+            p = self._probabilities(g, self.opts.sensitivity, self.opts.cap).unsqueeze(0)
+            shape = tuple(self.w[i].shape)
+            directed = (self._wrong(i, g) > 0) & (lfsr_uniform(lfsr, shape, self.device) < p)
+            mutate = lfsr_uniform(lfsr, shape, self.device) < mut
+            flips.append(self._flip(i, directed | mutate))
+        self.meta["lfsr"] = lfsr.state
+        return flips
+
+    def _homeostasis(self, i: int, z: torch.Tensor) -> None:
+        """Running firing fraction (Q16, alpha 1/5) pushed to one half by integer threshold steps."""
+        zt = z - self.theta[i].to(torch.int64)
+        b = z.shape[0]
+        cur = (zt >= 0).to(torch.int64).sum(0) * 65536 // b
+        ra = self.buf["activity"][i].to(torch.int64)
+        ra = ra + torch.div(cur - ra, 5, rounding_mode="floor")
+        self.buf["activity"][i] = ra.to(torch.int32)
+        s1 = z.sum(0)
+        var = torch.div(b * (z * z).sum(0) - s1 * s1, b * b, rounding_mode="floor")
+        sd = max(1, math.isqrt(max(0, int(var.sum()) // z.shape[1])))
+        step = torch.clamp(torch.div((ra - 32768) * sd, 10 * 32768, rounding_mode="floor"), -(sd // 2), sd // 2)
+        lay = self.model_config.layers[i]
+        self.theta[i] = torch.clamp(self.theta[i].to(torch.int64) + step, -lay.theta_bound, lay.theta_bound).to(torch.int32)
+
+
+# ----------------------------------------------------------------------------------------------
+@register_rule
+class RankV9A(ZooRule):
+    name = "v9a-rank"
+    source = "seed 000 v9A"
+    summary = "rank-based flips: per layer the top flip_rate of plane bits by wrongness G*v (> 0) flip"
+    integer_update = True
+    reason = "integer ranking (k-winner-take-all over G*v)" + _SOFTMAX_REASON
+    state_bits = 0
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        flip_rate: float = 0.01
+
+        def check(self) -> None:
+            super().check()
+            if not 0 <= self.flip_rate <= 1:
+                raise ConfigError(f"flip_rate must be in 0..1, not {self.flip_rate}")
+
+    def _rate(self) -> float:
+        return self.opts.flip_rate
+
+    def _top(self, score: torch.Tensor, rate: float) -> torch.Tensor:
+        flat = score.reshape(-1)
+        k = min(int(flat.numel() * rate), int((flat > 0).sum()))
+        mask = torch.zeros_like(flat, dtype=torch.bool)
+        if k > 0:
+            order = torch.sort(flat, descending=True, stable=True).indices[:k]
+            mask[order] = True
+        return mask.reshape(score.shape)
+
+    def _update(self, grads, zs):
+        flips = []
+        for i, g in enumerate(grads):
+            score = g.round().to(torch.int64).unsqueeze(0) * self._bit_values(i)
+            flips.append(self._flip(i, self._top(score, self._rate())))
+        return flips
+
+
+@register_rule
+class MomentumRankV10(RankV9A):
+    name = "v10-momentum-rank"
+    source = "seed 000 v10"
+    summary = "momentum-rank: leaky wrongness buffer (decay 0.9), top-k flips with exponential annealing 5% -> 0.1%"
+    reason = "integer buffer with 8-bit fixed-point leak, integer ranking; the schedule is a per-epoch constant" + _SOFTMAX_REASON
+    state_bits = 32
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        start_rate: float = 0.05
+        end_rate: float = 0.001
+        decay: float = 0.9
+        anneal_epochs: int = 10
+
+        def check(self) -> None:
+            super().check()
+            if not (0 < self.end_rate <= self.start_rate <= 1 and 0 <= self.decay < 1 and self.anneal_epochs >= 1):
+                raise ConfigError("v10 needs 0 < end_rate <= start_rate <= 1, 0 <= decay < 1, anneal_epochs >= 1")
+
+    def _init_rule(self) -> None:
+        self.buf["wrong"] = [torch.zeros(w.shape, dtype=torch.int32, device=self.device) for w in self.w]
+        self.rate = self.opts.start_rate
+
+    def start_epoch(self, epoch: int) -> None:
+        o = self.opts
+        t = min(1.0, epoch / max(1, o.anneal_epochs - 1))
+        self.rate = o.start_rate * (o.end_rate / o.start_rate) ** t
+
+    def _rate(self) -> float:
+        return self.rate
+
+    def _update(self, grads, zs):
+        keep = int(round(self.opts.decay * 256))
+        flips = []
+        for i, g in enumerate(grads):
+            score = g.round().to(torch.int64).unsqueeze(0) * self._bit_values(i)
+            b = _sat(q8_leak(self.buf["wrong"][i], keep) + score, 32)
+            mask = self._top(b, self.rate)
+            self.buf["wrong"][i] = torch.where(mask, 0, b).to(torch.int32)
+            flips.append(self._flip(i, mask))
+        return flips
+
+
+# ----------------------------------------------------------------------------------------------
+@register_rule
+class IntegrateFireV15(ZooRule):
+    name = "v15-if"
+    source = "seed 000 v15"
+    summary = "integrate-and-fire on gradient pressure boost*g*v (decay 0.9), flip above threshold 5, reset 0"
+    integer_update = True
+    reason = "Q16 fixed-point accumulator (32-bit, saturating) with 8-bit leak" + _SOFTMAX_REASON
+    state_bits = 32
+    FRAC = 16
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        boost: float = 100.0
+        threshold: float = 5.0
+        decay: float = 0.9
+
+        def check(self) -> None:
+            super().check()
+            if not (self.boost > 0 and self.threshold > 0 and 0 <= self.decay < 1):
+                raise ConfigError("v15 needs boost > 0, threshold > 0, 0 <= decay < 1")
+
+    def _init_rule(self) -> None:
+        self.buf["acc"] = [torch.zeros(w.shape, dtype=torch.int32, device=self.device) for w in self.w]
+        self.meta["thr_q"] = int(round(self.opts.threshold * (1 << self.FRAC)))
+
+    def train_step(self, x, y) -> StepResult:
+        self._batch = x.shape[0]
+        return super().train_step(x, y)
+
+    def _fire(self, flips_so_far: list[int]) -> None:
+        """Per-step threshold adaptation hook (v16)."""
+
+    def _update(self, grads, zs):
+        keep = int(round(self.opts.decay * 256))
+        k = int(round(self.opts.boost * (1 << self.FRAC)))
+        thr = self.meta["thr_q"]
+        flips = []
+        for i, g in enumerate(grads):
+            p = torch.div(g.round().to(torch.int64) * k, _gscale(self, self._batch), rounding_mode="trunc")
+            a = _sat(q8_leak(self.buf["acc"][i], keep) + p.unsqueeze(0) * self._bit_values(i), 32)
+            fire = a > thr
+            self.buf["acc"][i] = torch.where(fire, 0, a).to(torch.int32)
+            flips.append(self._flip(i, fire))
+        self._fire(flips)
+        return flips
+
+
+@register_rule
+class AdaptiveIFV16(IntegrateFireV15):
+    name = "v16-adaptive-if"
+    source = "seed 000 v16"
+    summary = "v15 with boost 1000 and a self-tuning threshold (x0.95 below target/2, x1.05 above 2*target)"
+    reason = "Q16 accumulator; threshold scaled by 243/256 or 269/256 in integers" + _SOFTMAX_REASON
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        boost: float = 1000.0
+        threshold: float = 10.0
+        decay: float = 0.9
+        target_rate: float = 0.001
+
+        def check(self) -> None:
+            super().check()
+            if not (self.boost > 0 and self.threshold > 0 and 0 <= self.decay < 1 and 0 < self.target_rate < 1):
+                raise ConfigError("v16 needs boost > 0, threshold > 0, 0 <= decay < 1, 0 < target_rate < 1")
+
+    def _fire(self, flips: list[int]) -> None:
+        rate = sum(flips) / sum(self.weight_bits())
+        t = self.meta["thr_q"]
+        if rate < self.opts.target_rate / 2:
+            t = max(_p16(0.001), t * 243 >> 8)
+        elif rate > self.opts.target_rate * 2:
+            t = min((1 << 31) - 1, max(t + 1, t * 269 >> 8))
+        self.meta["thr_q"] = int(t)
+
+
+# ----------------------------------------------------------------------------------------------
+class SeedNet:
+    """The seed's float network for v17-v20 (``--opt net=seed``), on the rule's bit planes.
+
+    Per layer ``out = (x @ W.T - theta) * gain`` with ``W = sign(sum_s v_s)`` (``majority``) or
+    ``sum_s v_s / S`` (``analog``), the straight-through gradient going to ``sum / S``;
+    ``theta += lr_h * mean_b(out)`` (homeostasis, in the forward pass, training only); then
+    SGD ``theta -= 0.01 * clamp(dL/dtheta, -1, 1)``, ``gain -= 0.01 * clamp(dL/dgain, -1, 1)``.
+    Hidden activation LeakyReLU(0.1); inputs ``(x / x_max - 0.1307) / 0.3081``; gains start at
+    ``1 / sqrt(fan_in)``. All float32.
+    """
+
+    def __init__(self, rule: ZooRule, forward: str):
+        self.rule = rule
+        self.forward_kind = forward
+        cfg = rule.model_config
+        rule.buf["sthr"] = [torch.zeros(lay.n_out, device=rule.device) for lay in cfg.layers]
+        rule.buf["sgain"] = [torch.full((lay.n_out,), 1 / math.sqrt(lay.n_in), device=rule.device)
+                             for lay in cfg.layers]
+
+    def _x(self, x: torch.Tensor) -> torch.Tensor:
+        from bitswarm.golden.model import quantize_input
+
+        cfg = self.rule.model_config
+        h = quantize_input(cfg, x.reshape(x.shape[0], -1)).to(torch.float32)
+        if cfg.layers[0].input_bits == 1:
+            return h * 2 - 1
+        return (h / cfg.layers[0].x_max - 0.1307) / 0.3081
+
+    def run(self, x: torch.Tensor, y: torch.Tensor | None, stats: dict | None = None):
+        """Forward (training when ``y`` is given: homeostasis, backward, SGD). Returns
+        ``(loss, logits, grads dL/dW [M, N] per layer)``."""
+        r = self.rule
+        cfg = r.model_config
+        h = self._x(x)
+        wvars, thrs, gains = [], [], []
+        for i, lay in enumerate(cfg.layers):
+            s = (r.w[i].to(torch.float32) * 2 - 1).sum(0)
+            wn = (s / lay.swarm).requires_grad_(y is not None)
+            if self.forward_kind == "majority":
+                fwd = torch.where(s >= 0, 1.0, -1.0)
+                w = wn + (fwd - wn).detach()
+            else:
+                w = wn
+            thr = r.buf["sthr"][i].clone().requires_grad_(y is not None)
+            gain = r.buf["sgain"][i].clone().requires_grad_(y is not None)
+            out = (h @ w.T - thr) * gain
+            if y is not None:
+                with torch.no_grad():
+                    r.buf["sthr"][i] += 0.1 * out.mean(0)
+            if stats is not None and not lay.output:
+                pos = (out > 0).float().mean(0)
+                stats.setdefault("dead", []).append(float((pos == 0).float().mean()))
+                stats.setdefault("saturated", []).append(float((pos == 1).float().mean()))
+            wvars.append(wn)
+            thrs.append(thr)
+            gains.append(gain)
+            h = out if lay.output else F.leaky_relu(out, 0.1)
+        if y is None:
+            return 0.0, h.detach(), []
+        loss = F.cross_entropy(h, y)
+        loss.backward()
+        with torch.no_grad():
+            for i in range(len(cfg.layers)):
+                r.buf["sthr"][i] -= 0.01 * thrs[i].grad.clamp(-1, 1)
+                r.buf["sgain"][i] -= 0.01 * gains[i].grad.clamp(-1, 1)
+        return float(loss.detach()), h.detach(), [wv.grad for wv in wvars]
+
+
+class _BoundedVote(ZooRule):
+    """Bounded sign votes ``sign(G) * v`` into a leaky Q8 accumulator (v17-v20).
+
+    ``acc = acc * keep / 256 + 256 * vote`` (``keep = round(256 * decay)``); a bit fires where
+    ``acc > threshold`` and its accumulator takes ``reset``. Votes are never 0 unless ``G = 0``
+    (v18 adds a friction gate). ``net=golden`` trains the zoo's network; ``net=seed`` the
+    seed's float network (:class:`SeedNet`).
+    """
+
+    integer_update = True
+    reason = "Q8 fixed-point accumulator (16-bit) with 8-bit leak; net=seed adds float gain/threshold SGD" + _SOFTMAX_REASON
+    state_bits = 16
+    seed_forward = "majority"
+
+    def __init__(self, spec, options: Any = None, device="cpu"):
+        super().__init__(spec, options, device)
+        if self.opts.net not in ("golden", "seed"):
+            raise ConfigError(f"net must be golden or seed, not {self.opts.net!r}")
+        if self.opts.net == "seed":
+            self.own_forward = True
+            self.exportable = False
+            self.hardware_trainable = False
+        self.record: list[dict] | None = None
+
+    def _init_rule(self) -> None:
+        self.buf["acc"] = [torch.zeros(w.shape, dtype=torch.int32, device=self.device) for w in self.w]
+        self.meta["thr_q"] = int(round(self.opts.threshold * 256))
+        self.seednet = SeedNet(self, self.seed_forward) if self.opts.net == "seed" else None
+
+    def _votes(self, i: int, g: torch.Tensor) -> torch.Tensor:
+        return self._wrong(i, g)
+
+    def _reset(self, thr: int) -> int:
+        return -(thr // 2)
+
+    def _adapt(self, flips: list[int]) -> None:
+        """Threshold control after each step (v19)."""
+
+    def train_step(self, x, y) -> StepResult:
+        self._batch = x.shape[0]
+        if self.seednet is None:
+            return super().train_step(x, y)
+        stats: dict | None = {} if self.record is not None else None
+        loss, _, grads = self.seednet.run(x, y, stats)
+        flips = self._update(grads, [])
+        if stats is not None:
+            self.record[-1].update(stats)
+        self.meta["step"] += 1
+        return StepResult(loss, flips)
+
+    def _update(self, grads, zs):
+        keep = int(round(self.opts.decay * 256))
+        thr = self.meta["thr_q"]
+        reset = self._reset(thr)
+        flips, rec = [], {"sat": [], "mean_acc": [], "sync": []}
+        for i, g in enumerate(grads):
+            a = _sat(q8_leak(self.buf["acc"][i], keep) + 256 * self._votes(i, g), 16)
+            fire = a > thr
+            self.buf["acc"][i] = torch.where(fire, reset, a).to(torch.int32)
+            flips.append(self._flip(i, fire))
+            if self.record is not None:
+                s = self.w[i].shape[0]
+                rec["sat"].append(float((a > thr - 256).float().mean()))
+                rec["mean_acc"].append(float(a.float().mean() / 256))
+                rec["sync"].append(float(((self._bit_values(i).sum(0)).abs() == s).float().mean()))
+        self._adapt(flips)
+        if self.record is not None:
+            rec["flips"] = flips
+            rec["thr"] = thr / 256
+            if self.seednet is not None:
+                rec["gain_min"] = [float(t.min()) for t in self.buf["sgain"]]
+                rec["gain_neg"] = [float((t < 0).float().mean()) for t in self.buf["sgain"]]
+                rec["theta_absmax"] = [float(t.abs().max()) for t in self.buf["sthr"]]
+            self.record.append(rec)
+        return flips
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        if self.seednet is None:
+            return super().predict(x, batch)
+        return torch.cat([self.seednet.run(x[i : i + batch], None)[1].argmax(1) for i in range(0, len(x), batch)])
+
+
+@register_rule
+class BoundedVoteV17(_BoundedVote):
+    name = "v17-bounded"
+    source = "seed 000 v17"
+    summary = "bounded sign votes, decay 0.95, flip above 8, refractory reset to -4"
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        threshold: float = 8.0
+        decay: float = 0.95
+        net: str = "golden"
+
+        def check(self) -> None:
+            super().check()
+            if not (0 < self.threshold < 100 and 0 <= self.decay < 1):
+                raise ConfigError("needs 0 < threshold < 100 and 0 <= decay < 1")
+
+
+@register_rule
+class FrictionV18(_BoundedVote):
+    name = "v18-friction"
+    source = "seed 000 v18"
+    summary = "v17 with a friction gate (no vote where |g| <= friction), decay 0.9, threshold annealed 8 -> 20"
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        threshold: float = 8.0
+        end_threshold: float = 20.0
+        anneal_epochs: int = 10
+        decay: float = 0.9
+        friction: float = 1e-4
+        net: str = "golden"
+
+        def check(self) -> None:
+            super().check()
+            if not (0 < self.threshold <= self.end_threshold < 100 and 0 <= self.decay < 1
+                    and self.friction >= 0 and self.anneal_epochs >= 1):
+                raise ConfigError("v18 needs 0 < threshold <= end_threshold < 100, 0 <= decay < 1, friction >= 0")
+
+    def start_epoch(self, epoch: int) -> None:
+        o = self.opts
+        t = min(1.0, epoch / max(1, o.anneal_epochs - 1))
+        self.meta["thr_q"] = int(round((o.threshold + (o.end_threshold - o.threshold) * t) * 256))
+
+    def _votes(self, i, g):
+        if self.seednet is not None:
+            gate = g.abs() > self.opts.friction
+        else:
+            gate = g.abs() > self.opts.friction * _gscale(self, self._batch)
+        return self._wrong(i, g) * gate.unsqueeze(0)
+
+
+@register_rule
+class CruiseV19(_BoundedVote):
+    name = "v19-cruise"
+    source = "seed 000 v19"
+    summary = "bounded votes, decay 0.5, hard reset 0, cruise-control threshold (+0.5 above 2*target, -0.1 below target/5, 2..50)"
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        threshold: float = 5.0
+        decay: float = 0.5
+        target_rate: float = 0.005
+        net: str = "golden"
+
+        def check(self) -> None:
+            super().check()
+            if not (2 <= self.threshold <= 50 and 0 <= self.decay < 1 and 0 < self.target_rate < 1):
+                raise ConfigError("v19 needs 2 <= threshold <= 50, 0 <= decay < 1, 0 < target_rate < 1")
+
+    def _reset(self, thr: int) -> int:
+        return 0
+
+    def _adapt(self, flips):
+        rate = sum(flips) / sum(self.weight_bits())
+        t = self.meta["thr_q"]
+        if rate > 2 * self.opts.target_rate:
+            t += 128
+        elif rate < self.opts.target_rate / 5:
+            t -= 26
+        self.meta["thr_q"] = max(512, min(t, 50 * 256))
+
+
+@register_rule
+class LeakyIFV20(_BoundedVote):
+    name = "v20-lif"
+    source = "seed 000 v20"
+    summary = "leaky integrate-and-fire: bounded votes, decay 0.9, flip above 6, refractory reset to -3"
+    seed_forward = "analog"
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        threshold: float = 6.0
+        decay: float = 0.9
+        net: str = "golden"
+
+        def check(self) -> None:
+            super().check()
+            if not (0 < self.threshold < 100 and 0 <= self.decay < 1):
+                raise ConfigError("needs 0 < threshold < 100 and 0 <= decay < 1")
+
+
+# ----------------------------------------------------------------------------------------------
+@register_rule
+class OneBitVotingV21(_Latent):
+    name = "v21-onebit-voting"
+    source = "seed 000 v21 (voting)"
+    summary = "OneBitOptimizer voting: accumulator A += lr*(-sign g) in [-1, 1], shadow pushed toward sign(A)"
+    reason = "float accumulator and float shadow weights"
+    state_bits = 64
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        lr: float = 0.1
+        push_rate: float = 0.3
+        clip: float = 1.2
+        init: float = 0.01
+        scale: bool = True
+
+        def check(self) -> None:
+            super().check()
+            if not (self.lr > 0 and 0 < self.push_rate <= 1 and self.clip > 0 and self.init > 0):
+                raise ConfigError("v21 needs lr > 0, 0 < push_rate <= 1, clip > 0, init > 0")
+
+    def _init_rule(self) -> None:
+        super()._init_rule()
+        self.buf["A"] = [torch.zeros_like(s) for s in self.buf["shadow"]]
+
+    def _gs(self, i: int, g: torch.Tensor) -> torch.Tensor:
+        """Gradient on the shadow weight; per-filter scaling multiplies it by alpha_j = mean|W_j|
+        (the scale itself folds into hidden thresholds and is not applied on the output layer)."""
+        gg = self._g(g, self._batch)
+        if self.opts.scale and not self.model_config.layers[i].output:
+            gg = gg * self.buf["shadow"][i].abs().mean(dim=(0, 2), keepdim=True)
+        return gg
+
+    def _update(self, grads, zs):
+        o = self.opts
+        flips = []
+        for i, g in enumerate(grads):
+            A, s = self.buf["A"][i], self.buf["shadow"][i]
+            A.add_(-torch.sign(self._gs(i, g)).expand_as(A), alpha=o.lr).clamp_(-1, 1)
+            s.add_(o.push_rate * (torch.sign(A) - s)).clamp_(-o.clip, o.clip)
+            flips.append(self._set_bits(i))
+        return flips
+
+
+@register_rule
+class OneBitSignumV21(OneBitVotingV21):
+    name = "v21-onebit-signum"
+    source = "seed 000 v21 (signum)"
+    summary = "OneBitOptimizer signum: momentum 0.9, shadow -= lr*sign(momentum), clip 1.2, per-filter scaling"
+    reason = "float momentum and float shadow weights"
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        lr: float = 1e-3
+        momentum: float = 0.9
+        clip: float = 1.2
+        init: float = 0.01
+        scale: bool = True
+
+        def check(self) -> None:
+            super().check()
+            if not (self.lr > 0 and 0 <= self.momentum < 1 and self.clip > 0 and self.init > 0):
+                raise ConfigError("v21 signum needs lr > 0, 0 <= momentum < 1, clip > 0, init > 0")
+
+    def _init_rule(self) -> None:
+        _Latent._init_rule(self)
+        self.buf["mom"] = [torch.zeros_like(s) for s in self.buf["shadow"]]
+
+    def _update(self, grads, zs):
+        o = self.opts
+        flips = []
+        for i, g in enumerate(grads):
+            m, s = self.buf["mom"][i], self.buf["shadow"][i]
+            m.mul_(o.momentum).add_(self._gs(i, g).expand_as(m), alpha=1 - o.momentum)
+            s.add_(torch.sign(m), alpha=-o.lr).clamp_(-o.clip, o.clip)
+            flips.append(self._set_bits(i))
+        return flips
