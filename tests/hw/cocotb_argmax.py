@@ -17,7 +17,7 @@ from bitswarm.golden import layer as gl
 from bitswarm.hw.argmax import Argmax
 from bitswarm.sim.verilator import cocotb_params
 
-from .bench import CocotbSim, Sink, Source, golden_mutant, pattern, run_streams
+from .bench import TB, CocotbSim, golden_mutant
 
 PATTERNS = (("full", "full"), ("1110", "random"), ("random", "1110"), ("sparse", "sparse"))
 
@@ -27,7 +27,7 @@ def make(p: dict, **kw) -> Argmax:
 
 
 async def argmax_bench(sim, p: dict, src: str, sink: str, samples: int = 40, seed: int = 0,
-                       prefix: str = "") -> int:
+                       prefix: str = "", tail: int = 8) -> int:
     """``samples`` score vectors through the unit built from ``p``."""
     w, c, lanes = p["width"], p["classes"], p["lanes"]
     beats = -(-c // lanes)
@@ -58,10 +58,11 @@ async def argmax_bench(sim, p: dict, src: str, sink: str, samples: int = 40, see
             f"(scores {scores[i]})"
         )
 
-    await sim.reset()
-    source = Source(f"{prefix}i_stream", items, pattern(src, seed), il.size, seed)
-    snk = Sink(f"{prefix}o_stream", pattern(sink, seed + 1), samples, check)
-    return await run_streams(sim, [source], [snk])
+    tb = TB(sim, prefix)
+    await tb.reset()
+    tb.source("i_stream", items, src, il.size, seed)
+    tb.sink("o_stream", sink, samples, check, seed + 1)
+    return await tb.run(tail=tail)
 
 
 @cocotb.test()

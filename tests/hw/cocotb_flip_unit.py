@@ -21,7 +21,7 @@ from bitswarm.golden.lfsr import LFSRConfig
 from bitswarm.hw.flip_unit import FlipUnit
 from bitswarm.sim.verilator import cocotb_params
 
-from .bench import CocotbSim, Sink, Source, golden_mutant, pattern, run_streams
+from .bench import TB, CocotbSim, golden_mutant
 
 PATTERNS = (("full", "full"), ("1110", "random"), ("random", "1110"), ("sparse", "random"))
 
@@ -100,16 +100,16 @@ async def flip_bench(sim, p: dict, src: str, sink: str, steps: int = 6, seed: in
     rl = FlipUnit.row_layout(cfg, k)
     items = [il.const({"votes": votes[s][r]}).as_bits() for s in range(steps) for r in range(rows)]
     pre = prefix
-    await sim.reset()
-    idle = {f"{pre}dbg_wr__en": 0, f"{pre}dbg_rd__en": 1, f"{pre}dbg_rd__addr": 0,
-            f"{pre}i_stream__valid": 0, f"{pre}o_stream__ready": 0}
+    tb = TB(sim, prefix)
+    await tb.reset()
+    idle = {"dbg_wr__en": 0, "dbg_rd__en": 1, "dbg_rd__addr": 0,
+            "i_stream__valid": 0, "o_stream__ready": 0}
 
     if load:  # write every row through the debug port
         for r in range(rows):
-            await sim.cycle({**idle, f"{pre}dbg_wr__en": 1, f"{pre}dbg_wr__addr": r,
-                             f"{pre}dbg_wr__data": rl.const({"w": sum(b << i for i, b in
-                                                                      enumerate(w0[r])),
-                                                             "acc": acc0[r]}).as_bits()}, [])
+            bits = sum(b << i for i, b in enumerate(w0[r]))
+            await tb.cycle({**idle, "dbg_wr__en": 1, "dbg_wr__addr": r,
+                            "dbg_wr__data": rl.const({"w": bits, "acc": acc0[r]}).as_bits()}, [])
 
     def check(i, raw):
         got = data.Const(ol, raw)
@@ -131,22 +131,21 @@ async def flip_bench(sim, p: dict, src: str, sink: str, steps: int = 6, seed: in
             else:
                 state["stalls"] += 1
 
-    source = Source(f"{pre}i_stream", items, pattern(src, seed), il.size, seed)
-    snk = Sink(f"{pre}o_stream", pattern(sink, seed + 1), len(items), check)
-    cycles = await run_streams(sim, [source], [snk], monitors=(f"{pre}lfsr_state", f"{pre}busy"),
-                               on_cycle=on_cycle, extra_inputs={f"{pre}dbg_wr__en": 0},
-                               tail=tail)
+    tb.source("i_stream", items, src, il.size, seed)
+    tb.sink("o_stream", sink, len(items), check, seed + 1)
+    cycles = await tb.run(monitors=(f"{pre}lfsr_state", f"{pre}busy"), on_cycle=on_cycle,
+                          extra_inputs={f"{pre}dbg_wr__en": 0}, tail=tail)
     if (src, sink) == ("full", "full"):  # one row per cycle, no bubbles
         assert state["stalls"] == 0, f"{state['stalls']} stall cycles at full throughput"
 
     # read back both memories, row by row (one cycle read latency)
     got_w, got_acc = [], []
     for r in range(rows + 1):
-        out = await sim.cycle({**idle, f"{pre}dbg_rd__addr": min(r, rows - 1)},
-                              [f"{pre}dbg_rd__data", f"{pre}busy"])
-        assert out[f"{pre}busy"] == 0, "busy after every row was written back"
+        out = await tb.cycle({**idle, "dbg_rd__addr": min(r, rows - 1)},
+                             ["dbg_rd__data", "busy"])
+        assert out["busy"] == 0, "busy after every row was written back"
         if r:
-            row = data.Const(rl, out[f"{pre}dbg_rd__data"])
+            row = data.Const(rl, out["dbg_rd__data"])
             got_w.append([(row.w >> i) & 1 for i in range(k)])
             got_acc.append(list(row.acc))
     assert got_w == w.tolist(), f"weights {got_w} != golden {w.tolist()}"

@@ -15,7 +15,7 @@ from bitswarm.golden import lfsr as gl
 from bitswarm.hw.lfsr import LFSR
 from bitswarm.sim.verilator import cocotb_params
 
-from .bench import CocotbSim, Sink, golden_mutant, pattern, run_streams
+from .bench import TB, CocotbSim, golden_mutant
 
 SINK_PATTERNS = ("full", "1110", "random")
 
@@ -31,7 +31,8 @@ async def lfsr_bench(sim, p: dict, sink_pattern: str, transfers: int = 300, seed
     cfg, lanes = config_of(p), p["lanes"]
     layout = LFSR.payload_layout(cfg, lanes)
     o, st = f"{prefix}o_stream", f"{prefix}state"
-    await sim.reset()
+    tb = TB(sim, prefix)
+    await tb.reset()
     model = {"state": cfg.seed}  # golden state after all accepted transfers
 
     def on_cycle(inputs, out):
@@ -44,8 +45,8 @@ async def lfsr_bench(sim, p: dict, sink_pattern: str, transfers: int = 300, seed
         if inputs[f"{o}__ready"]:
             model["state"] = g.state
 
-    sink = Sink(o, pattern(sink_pattern, seed), transfers, lambda i, raw: None)
-    return await run_streams(sim, [], [sink], monitors=(st,), on_cycle=on_cycle, tail=0)
+    tb.sink("o_stream", sink_pattern, transfers, lambda i, raw: None, seed)
+    return await tb.run(monitors=(st,), on_cycle=on_cycle, tail=0)
 
 
 @cocotb.test()

@@ -16,7 +16,7 @@ from bitswarm.golden import layer as gl
 from bitswarm.hw.threshold import Threshold
 from bitswarm.sim.verilator import cocotb_params
 
-from .bench import CocotbSim, Sink, Source, golden_mutant, pattern, run_streams
+from .bench import TB, CocotbSim, golden_mutant
 
 PATTERNS = (("full", "full"), ("1110", "random"), ("random", "1110"), ("sparse", "random"))
 
@@ -41,7 +41,7 @@ def make(p: dict, **kw) -> Threshold:
 
 
 async def threshold_bench(sim, p: dict, src: str, sink: str, samples: int = 40, seed: int = 0,
-                          prefix: str = "") -> int:
+                          prefix: str = "", tail: int = 8) -> int:
     """``samples`` samples of ``n_out`` pre-activations through the unit built from ``p``."""
     lay, lanes = layer_of(p), p["lanes"]
     theta, invert = rom_of(p)
@@ -66,10 +66,11 @@ async def threshold_bench(sim, p: dict, src: str, sink: str, samples: int = 40, 
             f"(z {z[s][f * lanes:(f + 1) * lanes]}, theta {theta[f * lanes:(f + 1) * lanes]})"
         )
 
-    await sim.reset()
-    source = Source(f"{prefix}i_stream", items, pattern(src, seed), il.size, seed)
-    snk = Sink(f"{prefix}o_stream", pattern(sink, seed + 1), len(items), check)
-    return await run_streams(sim, [source], [snk])
+    tb = TB(sim, prefix)
+    await tb.reset()
+    tb.source("i_stream", items, src, il.size, seed)
+    tb.sink("o_stream", sink, len(items), check, seed + 1)
+    return await tb.run(tail=tail)
 
 
 @cocotb.test()

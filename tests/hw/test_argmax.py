@@ -61,6 +61,17 @@ def test_sim_matches_golden(p, src, sink):
     amaranth_run(make(p), lambda sim: argmax_bench(sim, p, src, sink, samples=30))
 
 
+def test_sim_full_throughput():
+    """One beat per cycle, latency 1 after the last beat: S samples of B beats take
+    S * B + 1 cycles."""
+    p = PARAMS[1]  # 3 beats per sample
+
+    async def bench(sim):
+        assert await argmax_bench(sim, p, "full", "full", samples=20, tail=0) == 20 * 3 + 1
+
+    amaranth_run(make(p), bench)
+
+
 def test_sim_golden_mutant_fails():
     p = PARAMS[1]
     with golden_mutant("argmax_last"), pytest.raises(AssertionError, match="golden"):

@@ -80,6 +80,16 @@ def test_sim_matches_golden(p, src, sink):
     amaranth_run(make(p), lambda sim: threshold_bench(sim, p, src, sink, samples=20))
 
 
+def test_sim_full_throughput():
+    """One transfer per cycle, latency 1: N transfers take N + 1 cycles."""
+    p = PARAMS[1]  # 3 folds per sample
+
+    async def bench(sim):
+        assert await threshold_bench(sim, p, "full", "full", samples=20, tail=0) == 20 * 3 + 1
+
+    amaranth_run(make(p), bench)
+
+
 def test_sim_golden_mutant_fails():
     p = PARAMS[1]
     with golden_mutant("threshold_gt"), pytest.raises(AssertionError, match="golden"):
