@@ -145,8 +145,13 @@ def flip_step(
         a = a - (a >> cfg.leak_shift)
     d = None
     if cfg.uses_lfsr:
-        if lfsr is None or lfsr.config.draw_bits != cfg.lfsr.draw_bits:
+        if lfsr is None:
             raise ConfigError("this flip rule draws noise: pass the LFSR built from cfg.lfsr")
+        if (lfsr.config.width, lfsr.config.draw_bits) != (cfg.lfsr.width, cfg.lfsr.draw_bits):
+            raise ConfigError(
+                f"the LFSR (width {lfsr.config.width}, {lfsr.config.draw_bits} draw bits) does not "
+                f"match the flip rule's (width {cfg.lfsr.width}, {cfg.lfsr.draw_bits} draw bits)"
+            )
         d = torch.from_numpy(lfsr.draws(w.numel())).reshape(w.shape).to(w.device)
     add = v
     if cfg.noise == "additive":

@@ -128,6 +128,9 @@ def test_wrong_arguments():
     noisy = FlipRuleConfig(acc_width=4, threshold=3, noise="additive")
     with pytest.raises(ConfigError, match="pass the LFSR"):
         flip_step(noisy, w, a, torch.zeros(3))
+    other = LFSRConfig(width=noisy.lfsr.width + 1, seed=1, draw_bits=noisy.lfsr.draw_bits).create()
+    with pytest.raises(ConfigError, match="does not match the flip rule's"):
+        flip_step(noisy, w, a, torch.zeros(3), other)
 
 
 def test_config_round_trip():
