@@ -124,16 +124,18 @@ class MACArray(wiring.Component):
     Latency: :attr:`latency` ``= pipeline + 3`` cycles from the cycle a group's last step is
     issued (for ``NF·B = 1``: the cycle of the vector's last input handshake) to the cycle its
     result is valid on ``o_stream``: 1 (ROM / buffer read) + ``pipeline`` (tree registers) + 1
-    (accumulator) + 1 (output register, which also forms ``2T - S·U``). For V vectors
-    streamed back to back without stalls, the first input handshake in cycle 0 puts the last
-    output handshake in cycle ``V · cycles_per_vector() - 1 + latency``
-    (:meth:`cycles`).
+    (accumulator) + 1 (output register, the head of the skid buffer, which also forms
+    ``2T - S·U``). For V vectors streamed back to back without stalls, the first input
+    handshake in cycle 0 puts the last output handshake in cycle
+    ``V · cycles_per_vector() - 1 + latency`` (:meth:`cycles`).
 
-    Backpressure: the whole pipeline advances with one enable, ``~o_stream.valid |
-    o_stream.ready``; while the output register holds an unaccepted result nothing moves and
-    ``i_stream.ready`` is low (``i_stream.ready`` depends combinationally on
-    ``o_stream.ready``). Idle input cycles in the first pass insert bubbles. No data is
-    dropped or reordered.
+    Backpressure: the whole pipeline advances with one enable, a register that is high while
+    the 2-entry output skid buffer has room after the current cycle. When ``o_stream`` stalls,
+    results fill the buffer, then everything stops (including ``i_stream.ready``) until the
+    consumer takes one; a stall costs no throughput while ``o_stream.ready`` returns within a
+    cycle. ``i_stream.ready`` (``enable AND first pass``) does not depend combinationally on
+    ``o_stream.ready``; ``o_stream.valid`` and the payload come straight from registers. Idle
+    input cycles in the first pass insert bubbles. No data is dropped or reordered.
 
     Widths and overflow: tree sums are sized exactly; ``T`` and ``U`` accumulators are
     unsigned, ``bit_length(N · S · x_max)`` and ``bit_length(N · x_max)`` bits; ``z`` is
@@ -288,9 +290,10 @@ class MACArray(wiring.Component):
         ternary = cfg.weights == "ternary"
         m = Module()
 
-        o_valid = Signal()
-        adv = Signal()  # global pipeline enable
-        m.d.comb += adv.eq(~o_valid | self.o_stream.ready)
+        # Global pipeline enable, a register: high while the 2-entry output skid buffer has room
+        # (so the enable net, fanning out to every pipeline register, starts at a flip-flop and
+        # i_stream.ready does not depend combinationally on o_stream.ready).
+        adv = Signal(init=1)
 
         # -- weight ROM and input buffer ------------------------------------------------------
         # A one-word ROM is a constant and a one-slice buffer a register (no 0-width addresses).
@@ -317,8 +320,7 @@ class MACArray(wiring.Component):
         b = Signal(_idx(B))
         nf = Signal(_idx(NF))
         base = Signal(_idx(NF * SF))  # nf * SF
-        first_pass = Signal()
-        m.d.comb += first_pass.eq((nf == 0) & (b == 0))
+        first_pass = Signal(init=1)  # (nf == 0) & (b == 0), kept as a register for timing
         go = Signal()
         m.d.comb += [
             go.eq(adv & (~first_pass | self.i_stream.valid)),
@@ -343,11 +345,11 @@ class MACArray(wiring.Component):
                 with m.If(b == B - 1):
                     m.d.sync += b.eq(0)
                     with m.If(nf == NF - 1):
-                        m.d.sync += [nf.eq(0), base.eq(0)]
+                        m.d.sync += [nf.eq(0), base.eq(0), first_pass.eq(1)]
                     with m.Else():
-                        m.d.sync += [nf.eq(nf + 1), base.eq(base + SF)]
+                        m.d.sync += [nf.eq(nf + 1), base.eq(base + SF), first_pass.eq(0)]
                 with m.Else():
-                    m.d.sync += b.eq(b + 1)
+                    m.d.sync += [b.eq(b + 1), first_pass.eq(0)]
             with m.Else():
                 m.d.sync += sf.eq(sf + 1)
 
@@ -436,35 +438,54 @@ class MACArray(wiring.Component):
                 m.d.sync += fin_group.eq(ctl.group)
                 for acc, fin, val in zip(t_acc + u_acc, t_fin + u_fin, t_out + u_out, strict=True):
                     nxt = Signal.like(acc, name=f"{acc.name}_nxt")
-                    m.d.comb += nxt.eq(Mux(ctl.first, 0, acc) + (val << ctl.b))
-                    m.d.sync += acc.eq(nxt)
+                    if SF * B == 1:  # one step per group: no accumulation, no shift
+                        m.d.comb += nxt.eq(val)
+                    else:
+                        term = val if B == 1 else (val << ctl.b)
+                        m.d.comb += nxt.eq(Mux(ctl.first, 0, acc) + term)
+                        m.d.sync += acc.eq(nxt)
                     with m.If(ctl.last):
                         m.d.sync += fin.eq(nxt)
 
-        # -- output register: z = 2T - S*U --------------------------------------------------
+        # -- output skid buffer (2 entries): z = 2T - S*U -------------------------------------
         o = self.o_stream
         last_lanes = cfg.n_out - (NF - 1) * pe
-        if self._mutant == "stall":
-            load = Const(1)
+        new = Signal(self._o_layout)
+        m.d.comb += [new.group.eq(fin_group), new.last.eq(fin_group == NF - 1)]
+        for p in range(pe):
+            if ternary:
+                z = (t_fin[p] << 1) - u_fin[p]
+            elif B == 1:
+                z = (t_fin[p] << 1) - Const(S * N)
+            else:
+                z = (t_fin[p] << 1) - (u_fin[0] << (S.bit_length() - 1))
+            if p >= last_lanes:
+                z = Mux(fin_group == NF - 1, 0, z)
+            m.d.comb += new.z[p].eq(z)
+        head = Signal(self._o_layout)
+        tail = Signal(self._o_layout)
+        count = Signal(range(3))
+        push = Signal()
+        pop = Signal()
+        m.d.comb += [
+            push.eq(adv & fin_valid),
+            pop.eq(o.valid & o.ready),
+            o.valid.eq(count != 0),
+            o.payload.eq(head),
+        ]
+        nxt_count = Signal(range(3))
+        m.d.comb += nxt_count.eq(count + push - pop)
+        m.d.sync += count.eq(nxt_count)
+        if self._mutant == "stall":  # broken on purpose: ignores a full buffer, drops results
+            m.d.sync += adv.eq(1)
         else:
-            load = adv
-        with m.If(load):
-            m.d.sync += [
-                o_valid.eq(fin_valid),
-                o.payload.group.eq(fin_group),
-                o.payload.last.eq(fin_group == NF - 1),
-            ]
-            for p in range(pe):
-                if ternary:
-                    z = (t_fin[p] << 1) - u_fin[p]
-                elif B == 1:
-                    z = (t_fin[p] << 1) - Const(S * N)
-                else:
-                    z = (t_fin[p] << 1) - (u_fin[0] << (S.bit_length() - 1))
-                if p >= last_lanes:
-                    z = Mux(fin_group == NF - 1, 0, z)
-                m.d.sync += o.payload.z[p].eq(z)
-        m.d.comb += o.valid.eq(o_valid)
+            m.d.sync += adv.eq(nxt_count != 2)
+        with m.If(pop & (count == 2)):
+            m.d.sync += head.eq(tail)
+        with m.Elif(push & ((count == 0) | pop)):
+            m.d.sync += head.eq(new)
+        with m.Elif(push):
+            m.d.sync += tail.eq(new)
         return m
 
 

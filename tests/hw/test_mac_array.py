@@ -281,3 +281,24 @@ def test_sim_verilator_broken_dut_fails(name):
     """Mutation check: a DUT without the tail mask, or one that ignores backpressure, fails."""
     with pytest.raises(AssertionError, match="cocotb"):
         _vl_run([name])
+
+
+# -- synthesis (make synth-report) ------------------------------------------------------------
+@pytest.mark.synth
+def test_synth_popcount256(tmp_path):
+    """The toolchain reference case, a fully pipelined 256-input popcount (N = SIMD = 256,
+    PE = 1), fits the UP5K within the reference LC count and comes close to its Fmax (TOOLCHAIN.md:
+    1,416 LCs at ~84 MHz on the UP5K, ~320 MHz on the ECP5-85F)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "synth_report.py"
+    spec = importlib.util.spec_from_file_location("synth_report", path)
+    sr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sr)
+    _, name, params, _ = next(c for c in sr.CASES if c[0] == "popcount256")
+    res = sr.run_case("popcount256", name, params, ["ice40", "ecp5"], tmp_path)
+    ice, ecp = res["devices"]["ice40"]["pnr"], res["devices"]["ecp5"]["pnr"]
+    assert ice["cells"] <= 1416, ice  # shim included
+    assert ice["fmax_mhz"] >= 75, ice
+    assert ecp["fmax_mhz"] >= 240, ecp  # 256-308 MHz seen, depending on placement
