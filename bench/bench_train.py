@@ -25,7 +25,7 @@ from bitswarm.train import TrainConfig, load_dataset, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Default epochs per data set (moderate: the whole bench stays under 30 minutes on 2 cores).
-EPOCHS = {"digits": 30, "mnist5k": 20, "fashion": 5}
+EPOCHS = {"digits": 30, "mnist5k": 20, "fashion": 2}
 RULES = ("golden", "ste-adam", "bop", "float")
 
 
