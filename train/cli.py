@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a("--epochs", type=int, default=None, help="total epochs (default 30)")
     a("--seed", type=int, default=None, help="weights and data-order seed (default 0)")
     a("--rule", default=None, help="training rule (default golden; see `bitswarm train --list-rules`)")
+    a("--votes", default=None, choices=["host", "integer"],
+      help="vote source of the golden rule: host (host-assisted STE, default) or integer (fully "
+      "integer per-sample votes, the on-chip rule `onchip`)")
     a("--batch-size", type=int, default=None, help="minibatch size (default 64)")
     a("--input-bits", type=int, default=None, help="first-layer input bits: 8 (pixels, default) .. 1")
     a("--opt", action="append", default=None, metavar="NAME=VALUE",
@@ -117,6 +120,12 @@ def _cmd_train(args) -> int:
                 ", hardware-trainable" if cls.hardware_trainable else "")
             print(f"{name:10s} {cls.summary} [{tags}]")
         return 0
+    if args.votes == "integer":
+        from bitswarm.golden.errors import ConfigError
+
+        if args.rule not in (None, "golden", "onchip"):
+            raise ConfigError(f"--votes integer applies to the golden rule, not --rule {args.rule}")
+        args.rule = "onchip"
     given = {
         "dataset": args.dataset,
         "arch": parse_arch(args.arch) if args.arch is not None else None,
@@ -139,6 +148,10 @@ def _cmd_train(args) -> int:
     kw = {k: v for k, v in given.items() if v is not None}
     if args.resume is None:
         base_flip = default_flip(kw.get("swarm", 1))
+        if kw.get("rule") == "onchip":
+            from .rule_onchip import ONCHIP_FLIP
+
+            base_flip = dataclasses.replace(ONCHIP_FLIP, noise=base_flip.noise)
         kw["flip"] = _flip_config(args, base_flip) if flip_given else base_flip
     elif flip_given:
         kw["flip"] = _flip_config(args, base.flip)

@@ -219,7 +219,7 @@ def register_rule(cls: type[Rule]) -> type[Rule]:
 
 def get_rule(name: str) -> type[Rule]:
     """The rule class registered under ``name``."""
-    from . import rule_golden, rule_ref, zoo  # noqa: F401  (registration side effects)
+    from . import rule_golden, rule_onchip, rule_ref, zoo  # noqa: F401  (registration side effects)
 
     if name not in RULES:
         raise ConfigError(f"unknown rule {name!r}: expected one of {', '.join(RULES)}")
