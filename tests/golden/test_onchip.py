@@ -4,8 +4,6 @@ import dataclasses
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
-
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.flip import FlipRuleConfig, flip_step
 from bitswarm.golden.layer import preact
@@ -19,6 +17,7 @@ from bitswarm.golden.onchip import (
     output_error,
     preact_int,
 )
+from torch.overrides import TorchFunctionMode
 
 FLIP = FlipRuleConfig(acc_width=6, threshold=3, noise="additive",
                       lfsr=LFSRConfig(width=16, seed=7, draw_bits=2))
