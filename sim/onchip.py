@@ -1,0 +1,206 @@
+"""On-chip training on the virtual accelerator, and its cycle model (SPEC.md §12).
+
+:class:`VirtualTrainer` holds the training state in the accelerator's packed representation —
+weight bit-planes as ``uint64`` words ``[S, M, ceil(N/64)]`` (SPEC §2), accumulators as int32
+``[S, M, N]``, thresholds, and the LFSR state — and runs the fully integer step of
+:mod:`bitswarm.golden.onchip` on it, sample by sample, without calling golden's step:
+
+- forward: the popcount kernels (:func:`bitswarm.sim.virtual.layer_preact`) on packed planes;
+- output error: the margin rule on the integer scores;
+- backward: ``delta = sum_{s,j} e_j * (2 w[s, j] - 1)`` over the rows with ``e_j != 0`` (row
+  order, as the RTL's row-serial transposed accumulation);
+- votes and flips: numpy integer arithmetic row by row in layer order (leak, vote, LFSR noise,
+  one saturation, fire, refractory), draws from the Galois LFSR in row-major order;
+- thresholds: homeostasis shift and error step, clamped.
+
+The tests assert that weights, accumulators, thresholds and LFSR state equal golden's after
+whole runs.
+
+Cycle model (:func:`cycles_per_sample`) of the row-serial RTL datapath
+(:class:`bitswarm.hw.onchip.OnChipTrainer`): one weight row (one swarm plane of one neuron,
+all N bits) per cycle in every phase, each phase a pipelined scan of its rows plus one drain
+cycle::
+
+    load      ceil(N_0 / P)                       pixel transfers (P pixels per transfer)
+    forward   sum_l (S M_l + 1)                   XNOR/AND-popcount of a row, z summed over s
+    error     1                                   margin rule on the scores, argmax
+    backward  sum_{l >= 1} (S M_l + 1)            delta[k] += e_j (2 w[s, j, k] - 1), all k
+    update    sum_l (S M_l + 1)                   votes + integrate-and-fire of a row, N lanes;
+                                                  thresholds of the row's neuron
+    report    1                                   o_stream (predicted class, error flag)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..golden.bits import n_words, pack_bits, unpack_bits
+from ..golden.errors import ConfigError
+from ..golden.lfsr import LFSR
+from ..golden.model import PIXEL_BITS, Model, ModelConfig
+from ..golden.onchip import OnChipConfig
+from .virtual import layer_preact, pack_layer
+
+__all__ = ["VirtualTrainer", "TrainerCycles", "cycles_per_sample", "DEFAULT_IN_LANES"]
+
+DEFAULT_IN_LANES = 64
+
+
+@dataclass(frozen=True)
+class TrainerCycles:
+    """Cycles of one training sample per phase of the row-serial datapath (module docstring)."""
+
+    load: int
+    forward: int
+    error: int
+    backward: int
+    update: int
+    report: int
+
+    @property
+    def total(self) -> int:
+        return self.load + self.forward + self.error + self.backward + self.update + self.report
+
+
+def cycles_per_sample(cfg: ModelConfig, in_lanes: int | None = None) -> TrainerCycles:
+    """The cycle model of one training sample; ``in_lanes`` pixels per input transfer."""
+    p = min(cfg.layers[0].n_in, DEFAULT_IN_LANES) if in_lanes is None else in_lanes
+    if not isinstance(p, int) or p < 1:
+        raise ConfigError(f"in_lanes must be a positive integer, not {p!r}")
+    rows = [lay.swarm * lay.n_out + 1 for lay in cfg.layers]
+    return TrainerCycles(load=math.ceil(cfg.layers[0].n_in / p), forward=sum(rows), error=1,
+                         backward=sum(rows[1:]), update=sum(rows), report=1)
+
+
+class VirtualTrainer:
+    """Fully integer training on packed words, bit-exact with golden ``onchip_step``.
+
+    Parameters
+    ----------
+    model : Model
+        Initial state (with accumulators); copied, not modified.
+    config : OnChipConfig, optional
+        The step's constants (default: from ``model.cfg.meta``).
+    """
+
+    def __init__(self, model: Model, config: OnChipConfig | None = None):
+        self.cfg = model.cfg
+        self.config = config or OnChipConfig.from_meta(model.cfg.meta)
+        self.config.check(self.cfg)
+        if model.acc is None:
+            raise ConfigError("on-chip training needs a model with accumulators (training state)")
+        self.w = [pack_bits(t.cpu().numpy()) for t in model.weights]  # [S, M, W] uint64
+        self.acc = [t.cpu().numpy().astype(np.int64) for t in model.acc]
+        self.theta = [t.cpu().numpy().astype(np.int64) for t in model.theta]
+        self.invert = [t.cpu().numpy().astype(np.int64) for t in model.invert]
+        f = self.cfg.flip
+        self.lfsr = LFSR(f.lfsr, model.lfsr_state if model.lfsr_state is not None else f.lfsr.seed)
+        self.samples = 0
+
+    # -- state ---------------------------------------------------------------------------------
+    def export(self) -> Model:
+        """The current state as a golden :class:`Model`."""
+        import torch
+
+        ws = [torch.from_numpy(unpack_bits(w, lay.n_in)) for w, lay in zip(self.w, self.cfg.layers, strict=True)]
+        return Model(self.cfg, ws, [torch.from_numpy(t.astype(np.int32)) for t in self.theta],
+                     [torch.from_numpy(v.astype(np.uint8)) for v in self.invert],
+                     [torch.from_numpy(a.astype(np.int32)) for a in self.acc], self.lfsr.state)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Classes of raw uint8 samples with the current weights."""
+        from .virtual import VirtualAccelerator
+
+        return VirtualAccelerator(self.export()).predict(x)
+
+    # -- one step ------------------------------------------------------------------------------
+    def _preact(self, i: int, h: np.ndarray) -> np.ndarray:
+        lay = self.cfg.layers[i]
+        pl = pack_layer(lay, unpack_bits(self.w[i], lay.n_in), self.theta[i].astype(np.int32),
+                        self.invert[i].astype(np.uint8))
+        if lay.input_bits == 1:
+            planes = [pack_bits(h[None])]
+        else:
+            planes = [pack_bits(((h >> b) & 1)[None].astype(np.uint8)) for b in range(lay.input_bits)]
+        return layer_preact(pl, planes, threads=1)[0].astype(np.int64)
+
+    def step(self, x: np.ndarray, label: int) -> tuple[int, int]:
+        """One sample; returns ``(predicted class before the update, error flag)``."""
+        c, oc = self.cfg, self.config
+        lays = c.layers
+        h = (np.asarray(x, dtype=np.uint8).reshape(-1) >> (PIXEL_BITS - lays[0].input_bits)).astype(np.int64)
+        ins, zs = [], []
+        for i, lay in enumerate(lays):
+            ins.append(h)
+            z = self._preact(i, h)
+            zs.append(z)
+            if not lay.output:
+                h = ((z - self.theta[i]) >= 0).astype(np.int64) ^ self.invert[i]
+        sc = zs[-1] - self.theta[-1]
+        pred = int(np.argmax(sc))  # numpy: first index of the maximum
+        offend = sc + oc.margin > sc[label]
+        offend[label] = False
+        errs: list[np.ndarray] = [None] * len(lays)  # type: ignore[list-item]
+        e = np.zeros(len(sc), dtype=np.int64)
+        if offend.any():
+            e[offend] = -1
+            e[label] = 1
+        errs[-1] = e
+        for i in range(len(lays) - 1, 0, -1):
+            lay = lays[i]
+            delta = np.zeros(lay.n_in, dtype=np.int64)
+            for s in range(lay.swarm):
+                for j in np.nonzero(errs[i])[0]:
+                    row = unpack_bits(self.w[i][s, j], lay.n_in).astype(np.int64)
+                    delta += errs[i][j] * (2 * row - 1)
+            p = i - 1
+            gate = np.abs(zs[p] - self.theta[p]) <= oc.windows[p]
+            errs[p] = np.where(gate, np.sign(delta) * (1 - 2 * self.invert[p]), 0)
+        f = c.flip
+        b = f.lfsr.draw_bits
+        for i, lay in enumerate(lays):
+            if lay.input_bits == 1:
+                xs = 2 * ins[i] - 1
+            elif oc.input_sign == "msb":
+                xs = (ins[i] >> (lay.input_bits - 1)) & 1
+            else:
+                xs = (ins[i] != 0).astype(np.int64)
+            bits = unpack_bits(self.w[i], lay.n_in).astype(np.int64)  # [S, M, N]
+            votes = -(errs[i][None, :, None] * xs[None, None, :]) * (2 * bits - 1)
+            a = self.acc[i]
+            if f.leak_shift:
+                a = a - (a >> f.leak_shift)
+            add = votes
+            if f.uses_lfsr:
+                d = self.lfsr.draws(bits.size).astype(np.int64).reshape(bits.shape)
+                if f.noise == "additive":
+                    add = add + d - (1 << (b - 1))
+            a = np.clip(a + add, f.acc_min, f.acc_max)
+            fire = a >= f.threshold
+            if f.noise == "stochastic":
+                fire &= d < f.fire_prob
+            self.w[i] = pack_bits((bits ^ fire).astype(np.uint8))
+            self.acc[i] = np.where(fire, f.refractory, a)
+            th = self.theta[i]
+            if oc.homeostasis_shift and not lay.output:
+                th = th + ((zs[i] - th) >> oc.homeostasis_shift)
+            th = th - errs[i] * (oc.out_theta_step if lay.output else oc.theta_step)
+            self.theta[i] = np.clip(th, -lay.theta_bound, lay.theta_bound)
+        self.samples += 1
+        return pred, int(bool(offend.any()))
+
+    def train(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Steps over samples in order; per-sample predicted classes and error flags."""
+        xs = np.asarray(xs, dtype=np.uint8)
+        ys = np.asarray(ys).reshape(-1)
+        if len(xs) != len(ys):
+            raise ConfigError(f"{len(xs)} samples but {len(ys)} labels")
+        out = np.array([self.step(xs[k], int(ys[k])) for k in range(len(ys))], dtype=np.int64).reshape(-1, 2)
+        return out[:, 0], out[:, 1]
+
+    @property
+    def words(self) -> list[int]:
+        return [n_words(lay.n_in) for lay in self.cfg.layers]

@@ -1,0 +1,67 @@
+"""Tests of sim/onchip.py: on-chip training on the virtual accelerator equals golden over whole
+runs (weights, accumulators, thresholds, LFSR state), and the cycle model."""
+
+import pytest
+import torch
+from bitswarm.golden.errors import ConfigError
+from bitswarm.golden.flip import FlipRuleConfig
+from bitswarm.golden.lfsr import LFSRConfig
+from bitswarm.golden.model import Model, ModelConfig
+from bitswarm.golden.onchip import OnChipConfig, onchip_train
+from bitswarm.sim.onchip import VirtualTrainer, cycles_per_sample
+
+ARCHS = [(70, 33, 10), (64, 17, 9, 10), (20, 2)]
+
+
+def _setup(arch, swarm, noise, seed=1):
+    flip = FlipRuleConfig(acc_width=6, threshold=3, leak_shift=2, noise=noise, fire_prob=5,
+                          lfsr=LFSRConfig(width=16, seed=7, draw_bits=3))
+    mc = ModelConfig.mlp(list(arch), swarm=swarm, flip=flip)
+    m = Model.random(mc, seed)
+    m.acc = [torch.zeros(lay.weight_shape(), dtype=torch.int32) for lay in mc.layers]
+    m.lfsr_state = 7
+    hidden = len(arch) - 2
+    cfg = OnChipConfig(margin=3, windows=tuple([60] + [8] * (hidden - 1))[:hidden], theta_step=2,
+                       out_theta_step=1, homeostasis_shift=3)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (200, arch[0]), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, arch[-1], (200,), generator=g)
+    return m, cfg, x, y
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("swarm,noise", [(1, "additive"), (4, "stochastic"), (1, "none")])
+def test_virtual_equals_golden_over_200_samples(arch, swarm, noise):
+    m, cfg, x, y = _setup(arch, swarm, noise)
+    vt = VirtualTrainer(m, cfg)
+    vt.train(x.numpy(), y.numpy())
+    onchip_train(cfg, m, x, y)
+    got = vt.export()
+    assert got.equal(m)
+    assert sum(int((a != 0).sum()) for a in got.acc) > 0  # the run did learn something
+
+
+def test_virtual_detects_a_broken_state():
+    m, cfg, x, y = _setup(ARCHS[0], 1, "additive")
+    vt = VirtualTrainer(m, cfg)
+    vt.train(x[:50].numpy(), y[:50].numpy())
+    onchip_train(cfg, m, x[:50], y[:50])
+    vt.acc[0][0, 0, 0] += 1  # mutation: one accumulator off by one
+    assert not vt.export().equal(m)
+
+
+def test_cycle_model():
+    mc = ModelConfig.mlp([64, 128, 10], swarm=4)
+    c = cycles_per_sample(mc)
+    assert (c.load, c.forward, c.error, c.backward, c.update, c.report) == (1, 513 + 41, 1, 41, 554, 1)
+    assert c.total == 1 + 554 + 1 + 41 + 554 + 1
+    assert cycles_per_sample(mc, in_lanes=8).load == 8
+    with pytest.raises(ConfigError, match="in_lanes"):
+        cycles_per_sample(mc, in_lanes=0)
+
+
+def test_needs_training_state():
+    m, cfg, _, _ = _setup(ARCHS[0], 1, "none")
+    m.acc = None
+    with pytest.raises(ConfigError, match="accumulators"):
+        VirtualTrainer(m, cfg)
