@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export AMARANTH_USE_YOSYS := builtin
 JOBS    ?= 2
 
-.PHONY: venv demo test test-long test-verilator synth-report bench bench-train bench-zoo bench-sim bench-onchip bench-kernel lint clean
+.PHONY: venv demo test test-long test-verilator synth-report bitstream-icebreaker bitstream-ulx3s bench-boards bench bench-train bench-zoo bench-sim bench-onchip bench-kernel lint clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,22 @@ test-verilator: $(STAMP)
 
 synth-report: $(STAMP)
 	$(PY) -m pytest -q -m synth && $(PY) bench/synth_report.py
+
+# Board builds (YoWASP place and route, minutes). Models are trained once into out/boards/.
+BOARDS_DIR := out/boards
+$(BOARDS_DIR)/digits-64-128-10.bsm: $(STAMP)
+	$(PY) -m bitswarm train --dataset digits --arch 64-128-10 --epochs 15 --out $@ --quiet --no-plots --overwrite
+$(BOARDS_DIR)/mnist5k-784-256-10.bsm: $(STAMP)
+	$(PY) -m bitswarm train --dataset mnist5k --arch 784-256-10 --out $@ --quiet --no-plots --overwrite
+
+bitstream-icebreaker: $(BOARDS_DIR)/digits-64-128-10.bsm
+	$(PY) -m bitswarm bitstream $< --board icebreaker --pe 1 --simd 16 -o $(BOARDS_DIR)/icebreaker --json
+
+bitstream-ulx3s: $(BOARDS_DIR)/mnist5k-784-256-10.bsm
+	$(PY) -m bitswarm bitstream $< --board ulx3s --pe 4 --simd 64 -o $(BOARDS_DIR)/ulx3s --json
+
+bench-boards: $(STAMP)
+	$(PY) bench/bench_boards.py --keep $(BOARDS_DIR)/bench
 
 bench: bench-train bench-sim
 

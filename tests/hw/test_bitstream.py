@@ -1,0 +1,213 @@
+# amaranth: UnusedElaboratable=no
+"""Board constraints, ``bitswarm bitstream`` and ``bitswarm run``.
+
+- the raw constraint files in ``constraints/`` name the same pins as the amaranth-boards
+  platforms the builds use;
+- ``bitswarm run`` over a real pseudo-terminal against a device emulator (the golden model
+  behind the byte protocol; a broken emulator must be reported as mismatches);
+- bad input gives one error line and writes nothing;
+- Arty: Verilog + XDC + Vivado Tcl; a small iCEBreaker bitstream in the default suite (~40 s
+  here); the ULX3S one behind the ``synth`` marker.
+"""
+
+import json
+import os
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bitswarm.cli import main
+from bitswarm.golden import Model, ModelConfig
+from bitswarm.golden.model import save_model
+from bitswarm.hw.board import BOARDS
+from bitswarm.sim.hostlink import LinkFormat
+
+from .test_accel import _random_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: top-level port -> (resource, number, subsignal) in the amaranth-boards platforms
+PORTS = {
+    "icebreaker": {"clk12": ("clk12", 0, None), "uart_rx": ("uart", 0, "rx"),
+                   "uart_tx": ("uart", 0, "tx"), "led0": ("led", 0, None), "led1": ("led", 1, None)},
+    "ulx3s": {"clk25": ("clk25", 0, None), "uart_rx": ("uart", 0, "rx"),
+              "uart_tx": ("uart", 0, "tx"), "led0": ("led", 0, None), "led1": ("led", 1, None)},
+    "arty": {"clk100": ("clk100", 0, None), "rst_n": ("rst", 0, None),
+             "uart_rx": ("uart", 0, "rx"), "uart_tx": ("uart", 0, "tx"),
+             "led0": ("led", 0, None), "led1": ("led", 1, None)},
+}
+
+PIN_RE = {
+    "pcf": re.compile(r"^set_io\s+(?:-\S+\s+(?:yes\s+)?)*(\S+)\s+(\S+)", re.M),
+    "lpf": re.compile(r'^LOCATE COMP "(\S+)" SITE "(\S+)";', re.M),
+    "xdc": re.compile(r"PACKAGE_PIN (\S+).*get_ports \{ (\S+) \}", re.M),
+}
+
+
+def _platform_pin(platform, res, num, sub):
+    r = platform.resources[(res, num)]
+    ios = r.ios
+    if sub is not None:
+        ios = next(s for s in ios if getattr(s, "name", None) == sub).ios
+    pins = next(p for p in ios if hasattr(p, "names"))
+    assert len(pins.names) == 1
+    return pins.names[0]
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_constraints_match_platform(board):
+    spec = BOARDS[board]
+    text = (REPO / "constraints" / spec.constraints).read_text()
+    kind = spec.constraints.rsplit(".", 1)[1]
+    pairs = PIN_RE[kind].findall(text)
+    pins = {b: a for a, b in pairs} if kind == "xdc" else dict(pairs)
+    assert set(pins) == set(PORTS[board])
+    platform = spec.platform_class()()
+    for port, (res, num, sub) in PORTS[board].items():
+        assert pins[port] == _platform_pin(platform, res, num, sub), port
+    clk = next(p for p in PORTS[board] if p.startswith("clk"))
+    mhz = platform.resources[(clk, 0)].clock.frequency / 1e6
+    assert mhz == spec.osc_hz / 1e6
+    assert re.search(rf"{mhz:g}\b", text.split(clk, 2)[-1][:200] + text)  # a clock constraint
+
+
+# -- bitswarm run over a pseudo-terminal -----------------------------------------------------
+class _Emulator(threading.Thread):
+    """The device end of the protocol on a pty master: golden replies (or corrupted ones)."""
+
+    def __init__(self, fd, model, corrupt_every=0):
+        super().__init__(daemon=True)
+        self.fd, self.model, self.corrupt_every = fd, model, corrupt_every
+        self.fmt = LinkFormat.for_model(model)
+        self.frames = 0
+
+    def run(self):
+        buf, active = bytearray(), False
+        try:
+            while True:
+                chunk = os.read(self.fd, 4096)
+                if not chunk:
+                    return
+                for b in chunk:
+                    if not active:
+                        active = b == 0xA5
+                        continue
+                    buf.append(b)
+                    if len(buf) == self.fmt.n_pixels:
+                        self._reply(bytes(buf))
+                        buf.clear()
+                        active = False
+        except OSError:
+            return
+
+    def _reply(self, pix):
+        x = torch.tensor(list(pix), dtype=torch.uint8).reshape((1,) + tuple(self.model.cfg.input_shape))
+        s = self.model.forward(x)[0].numpy()
+        self.frames += 1
+        if self.corrupt_every and self.frames % self.corrupt_every == 0:
+            s = s.copy()
+            s[0] += 1
+        os.write(self.fd, self.fmt.reply_for(int(np.argmax(s)), s))
+
+
+def _pty_run(tmp_path, capsys, corrupt_every):
+    import tty
+
+    cfg = ModelConfig.mlp([64, 16, 10], input_shape=(8, 8))
+    model = Model.random(cfg, 3)
+    save_model(model, tmp_path / "m.bsm")
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    emu = _Emulator(master, model, corrupt_every)
+    emu.start()
+    try:
+        rc = main(["run", str(tmp_path / "m.bsm"), "--port", os.ttyname(slave), "--limit", "12",
+                   "--json"])
+    finally:
+        os.close(slave)
+        os.close(master)
+    return rc, json.loads(capsys.readouterr().out)
+
+
+def test_run_over_pty(tmp_path, capsys):
+    rc, out = _pty_run(tmp_path, capsys, 0)
+    assert rc == 0 and out["n"] == 12 and out["mismatches"] == 0
+    assert 0 <= out["accuracy"] <= 1
+
+
+def test_run_over_pty_reports_mismatches(tmp_path, capsys):
+    rc, out = _pty_run(tmp_path, capsys, 4)  # every 4th reply corrupted (resync zeros: no frame)
+    assert rc == 1 and out["mismatches"] == 3 and out["mismatched_images"] == [3, 7, 11]
+
+
+def test_run_bad_port(tmp_path, capsys):
+    save_model(_random_model([64, 8, 10], 1, shape=(8, 8)), tmp_path / "m.bsm")
+    rc = main(["run", str(tmp_path / "m.bsm"), "--port", str(tmp_path / "nope")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"bitswarm: error: cannot open {tmp_path}")
+
+
+# -- bitswarm bitstream --------------------------------------------------------------------------
+def test_bitstream_bad_input_writes_nothing(tmp_path, capsys):
+    m = _random_model([16, 8, 3], 1)
+    save_model(m, tmp_path / "m.bsm")
+    out = tmp_path / "o"
+    for argv, msg in [
+        (["--board", "icebreaker", "--clock-mhz", "1200"], "the iCE40 PLL cannot make 1200 MHz"),
+        (["--board", "icebreaker", "--baud", "4000000"], "4000000 baud needs at least 4 cycles"),
+        (["--board", "arty", "--clock-mhz", "50"], "arty: only the 100 MHz board clock"),
+        (["--board", "ulx3s", "--pe", "0"], "--pe must be >= 1, not 0"),
+    ]:
+        rc = main(["bitstream", str(tmp_path / "m.bsm"), "-o", str(out), *argv])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and msg in err[0], err
+    rc = main(["bitstream", str(tmp_path / "missing.bsm"), "--board", "ulx3s", "-o", str(out)])
+    assert rc == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bsm"]
+
+
+def test_bitstream_arty_writes_vivado_sources(tmp_path, capsys):
+    m = _random_model([16, 8, 3], 1)
+    save_model(m, tmp_path / "m.bsm")
+    rc = main(["bitstream", str(tmp_path / "m.bsm"), "--board", "arty", "-o", str(tmp_path / "a"),
+               "--json"])
+    rec = json.loads(capsys.readouterr().out)
+    assert rc == 0 and rec["bitstream"] is None and "Vivado was not run" in rec["note"]
+    files = {p.name for p in (tmp_path / "a").iterdir()}
+    assert {"bitswarm_board.v", "bitswarm_board.xdc", "bitswarm_board.tcl"} <= files
+    xdc = (tmp_path / "a" / "bitswarm_board.xdc").read_text()
+    for pin in ("E3", "A9", "D10", "H5", "J5"):
+        assert pin in xdc
+    assert rec["clock_mhz"] == 100 and rec["images_per_s"] > 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _bitstream(tmp_path, capsys, model_path, board, *extra):
+    out = tmp_path / board
+    rc = main(["bitstream", str(model_path), "--board", board, "-o", str(out), "--json", *extra])
+    rec = json.loads(capsys.readouterr().out)
+    assert rc == (0 if rec["timing_met"] else 1)
+    assert Path(rec["bitstream"]).stat().st_size > 1000
+    for k in ("luts", "ffs", "brams", "fmax_mhz", "clock_mhz", "images_per_s"):
+        assert rec[k] > 0, k
+    assert json.loads((out / "bitswarm_board.json").read_text())["luts"] == rec["luts"]
+    return rec
+
+
+def test_bitstream_icebreaker_small(tmp_path, capsys):
+    m = _random_model([64, 32, 10], 1, shape=(8, 8))
+    save_model(m, tmp_path / "m.bsm")
+    rec = _bitstream(tmp_path, capsys, tmp_path / "m.bsm", "icebreaker", "--pe", "1",
+                     "--simd", "16")
+    assert rec["timing_met"] and rec["clock_mhz"] == 12
+
+
+@pytest.mark.synth
+def test_bitstream_ulx3s_small(tmp_path, capsys):
+    m = _random_model([64, 32, 10], 1, shape=(8, 8))
+    save_model(m, tmp_path / "m.bsm")
+    rec = _bitstream(tmp_path, capsys, tmp_path / "m.bsm", "ulx3s")
+    assert rec["timing_met"] and rec["pll"]["f_out"] == rec["clock_mhz"] * 1e6
