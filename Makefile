@@ -60,6 +60,9 @@ bench-kernel: $(STAMP)
 bench-sim: $(STAMP)
 	$(PY) bench/bench_sim.py
 
+bench-onchip: $(STAMP)
+	$(PY) bench/bench_onchip.py
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 

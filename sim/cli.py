@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true",
                    help="on mismatches, locate the first differing layer/image/neuron")
+    p.add_argument("--train", action="store_true",
+                   help="on-chip training (SPEC §12) on the training split (--limit samples), checked "
+                   "bit for bit against golden; reports accuracy after training on the test split")
     add_fold_args(p)
     p.set_defaults(func=_cmd_sim)
 
@@ -56,6 +59,8 @@ def _cmd_sim(args) -> int:
         raise ConfigError(f"--limit must be >= 1, not {args.limit}")
     model = load_model(args.model)
     ds = load_dataset(args.dataset, args.data_dir)
+    if args.train:
+        return _cmd_train(args, model, ds)
     if tuple(ds.input_shape) != tuple(model.cfg.input_shape) and ds.n_inputs != model.cfg.layers[0].n_in:
         raise ConfigError(
             f"{args.dataset} samples are {'x'.join(map(str, ds.input_shape))} but the model takes "
@@ -97,4 +102,59 @@ def _cmd_sim(args) -> int:
               f"{out['cycles_per_inference']} cycles per inference")
         if "first_mismatch" in out:
             print(f"first mismatch: {out['first_mismatch']}")
+    return 1 if out["mismatches"] else 0
+
+
+def _state_mismatches(a, b) -> int:
+    """Differing integer state elements (weight bits, accumulators, thresholds, LFSR state)."""
+    n = int(a.lfsr_state != b.lfsr_state)
+    for name in ("weights", "acc", "theta"):
+        n += sum(int((x != y).sum()) for x, y in zip(getattr(a, name), getattr(b, name), strict=True))
+    return n
+
+
+def _cmd_train(args, model, ds) -> int:
+    import time
+
+    import numpy as np
+    import torch
+    from bitswarm.golden.errors import ConfigError
+    from bitswarm.golden.model import Model
+    from bitswarm.golden.onchip import OnChipConfig, onchip_train
+
+    from .onchip import VirtualTrainer, cycles_per_sample
+
+    if args.backend != "virtual":
+        raise ConfigError("--train runs on the virtual backend only: the RTL training datapath "
+                          "(Verilator backend) is not part of this build")
+    try:
+        oc = OnChipConfig.from_meta(model.cfg.meta)
+    except ConfigError as e:
+        raise ConfigError(f"{args.model}: {e}; train the model with `bitswarm train --votes integer`") from None
+    if model.acc is None:
+        model = Model(model.cfg, model.weights, model.theta, model.invert,
+                      [torch.zeros(lay.weight_shape(), dtype=torch.int32) for lay in model.cfg.layers],
+                      model.cfg.flip.lfsr.seed)
+    x, y = ds.x_train, ds.y_train
+    if args.limit:
+        x, y = x[: args.limit], y[: args.limit]
+    x = np.ascontiguousarray(x.reshape(len(x), -1))
+    vt = VirtualTrainer(model, oc)
+    t0 = time.perf_counter()
+    vt.train(x, y)
+    secs = time.perf_counter() - t0
+    gold = Model(model.cfg, [w.clone() for w in model.weights], [t.clone() for t in model.theta],
+                 [v.clone() for v in model.invert], [a.clone() for a in model.acc], model.lfsr_state)
+    onchip_train(oc, gold, torch.from_numpy(x), torch.from_numpy(np.asarray(y)))
+    got = vt.export()
+    xt = ds.x_test.reshape(len(ds.x_test), -1)
+    acc = float((got.predict(torch.from_numpy(xt)).numpy() == ds.y_test).mean())
+    out = {"samples": int(len(y)), "mismatches": _state_mismatches(got, gold),
+           "cycles_per_sample": cycles_per_sample(model.cfg).total, "accuracy_after": acc,
+           "backend": args.backend, "host_samples_per_s": round(len(y) / secs, 1) if secs > 0 else None}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"trained on {out['samples']} samples: mismatches {out['mismatches']}, "
+              f"{out['cycles_per_sample']} cycles per sample, test accuracy after {acc:.4f}")
     return 1 if out["mismatches"] else 0

@@ -65,3 +65,26 @@ def test_needs_training_state():
     m.acc = None
     with pytest.raises(ConfigError, match="accumulators"):
         VirtualTrainer(m, cfg)
+
+
+def test_sim_cli_train(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "m.bsm"
+    r = subprocess.run([sys.executable, "-m", "bitswarm", "train", "--dataset", "digits", "--arch", "64-16-10",
+                        "--votes", "integer", "--epochs", "1", "--out", str(out), "--quiet", "--no-plots"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "bitswarm", "sim", str(out), "--train", "--dataset", "digits",
+                        "--limit", "200", "--json"], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["samples"] == 200 and rep["mismatches"] == 0 and rep["accuracy_after"] > 0.1
+    from bitswarm.golden.model import load_model
+
+    assert rep["cycles_per_sample"] == cycles_per_sample(load_model(out).cfg).total
+    r = subprocess.run([sys.executable, "-m", "bitswarm", "sim", str(out), "--train", "--backend", "verilator",
+                        "--limit", "5", "--json"], capture_output=True, text=True, check=False)
+    assert r.returncode != 0 and "virtual backend only" in r.stderr

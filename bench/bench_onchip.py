@@ -1,0 +1,148 @@
+"""``make bench-onchip``: fully integer (on-chip) training vs host-assisted votes.
+
+For each data set (digits, mnist5k, and fashion when its IDX files are present) both vote
+sources train the same architecture for the same number of epochs on the CPU trainer:
+``--rule golden`` (host-assisted STE votes, minibatches) and ``--votes integer`` (``--rule
+onchip``: the SPEC §12 step per sample). Reported: final and best test accuracy, the CPU
+trainer's training samples/s, the cycle model's cycles per training sample of the row-serial
+on-chip datapath (:func:`bitswarm.sim.onchip.cycles_per_sample`) and the modeled on-chip
+training samples/s at a clock of ``--fmax`` MHz (default: 100 MHz, stated as an assumption:
+bench/results/synth.json has no case for the on-chip trainer). A 200-sample virtual-accelerator
+run per data set checks the trained state against golden (mismatching state elements).
+
+Writes bench/results/onchip.json and onchip.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from bitswarm.golden.model import Model
+from bitswarm.golden.onchip import OnChipConfig, onchip_train
+from bitswarm.sim.onchip import VirtualTrainer, cycles_per_sample
+from bitswarm.train import TrainConfig, load_dataset, train
+from bitswarm.train.rule_onchip import ONCHIP_FLIP
+from bitswarm.train.trainer import default_flip
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _synth_fmax(case: str = "onchip-trainer") -> float | None:
+    p = RESULTS / "synth.json"
+    if not p.exists():
+        return None
+    cases = json.loads(p.read_text()).get("cases", {})
+    dev = cases.get(case, {}).get("devices", {})
+    f = [d.get("pnr", {}).get("fmax_mhz") for d in dev.values()]
+    f = [v for v in f if v]
+    return max(f) if f else None
+
+
+def _run(rule: str, ds: str, arch, epochs: int, seed: int, tmp: Path, data_dir) -> dict:
+    flip = ONCHIP_FLIP if rule == "onchip" else default_flip(1)
+    cfg = TrainConfig(dataset=ds, arch=arch, epochs=epochs, rule=rule, seed=seed, flip=flip)
+    t0 = time.perf_counter()
+    res = train(cfg, out=tmp / f"{ds}-{rule}.bsm", quiet=True, plots=False, data_dir=data_dir)
+    accs = [m["test_accuracy"] for m in res.metrics]
+    sps = [m["train_samples_per_s"] for m in res.metrics]
+    return {"rule": rule, "final_accuracy": accs[-1], "best_accuracy": max(accs),
+            "accuracy_per_epoch": accs, "train_samples_per_s": float(np.median(sps)),
+            "seconds": time.perf_counter() - t0, "model": res.model}
+
+
+def _check_virtual(model: Model, ds, n: int = 200) -> int:
+    oc = OnChipConfig.from_meta(model.cfg.meta)
+    x = np.ascontiguousarray(ds.x_train[:n].reshape(n, -1))
+    y = ds.y_train[:n]
+    vt = VirtualTrainer(model, oc)
+    vt.train(x, y)
+    gold = Model(model.cfg, [w.clone() for w in model.weights], [t.clone() for t in model.theta],
+                 [v.clone() for v in model.invert], [a.clone() for a in model.acc], model.lfsr_state)
+    onchip_train(oc, gold, torch.from_numpy(x), torch.from_numpy(y))
+    got = vt.export()
+    bad = int(got.lfsr_state != gold.lfsr_state)
+    for name in ("weights", "acc", "theta"):
+        bad += sum(int((a != b).sum()) for a, b in zip(getattr(got, name), getattr(gold, name), strict=True))
+    return bad
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default="digits,mnist5k,fashion")
+    ap.add_argument("--epochs", default="digits=10,mnist5k=3,fashion=1",
+                    help="epochs per data set (same for both vote sources)")
+    ap.add_argument("--hidden", type=int, default=256, help="hidden width (one hidden layer)")
+    ap.add_argument("--fmax", type=float, default=None, help="clock in MHz for the modeled rate")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    epochs = dict((k, int(v)) for k, v in (kv.split("=") for kv in args.epochs.split(",")))
+    fmax = args.fmax or _synth_fmax()
+    fmax_src = ("--fmax" if args.fmax else "bench/results/synth.json") if fmax else \
+        "assumed 100 MHz (bench/results/synth.json has no on-chip trainer case)"
+    fmax = fmax or 100.0
+    rows = []
+    with tempfile.TemporaryDirectory() as td:
+        for name in args.datasets.split(","):
+            try:
+                ds = load_dataset(name, args.data_dir)
+            except Exception as e:  # fashion is optional
+                rows.append({"dataset": name, "skipped": str(e).splitlines()[0]})
+                print(f"{name}: skipped ({str(e).splitlines()[0]})", flush=True)
+                continue
+            arch = (ds.n_inputs, args.hidden, ds.classes)
+            e = epochs.get(name, 1)
+            host = _run("golden", name, arch, e, args.seed, Path(td), args.data_dir)
+            integer = _run("onchip", name, arch, e, args.seed, Path(td), args.data_dir)
+            cyc = cycles_per_sample(integer["model"].cfg)
+            chip = fmax * 1e6 / cyc.total
+            bad = _check_virtual(integer["model"], ds)
+            row = {
+                "dataset": name, "arch": list(arch), "epochs": e,
+                "host_votes": {k: v for k, v in host.items() if k != "model"},
+                "integer_votes": {k: v for k, v in integer.items() if k != "model"},
+                "gap_points": 100 * (host["final_accuracy"] - integer["final_accuracy"]),
+                "cycles_per_sample": cyc.total, "cycles": dataclasses.asdict(cyc),
+                "onchip_samples_per_s_modeled": chip,
+                "speedup_vs_cpu_host": chip / host["train_samples_per_s"],
+                "speedup_vs_cpu_integer": chip / integer["train_samples_per_s"],
+                "virtual_mismatches_200": bad,
+            }
+            rows.append(row)
+            print(json.dumps({k: v for k, v in row.items() if k not in ("host_votes", "integer_votes")}),
+                  flush=True)
+    out = {"date": time.strftime("%Y-%m-%d"), "host": platform.platform(), "fmax_mhz": fmax,
+           "fmax_source": fmax_src, "rtl": "cycle model of the row-serial datapath; the Verilator "
+           "training datapath is not built (see the report)", "results": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "onchip.json").write_text(json.dumps(out, indent=2) + "\n")
+    md = ["# On-chip (fully integer) training vs host-assisted votes", "",
+          f"Clock for the modeled rate: {fmax:g} MHz ({fmax_src}). CPU trainer: 2 shared cores.", "",
+          "| data set | arch | epochs | host-assisted acc | integer acc | gap (points) | CPU host samples/s "
+          "| CPU integer samples/s | cycles/sample | modeled on-chip samples/s | x CPU host | virtual mismatches |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" in r:
+            md.append(f"| {r['dataset']} | skipped: {r['skipped']} |||||||||||")
+            continue
+        h, i = r["host_votes"], r["integer_votes"]
+        md.append(f"| {r['dataset']} | {'-'.join(map(str, r['arch']))} | {r['epochs']} | "
+                  f"{100 * h['final_accuracy']:.2f} % | {100 * i['final_accuracy']:.2f} % | "
+                  f"{r['gap_points']:.2f} | {h['train_samples_per_s']:.0f} | {i['train_samples_per_s']:.0f} | "
+                  f"{r['cycles_per_sample']} | {r['onchip_samples_per_s_modeled']:.0f} | "
+                  f"{r['speedup_vs_cpu_host']:.1f} | {r['virtual_mismatches_200']} |")
+    (RESULTS / "onchip.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
