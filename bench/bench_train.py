@@ -87,6 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true", help="progress bars and per-epoch lines")
     args = p.parse_args(argv)
     rows = []
+    meta = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "seed": args.seed,
+            "argv": sys.argv[1:] if argv is None else argv}
+    out = Path(args.out_dir)
+
+    def write() -> None:  # after every run, so an interrupted bench keeps what it measured
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=2) + "\n")
+        (out / "train.md").write_text(_markdown(rows, meta))
+
     with tempfile.TemporaryDirectory(prefix="bitswarm-bench-") as tmp:
         for ds in args.datasets.split(","):
             try:
@@ -94,21 +104,17 @@ def main(argv: list[str] | None = None) -> int:
             except BitswarmError as e:
                 print(f"bench-train: skipping {ds}: {e}", file=sys.stderr)
                 rows.append({"dataset": ds, "rule": "*", "error": str(e)})
+                write()
                 continue
             epochs = 1 if args.quick else args.epochs or max(1, round(EPOCHS.get(ds, 10) * args.epochs_scale))
             for rule in args.rules.split(","):
                 r = _run(ds, rule, epochs, args, Path(tmp))
                 rows.append(r)
+                write()
                 print(f"bench-train: {ds:8s} {rule:9s} final {100 * r['final_accuracy']:6.2f} %  best "
                       f"{100 * r['best_accuracy']:6.2f} %  {r['wall_s']:7.1f} s  "
                       f"{r['train_samples_per_s']:8.0f} samples/s", flush=True)
-    meta = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "seed": args.seed,
-            "argv": sys.argv[1:] if argv is None else argv}
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "train.json").write_text(json.dumps({"meta": meta, "runs": rows}, indent=2) + "\n")
-    (out / "train.md").write_text(_markdown(rows, meta))
+    write()
     print(f"bench-train: wrote {out / 'train.json'} and {out / 'train.md'}")
     return 0
 
