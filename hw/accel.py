@@ -17,7 +17,7 @@ Timing: see :mod:`bitswarm.hw.plan` (the cycle model the tests check against Ver
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,6 +36,16 @@ def _words(values, width):
     for i, v in enumerate(values):
         out |= (int(v) & ((1 << width) - 1)) << (i * width)
     return out
+
+
+def _rom(m: Module, name: str, words: list[int], width: int, addr) -> Value:
+    """A small constant table read combinationally at ``addr``; one word is a constant."""
+    if len(words) == 1:
+        return Const(words[0], width)
+    m.submodules[name] = rom = memory.Memory(shape=unsigned(width), depth=len(words), init=words)
+    rd = rom.read_port(domain="comb")
+    m.d.comb += rd.addr.eq(addr)
+    return rd.data
 
 
 class ThresholdPack(wiring.Component):
@@ -89,28 +99,25 @@ class ThresholdPack(wiring.Component):
         th[: self._m] = self._theta
         iv = np.zeros(nf * pe, dtype=np.int64)
         iv[: self._m] = self._invert
-        m.submodules.trom = trom = memory.Memory(
-            shape=unsigned(pe * self._zw), depth=nf,
-            init=[_words(th[g * pe:(g + 1) * pe], self._zw) for g in range(nf)])
-        m.submodules.irom = irom = memory.Memory(
-            shape=unsigned(pe), depth=nf,
-            init=[_words(iv[g * pe:(g + 1) * pe], 1) for g in range(nf)])
-        t_rd = trom.read_port(domain="comb")
-        i_rd = irom.read_port(domain="comb")
         ins, outs = self.i_stream, self.o_stream
-        m.d.comb += [t_rd.addr.eq(ins.payload.group), i_rd.addr.eq(ins.payload.group)]
+        t_word = _rom(m, "trom", [_words(th[g * pe:(g + 1) * pe], self._zw) for g in range(nf)],
+                      pe * self._zw, ins.payload.group)
+        i_word = _rom(m, "irom", [_words(iv[g * pe:(g + 1) * pe], 1) for g in range(nf)],
+                      pe, ins.payload.group)
 
         buf = Signal(max(nf * pe, sf * simd))
         emitting = Signal()
         idx = Signal(range(max(2, sf)))
         bits = Signal(pe)
         for p in range(pe):
-            theta = t_rd.data.word_select(p, self._zw).as_signed()
+            theta = t_word.word_select(p, self._zw).as_signed()
             diff = ins.payload.z[p] - theta
-            m.d.comb += bits[p].eq((diff >= 0) ^ i_rd.data[p])
+            m.d.comb += bits[p].eq((diff >= 0) ^ i_word[p])
         m.d.comb += ins.ready.eq(~emitting)
         with m.If(ins.valid & ins.ready):
-            m.d.sync += buf.word_select(ins.payload.group, pe).eq(bits)
+            for g in range(nf):
+                with m.If(ins.payload.group == g):
+                    m.d.sync += buf[g * pe:(g + 1) * pe].eq(bits)
             with m.If(ins.payload.last):
                 m.d.sync += [emitting.eq(1), idx.eq(0)]
         m.d.comb += [outs.valid.eq(emitting), outs.payload.x.as_value().eq(buf.word_select(idx, simd))]
@@ -124,7 +131,7 @@ class ThresholdPack(wiring.Component):
 def argmax_tree(m: Module, scores: list, width: int):
     """Combinational argmax over signed ``scores`` with ties to the lowest index.
 
-    Returns ``(index, value)`` signals. A balanced tree of comparators: at each node the right
+    Returns ``(index, value)``; ``value`` is ``None`` at the root (only the index is built). A balanced tree of comparators: at each node the right
     candidate wins only if strictly greater, and the left subtree always holds lower indices.
     """
     cands = []
@@ -137,12 +144,17 @@ def argmax_tree(m: Module, scores: list, width: int):
         nxt = []
         for j in range(0, len(cands) - 1, 2):
             (ia, va), (ib, vb) = cands[j], cands[j + 1]
+            root = len(cands) == 2
             iw = Signal.like(ia, name=f"am_w{k}_i")
-            vw = Signal(signed(width), name=f"am_w{k}_v")
+            vw = None if root else Signal(signed(width), name=f"am_w{k}_v")
             with m.If(vb > va):
-                m.d.comb += [iw.eq(ib), vw.eq(vb)]
+                m.d.comb += iw.eq(ib)
+                if vw is not None:
+                    m.d.comb += vw.eq(vb)
             with m.Else():
-                m.d.comb += [iw.eq(ia), vw.eq(va)]
+                m.d.comb += iw.eq(ia)
+                if vw is not None:
+                    m.d.comb += vw.eq(va)
             nxt.append((iw, vw))
             k += 1
         if len(cands) % 2:
@@ -185,12 +197,9 @@ class ScoreArgmax(wiring.Component):
         pe, nf, c, zw = self._pe, self._nf, self._c, self._zw
         th = np.zeros(nf * pe, dtype=np.int64)
         th[:c] = self._theta
-        m.submodules.trom = trom = memory.Memory(
-            shape=unsigned(pe * zw), depth=nf,
-            init=[_words(th[g * pe:(g + 1) * pe], zw) for g in range(nf)])
-        t_rd = trom.read_port(domain="comb")
         ins, outs = self.i_stream, self.o_stream
-        m.d.comb += t_rd.addr.eq(ins.payload.group)
+        t_word = _rom(m, "trom", [_words(th[g * pe:(g + 1) * pe], zw) for g in range(nf)],
+                      pe * zw, ins.payload.group)
         regs = [Signal(signed(zw), name=f"score{j}") for j in range(nf * pe)]
         full = Signal()
         m.d.comb += ins.ready.eq(~full)
@@ -198,7 +207,7 @@ class ScoreArgmax(wiring.Component):
             for g in range(nf):
                 with m.If(ins.payload.group == g):
                     for p in range(pe):
-                        theta = t_rd.data.word_select(p, zw).as_signed()
+                        theta = t_word.word_select(p, zw).as_signed()
                         m.d.sync += regs[g * pe + p].eq(ins.payload.z[p] - theta)
             with m.If(ins.payload.last):
                 m.d.sync += full.eq(1)

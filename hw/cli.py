@@ -49,14 +49,19 @@ COMPONENTS = {
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "verilog",
-        help="generate Verilog for a hardware component",
-        description="Generate Verilog (plus a JSON record of the parameters and ports) for one "
-        f"hardware component. Components: {', '.join(COMPONENTS)}.",
+        help="generate Verilog for a model's accelerator or for one hardware component",
+        description="Generate Verilog plus a JSON report: for a whole model file (the accelerator "
+        "top, with the cycle model, weight memory bits and per-layer folding), or for one "
+        f"hardware component (--component; one of {', '.join(COMPONENTS)}).",
     )
     p.add_argument(
         "model", nargs="?", metavar="MODEL",
-        help="model file for the whole accelerator (not implemented yet: use --component)",
+        help="model file (.bsm): generate the whole accelerator",
     )
+    p.add_argument("--pe", type=int, default=None, help="MODEL: output neurons per cycle per layer (default auto)")
+    p.add_argument("--simd", type=int, default=None, help="MODEL: input elements per cycle per layer (default auto)")
+    p.add_argument("--pipeline", type=int, default=None, help="MODEL: adder-tree register stages (default auto)")
+    p.add_argument("--json", action="store_true", help="MODEL: print the report as JSON")
     p.add_argument("--component", metavar="NAME", help=f"one of: {', '.join(COMPONENTS)}")
     p.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE",
@@ -190,9 +195,7 @@ def write_verilog(component, name: str, params: dict, out) -> tuple[Path, Path]:
 def _cmd_verilog(args) -> int:
     if args.component is None:
         if args.model is not None:
-            raise ConfigError(
-                "Verilog for a whole model is not implemented yet; use --component NAME"
-            )
+            return _cmd_verilog_model(args)
         raise ConfigError(f"give --component NAME (one of: {', '.join(COMPONENTS)})")
     if args.model is not None:
         raise ConfigError("give either a MODEL file or --component, not both")
@@ -201,4 +204,29 @@ def _cmd_verilog(args) -> int:
     component = build_component(args.component, params)
     vpath, jpath = write_verilog(component, args.component, params, args.out)
     print(f"wrote {vpath} ({len(vpath.read_text().splitlines())} lines) and {jpath}")
+    return 0
+
+
+def _cmd_verilog_model(args) -> int:
+    """``bitswarm verilog MODEL -o DIR``: the accelerator's Verilog and report."""
+    import json
+
+    from bitswarm.golden.model import load_model
+    from bitswarm.sim.cli import plan_from_args
+
+    from .export import export_accelerator
+
+    if args.param:
+        raise ConfigError("--param applies to --component; use --pe/--simd/--pipeline with a MODEL")
+    model = load_model(args.model)
+    plan = plan_from_args(model.cfg, args)
+    rep = export_accelerator(model, plan, args.out)
+    if args.json:
+        print(json.dumps(rep))
+    else:
+        print(f"wrote {args.out}/{rep['verilog']} and {rep['top']}.json: "
+              f"{rep['cycles_per_inference']} cycles per inference, "
+              f"{rep['weight_memory_bits']} weight memory bits, folding "
+              + ", ".join(f"L{r['layer']}(pe={r['pe']},simd={r['simd']},pipeline={r['pipeline']})"
+                          for r in rep["layers"]))
     return 0

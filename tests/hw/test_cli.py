@@ -63,7 +63,8 @@ def test_verilog_mac_array_params(tmp_path, capsys):
          "mac-array: layer.weights must be one of"),
         (["--component", "mac-array", "--param", "pipeline=9"],
          "mac-array: pipeline must be in 0..3"),
-        (["model.bsm"], "Verilog for a whole model is not implemented yet; use --component"),
+        (["model.bsm"], "model.bsm: no such model file"),
+        (["model.bsm", "--param", "pe=2"], "--param applies to --component"),
         (["model.bsm", "--component", "lfsr"], "give either a MODEL file or --component"),
         ([], "give --component NAME (one of: mac-array, threshold, argmax, lfsr, flip-unit)"),
     ],
@@ -113,3 +114,24 @@ def test_verilog_help_lists_components(capsys):
     assert "--component NAME" in out and "MODEL" in out
     for name in hwcli.COMPONENTS:
         assert name in out
+
+
+def test_verilog_model_writes_accelerator_and_report(tmp_path, capsys):
+    import json
+
+    from bitswarm.golden import Model, ModelConfig, save_model
+    from bitswarm.hw.plan import AccelPlan
+
+    cfg = ModelConfig.mlp([16, 12, 4], swarm=2)
+    save_model(Model.random(cfg, 0), tmp_path / "m.bsm")
+    out_dir = tmp_path / "v"
+    rc, out, err = _run(capsys, str(tmp_path / "m.bsm"), "--pe", "3", "--simd", "8", "--json",
+                        "-o", str(out_dir))
+    assert rc == 0, err
+    rep = json.loads(out)
+    plan = AccelPlan.auto(cfg, pe=3, simd=8)
+    assert rep["cycles_per_inference"] == plan.latency_cycles()
+    assert rep["weight_memory_bits"] == plan.weight_memory_bits()
+    assert [(r["pe"], r["simd"]) for r in rep["layers"]] == [(3, 8), (3, 8)]
+    assert "module bitswarm_accel(" in (out_dir / "bitswarm_accel.v").read_text()
+    assert json.loads((out_dir / "bitswarm_accel.json").read_text()) == rep
