@@ -36,7 +36,6 @@ def _load(n: int):
 
 def main(argv: list[str] | None = None) -> dict:
     from bench_kernel import bench_shape
-
     from bitswarm.golden import load_model
     from bitswarm.hw.plan import AccelPlan
     from bitswarm.sim.driver import make_backend

@@ -20,7 +20,6 @@ import numpy as np
 from amaranth.hdl import Const, Module, Signal, Value, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
-
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.model import PIXEL_BITS, Model
 

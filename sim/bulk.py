@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from bitswarm.golden.errors import BitswarmError
 
 from .verilator import BUILD_ROOT, setup_verilator_env, to_verilog

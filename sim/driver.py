@@ -17,7 +17,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
-
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.model import Model
 from bitswarm.hw.plan import AccelPlan

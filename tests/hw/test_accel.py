@@ -4,7 +4,6 @@ and the cycle model equals the measured cycle counts exactly."""
 import numpy as np
 import pytest
 import torch
-
 from bitswarm.golden import ConfigError, LayerConfig, Model, ModelConfig
 from bitswarm.hw.accel import Accelerator
 from bitswarm.hw.plan import AccelPlan, LayerFold

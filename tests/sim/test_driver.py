@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from bitswarm.golden import ConfigError, save_model
 from bitswarm.hw.accel import Accelerator
 from bitswarm.hw.plan import AccelPlan, LayerFold
 from bitswarm.sim.driver import evaluate, first_mismatch, make_backend
 from bitswarm.sim.trace import rtl_trace
+
 from tests.hw.test_accel import _random_model
 
 

@@ -3,7 +3,6 @@ and the cycle model equals Verilator's cycle count exactly, over foldings and sw
 
 import numpy as np
 import pytest
-
 from bitswarm.golden import load_model
 from bitswarm.hw.plan import AccelPlan, LayerFold
 from bitswarm.sim.driver import evaluate, make_backend
