@@ -89,7 +89,8 @@ def markdown(res: dict) -> str:
     ]
     for cid, r in res["configs"].items():
         if "error" in r:
-            L.append(f"| {cid} | {r['board']} | {r['model']} | {r['plan_req']} | — | — | — | — |"
+            L.append(f"| {cid} | {r['board']} | {r['model']} ({r['accuracy']:.1%}) | "
+                     f"{r['plan_req']} | — | — | — | — |"
                      f" — | **not built**: {r['error']} | | | | |")
             continue
         L.append(
@@ -152,6 +153,7 @@ def main(argv=None) -> int:
             entry = {"board": board, "model": mid, "note": note, "plan_req": [pe, simd]}
             print(f"[{cid}] {board}, {mid}, pe={pe} simd={simd}", flush=True)
             entry["accuracy"] = _accuracy(model, MODELS[mid][0])
+            entry["arch"] = list(model.cfg.arch)
             try:
                 rec = build_bitstream(model, board, work / cid, plan=plan,
                                       clock_hz=clk * 1e6 if clk else None)

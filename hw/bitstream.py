@@ -180,8 +180,9 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
             if r.returncode != 0:
                 saved = out.parent / f"{out.name}.failed.log"
                 shutil.copyfile(log, saved)
-                tail = log.read_text().strip().splitlines()[-1:] or [""]
-                raise ToolError(f"{board} build failed (exit {r.returncode}): {tail[0][:200]}; "
+                lines = log.read_text().strip().splitlines() or [""]
+                first = next((ln for ln in lines if ln.startswith("ERROR")), lines[-1])
+                raise ToolError(f"{board} build failed (exit {r.returncode}): {first[:200]}; "
                                 f"log in {saved}")
             report = json.loads((work / "report.json").read_text())
             rec.update(summarize(spec.family, report, _cells(work / "stat.json"), top.clock_hz))

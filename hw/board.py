@@ -76,7 +76,7 @@ BOARDS: dict[str, BoardSpec] = {
     "icebreaker": BoardSpec("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform",
                             "ice40", 12e6, 12e6, "icebreaker.pcf", "bin"),
     "ulx3s": BoardSpec("ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform",
-                       "ecp5", 25e6, 50e6, "ulx3s.lpf", "bit"),
+                       "ecp5", 25e6, 40e6, "ulx3s.lpf", "bit"),
     "arty": BoardSpec("arty", "amaranth_boards.arty_a7:ArtyA7_35Platform",
                       "xilinx7", 100e6, 100e6, "arty_a7_35t.xdc", ""),
 }
@@ -211,9 +211,13 @@ class UARTAccelerator(wiring.Component):
     led: Out(2)
 
     def __init__(self, model: Model, plan: AccelPlan | None = None, *, divisor: int):
-        plan = _check_core(model, plan)
+        try:
+            plan = _check_core(model, plan)
+            self._divisor = _check_divisor(divisor)
+        except Exception:
+            self._MustUse__silence = True  # never elaborated: don't warn about it
+            raise
         # the subcomponents are built in elaborate(): nothing is left unused if this is not
-        self._divisor = _check_divisor(divisor)
         self._model, self._plan = model, plan
         super().__init__()
 
@@ -324,23 +328,27 @@ class BoardTop(wiring.Component):
 
     def __init__(self, model: Model, board: str, plan: AccelPlan | None = None, *,
                  baud: int = 115200, clock_hz: float | None = None):
-        self._spec = board_spec(board)
-        f = float(clock_hz) if clock_hz is not None else self._spec.clock_hz
-        self._pll = None
-        if f != self._spec.osc_hz:
-            if self._spec.family == "ice40":
-                self._pll = ice40_pll(self._spec.osc_hz, f)
-            elif self._spec.family == "ecp5":
-                self._pll = ecp5_pll(self._spec.osc_hz, f)
-            else:
-                raise ConfigError(f"{board}: only the {self._spec.osc_hz / 1e6:g} MHz board clock "
-                                  f"is supported, not {f / 1e6:g} MHz")
-            f = self._pll["f_out"]
-        self._clock_hz = f
-        self._baud = baud
-        self._divisor = uart_divisor(f, baud)
-        self._plan = _check_core(model, plan)
-        self._model = model
+        try:
+            self._spec = board_spec(board)
+            f = float(clock_hz) if clock_hz is not None else self._spec.clock_hz
+            self._pll = None
+            if f != self._spec.osc_hz:
+                if self._spec.family == "ice40":
+                    self._pll = ice40_pll(self._spec.osc_hz, f)
+                elif self._spec.family == "ecp5":
+                    self._pll = ecp5_pll(self._spec.osc_hz, f)
+                else:
+                    raise ConfigError(f"{board}: only the {self._spec.osc_hz / 1e6:g} MHz board clock "
+                                      f"is supported, not {f / 1e6:g} MHz")
+                f = self._pll["f_out"]
+            self._clock_hz = f
+            self._baud = baud
+            self._divisor = uart_divisor(f, baud)
+            self._plan = _check_core(model, plan)
+            self._model = model
+        except Exception:
+            self._MustUse__silence = True  # never elaborated: don't warn about it
+            raise
         super().__init__({})
 
     @property

@@ -147,7 +147,11 @@ class UARTRx(wiring.Component):
     frame_err: Out(1)
 
     def __init__(self, divisor: int):
-        self._divisor = _check_divisor(divisor)
+        try:
+            self._divisor = _check_divisor(divisor)
+        except ConfigError:
+            self._MustUse__silence = True  # never elaborated: don't warn about it
+            raise
         super().__init__()
 
     @property
@@ -233,7 +237,11 @@ class UARTTx(wiring.Component):
     tx: Out(1, init=1)
 
     def __init__(self, divisor: int):
-        self._divisor = _check_divisor(divisor)
+        try:
+            self._divisor = _check_divisor(divisor)
+        except ConfigError:
+            self._MustUse__silence = True  # never elaborated: don't warn about it
+            raise
         super().__init__()
 
     @property
