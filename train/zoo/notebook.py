@@ -36,7 +36,7 @@ from .base import SurrogateOptions, ZooRule, lfsr_uniform, q8_leak
 __all__ = [
     "VotingV1", "SignumV4", "SwarmV6", "BitLogicV8", "RankV9A", "MomentumRankV10",
     "IntegrateFireV15", "AdaptiveIFV16", "BoundedVoteV17", "FrictionV18", "CruiseV19",
-    "LeakyIFV20", "OneBitVotingV21", "OneBitSignumV21", "SeedNet",
+    "LeakyIFV20", "OneBitVotingV21", "OneBitSignumV21", "SeedNet", "BoundedOptions",
 ]
 
 _SOFTMAX_REASON = "; the default vote source is the host's float softmax (error=softmax), so only --opt error=hinge makes the step integer"
@@ -400,6 +400,34 @@ class AdaptiveIFV16(IntegrateFireV15):
 
 
 # ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BoundedOptions(SurrogateOptions):
+    """Options shared by v17-v20 besides their constants.
+
+    Parameters
+    ----------
+    net : str
+        ``golden`` (the zoo network) or ``seed`` (the seed's float network, :class:`SeedNet`).
+    seed_sgd : bool
+        ``net=seed`` only: SGD on the float thresholds and gains, as the seed (``False`` freezes
+        them; homeostasis still centres the thresholds).
+    gate_pct : int
+        Significance gate (the golden rule's ``vote_pct``): no vote where
+        ``|G| <= gate_pct * mean|G| / 100`` over the layer; 0 (the seed) disables it.
+    """
+
+    net: str = "golden"
+    seed_sgd: bool = True
+    gate_pct: int = 0
+
+    def check(self) -> None:
+        super().check()
+        if self.net not in ("golden", "seed"):
+            raise ConfigError(f"net must be golden or seed, not {self.net!r}")
+        if not 0 <= self.gate_pct <= 10000:
+            raise ConfigError(f"gate_pct must be in 0..10000, not {self.gate_pct}")
+
+
 class SeedNet:
     """The seed's float network for v17-v20 (``--opt net=seed``), on the rule's bit planes.
 
@@ -461,10 +489,11 @@ class SeedNet:
             return 0.0, h.detach(), []
         loss = F.cross_entropy(h, y)
         loss.backward()
-        with torch.no_grad():
-            for i in range(len(cfg.layers)):
-                r.buf["sthr"][i] -= 0.01 * thrs[i].grad.clamp(-1, 1)
-                r.buf["sgain"][i] -= 0.01 * gains[i].grad.clamp(-1, 1)
+        if r.opts.seed_sgd:
+            with torch.no_grad():
+                for i in range(len(cfg.layers)):
+                    r.buf["sthr"][i] -= 0.01 * thrs[i].grad.clamp(-1, 1)
+                    r.buf["sgain"][i] -= 0.01 * gains[i].grad.clamp(-1, 1)
         return float(loss.detach()), h.detach(), [wv.grad for wv in wvars]
 
 
@@ -484,8 +513,6 @@ class _BoundedVote(ZooRule):
 
     def __init__(self, spec, options: Any = None, device="cpu"):
         super().__init__(spec, options, device)
-        if self.opts.net not in ("golden", "seed"):
-            raise ConfigError(f"net must be golden or seed, not {self.opts.net!r}")
         if self.opts.net == "seed":
             self.own_forward = True
             self.exportable = False
@@ -498,7 +525,11 @@ class _BoundedVote(ZooRule):
         self.seednet = SeedNet(self, self.seed_forward) if self.opts.net == "seed" else None
 
     def _votes(self, i: int, g: torch.Tensor) -> torch.Tensor:
-        return self._wrong(i, g)
+        v = self._wrong(i, g)
+        if self.opts.gate_pct:
+            a = g.abs()
+            v = v * (a * 100 > a.mean() * self.opts.gate_pct).unsqueeze(0)
+        return v
 
     def _reset(self, thr: int) -> int:
         return -(thr // 2)
@@ -558,10 +589,9 @@ class BoundedVoteV17(_BoundedVote):
     summary = "bounded sign votes, decay 0.95, flip above 8, refractory reset to -4"
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
+    class Options(BoundedOptions):
         threshold: float = 8.0
         decay: float = 0.95
-        net: str = "golden"
 
         def check(self) -> None:
             super().check()
@@ -576,13 +606,12 @@ class FrictionV18(_BoundedVote):
     summary = "v17 with a friction gate (no vote where |g| <= friction), decay 0.9, threshold annealed 8 -> 20"
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
+    class Options(BoundedOptions):
         threshold: float = 8.0
         end_threshold: float = 20.0
         anneal_epochs: int = 10
         decay: float = 0.9
         friction: float = 1e-4
-        net: str = "golden"
 
         def check(self) -> None:
             super().check()
@@ -600,7 +629,7 @@ class FrictionV18(_BoundedVote):
             gate = g.abs() > self.opts.friction
         else:
             gate = g.abs() > self.opts.friction * _gscale(self, self._batch)
-        return self._wrong(i, g) * gate.unsqueeze(0)
+        return super()._votes(i, g) * gate.unsqueeze(0)
 
 
 @register_rule
@@ -610,11 +639,10 @@ class CruiseV19(_BoundedVote):
     summary = "bounded votes, decay 0.5, hard reset 0, cruise-control threshold (+0.5 above 2*target, -0.1 below target/5, 2..50)"
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
+    class Options(BoundedOptions):
         threshold: float = 5.0
         decay: float = 0.5
         target_rate: float = 0.005
-        net: str = "golden"
 
         def check(self) -> None:
             super().check()
@@ -642,10 +670,9 @@ class LeakyIFV20(_BoundedVote):
     seed_forward = "analog"
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
+    class Options(BoundedOptions):
         threshold: float = 6.0
         decay: float = 0.9
-        net: str = "golden"
 
         def check(self) -> None:
             super().check()
