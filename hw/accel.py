@@ -37,13 +37,28 @@ def _words(values, width):
     return out
 
 
-def _rom(m: Module, name: str, words: list[int], width: int, addr) -> Value:
-    """A small constant table read combinationally at ``addr``; one word is a constant."""
+def _group_rom(m: Module, name: str, words: list[int], width: int, ins) -> Value:
+    """The per-group table word for the group now on ``ins`` (one word: a constant).
+
+    Groups arrive in order ``0, 1, ..., NF-1`` (the MAC array's schedule, ``last`` on the final
+    one), so a counter knows the next group in advance and the table is a *synchronous* ROM
+    (block RAM on FPGAs) addressed one cycle ahead: no added latency. The counter follows the
+    accepted transfers, so its address equals ``ins.payload.group`` whenever ``ins.valid``.
+    """
     if len(words) == 1:
         return Const(words[0], width)
     m.submodules[name] = rom = memory.Memory(shape=unsigned(width), depth=len(words), init=words)
-    rd = rom.read_port(domain="comb")
-    m.d.comb += rd.addr.eq(addr)
+    rd = rom.read_port()
+    cnt = Signal(range(len(words)), name=f"{name}_next")
+    nxt = Signal.like(cnt, name=f"{name}_addr")
+    m.d.comb += nxt.eq(cnt)
+    with m.If(ins.valid & ins.ready):
+        with m.If(ins.payload.last):
+            m.d.comb += nxt.eq(0)
+        with m.Else():
+            m.d.comb += nxt.eq(cnt + 1)
+    m.d.sync += cnt.eq(nxt)
+    m.d.comb += rd.addr.eq(nxt)
     return rd.data
 
 
@@ -99,10 +114,10 @@ class ThresholdPack(wiring.Component):
         iv = np.zeros(nf * pe, dtype=np.int64)
         iv[: self._m] = self._invert
         ins, outs = self.i_stream, self.o_stream
-        t_word = _rom(m, "trom", [_words(th[g * pe:(g + 1) * pe], self._zw) for g in range(nf)],
-                      pe * self._zw, ins.payload.group)
-        i_word = _rom(m, "irom", [_words(iv[g * pe:(g + 1) * pe], 1) for g in range(nf)],
-                      pe, ins.payload.group)
+        t_word = _group_rom(m, "trom", [_words(th[g * pe:(g + 1) * pe], self._zw) for g in range(nf)],
+                            pe * self._zw, ins)
+        i_word = _group_rom(m, "irom", [_words(iv[g * pe:(g + 1) * pe], 1) for g in range(nf)],
+                            pe, ins)
 
         buf = Signal(max(nf * pe, sf * simd))
         emitting = Signal()
@@ -197,8 +212,8 @@ class ScoreArgmax(wiring.Component):
         th = np.zeros(nf * pe, dtype=np.int64)
         th[:c] = self._theta
         ins, outs = self.i_stream, self.o_stream
-        t_word = _rom(m, "trom", [_words(th[g * pe:(g + 1) * pe], zw) for g in range(nf)],
-                      pe * zw, ins.payload.group)
+        t_word = _group_rom(m, "trom", [_words(th[g * pe:(g + 1) * pe], zw) for g in range(nf)],
+                            pe * zw, ins)
         regs = [Signal(signed(zw), name=f"score{j}") for j in range(nf * pe)]
         full = Signal()
         m.d.comb += ins.ready.eq(~full)
