@@ -54,6 +54,9 @@ bench: bench-train bench-sim
 bench-train: $(STAMP)
 	$(PY) bench/bench_train.py
 
+bench-zoo: $(STAMP)
+	$(PY) bench/bench_zoo.py
+
 bench-kernel: $(STAMP)
 	$(PY) bench/bench_kernel.py
 

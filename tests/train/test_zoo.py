@@ -92,6 +92,10 @@ def test_seed_net_variant(name):
     assert rule.own_forward and rule.export() is None and not rule.hardware_trainable
     a, b = rule.state_tensors(), _run(name, {"net": "seed"}).state_tensors()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    defended = {"net": "seed", "fire_pct": 50, "gate_pct": 50, "seed_sgd": False}
+    r1, r2 = _run(name, defended), _run(name, defended)
+    assert r1.state_meta() == r2.state_meta() and r1.meta["lfsr"] != r1.spec.flip.lfsr.seed
+    assert all(torch.equal(r1.w[i], r2.w[i]) for i in range(2))
 
 
 def test_hardware_trainable_follows_the_vote_source():

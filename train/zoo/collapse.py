@@ -19,40 +19,44 @@ import torch
 
 from ..data import load_dataset
 from ..rules import NetSpec, get_rule
-from ..trainer import epoch_order
+from ..trainer import default_flip, epoch_order
 
 __all__ = ["study", "main"]
 
 
 def study(rule: str, options: dict, dataset: str = "mnist5k", hidden: int = 128, swarm: int = 32,
           steps: int = 2400, batch: int = 100, seed: int = 0, eval_every: int = 40, log=None) -> dict:
-    """Train ``rule`` for ``steps`` minibatches with instrumentation; return the trace."""
+    """Train ``rule`` for ``steps`` minibatches with instrumentation; return the trace.
+
+    Bounded-vote rules (v17-v20) record saturation, synchrony, gains and neuron statistics;
+    other rules (e.g. ``golden``) record flip rates and accuracy only.
+    """
     ds = load_dataset(dataset)
     cls = get_rule(rule)
-    spec = NetSpec((ds.n_inputs, hidden, ds.classes), ds.input_shape, swarm=swarm, seed=seed)
+    spec = NetSpec((ds.n_inputs, hidden, ds.classes), ds.input_shape, swarm=swarm, seed=seed,
+                   flip=default_flip(swarm))
     r = cls(spec, options)
     xtr, ytr = torch.from_numpy(ds.x_train), torch.from_numpy(ds.y_train)
     xte, yte = torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test)
     r.init_state(xtr)
     r.record = []
     per = len(ytr) // batch
-    acc, t0 = [], time.perf_counter()
+    acc, flips, t0 = [], [], time.perf_counter()
     for s in range(steps):
         e, k = divmod(s, per)
         if k == 0:
             r.start_epoch(e)
             order = torch.from_numpy(epoch_order(seed, e, len(ytr)))
         idx = order[k * batch : (k + 1) * batch]
-        r.train_step(xtr[idx], ytr[idx])
+        flips.append(r.train_step(xtr[idx], ytr[idx]).flips)
         if (s + 1) % eval_every == 0:
             acc.append((s + 1, float((r.predict(xte) == yte).double().mean())))
             if log is not None:
-                fl = r.record[-1]["flips"]
-                print(f"step {s + 1}: acc {acc[-1][1]:.3f} flips {fl} {time.perf_counter() - t0:.0f} s",
+                print(f"step {s + 1}: acc {acc[-1][1]:.3f} flips {flips[-1]} {time.perf_counter() - t0:.0f} s",
                       file=log, flush=True)
     bits = r.weight_bits()
-    tr = {k: [rec[k] for rec in r.record] for k in r.record[0]}
-    tr["flip_rate"] = [[f / b for f, b in zip(fl, bits, strict=True)] for fl in tr.pop("flips")]
+    tr = {k: [rec[k] for rec in r.record] for k in (r.record[0] if r.record else {}) if k != "flips"}
+    tr["flip_rate"] = [[f / b for f, b in zip(fl, bits, strict=True)] for fl in flips]
     return {"rule": rule, "options": options, "dataset": dataset, "arch": [ds.n_inputs, hidden, ds.classes],
             "swarm": swarm, "batch": batch, "steps": steps, "steps_per_epoch": per, "accuracy": acc,
             "trace": tr, "seconds": time.perf_counter() - t0}
@@ -72,7 +76,7 @@ def plot(res: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in ("flip_rate", "sat", "sync", "gain_neg", "dead") if any(k in r["trace"] for r in res)]
+    keys = [k for k in ("flip_rate", "sync", "gain_neg", "theta_absmax") if any(k in r["trace"] for r in res)]
     fig, axes = plt.subplots(1 + len(keys), 1, figsize=(8, 2.2 * (1 + len(keys))), sharex=True)
     for r in res:
         lab = r["tag"]
@@ -88,6 +92,8 @@ def plot(res: list[dict], path: Path) -> None:
     axes[0].set_ylabel("test acc")
     axes[0].legend(fontsize=7)
     axes[1].set_yscale("log")
+    if "theta_absmax" in keys:
+        axes[1 + keys.index("theta_absmax")].set_yscale("log")
     axes[-1].set_xlabel("step")
     for ax in axes[1:]:
         ax.legend(fontsize=6, ncol=2)

@@ -414,11 +414,16 @@ class BoundedOptions(SurrogateOptions):
     gate_pct : int
         Significance gate (the golden rule's ``vote_pct``): no vote where
         ``|G| <= gate_pct * mean|G| / 100`` over the layer; 0 (the seed) disables it.
+    fire_pct : int
+        Stochastic firing (the golden ``noise=stochastic`` defense against synchronized swarm
+        planes): a bit above threshold fires only where its 16-bit LFSR draw is below
+        ``fire_pct`` percent; 100 (the seed) fires always.
     """
 
     net: str = "golden"
     seed_sgd: bool = True
     gate_pct: int = 0
+    fire_pct: int = 100
 
     def check(self) -> None:
         super().check()
@@ -426,6 +431,8 @@ class BoundedOptions(SurrogateOptions):
             raise ConfigError(f"net must be golden or seed, not {self.net!r}")
         if not 0 <= self.gate_pct <= 10000:
             raise ConfigError(f"gate_pct must be in 0..10000, not {self.gate_pct}")
+        if not 1 <= self.fire_pct <= 100:
+            raise ConfigError(f"fire_pct must be in 1..100, not {self.fire_pct}")
 
 
 class SeedNet:
@@ -554,9 +561,12 @@ class _BoundedVote(ZooRule):
         thr = self.meta["thr_q"]
         reset = self._reset(thr)
         flips, rec = [], {"sat": [], "mean_acc": [], "sync": []}
+        lfsr = self._lfsr() if self.opts.fire_pct < 100 else None
         for i, g in enumerate(grads):
             a = _sat(q8_leak(self.buf["acc"][i], keep) + 256 * self._votes(i, g), 16)
             fire = a > thr
+            if lfsr is not None:
+                fire &= lfsr_uniform(lfsr, tuple(a.shape), self.device) < self.opts.fire_pct * 65536 // 100
             self.buf["acc"][i] = torch.where(fire, reset, a).to(torch.int32)
             flips.append(self._flip(i, fire))
             if self.record is not None:
@@ -564,6 +574,8 @@ class _BoundedVote(ZooRule):
                 rec["sat"].append(float((a > thr - 256).float().mean()))
                 rec["mean_acc"].append(float(a.float().mean() / 256))
                 rec["sync"].append(float(((self._bit_values(i).sum(0)).abs() == s).float().mean()))
+        if lfsr is not None:
+            self.meta["lfsr"] = lfsr.state
         self._adapt(flips)
         if self.record is not None:
             rec["flips"] = flips
