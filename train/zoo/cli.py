@@ -20,11 +20,12 @@ def format_table(rows: list[dict]) -> str:
             "| s/epoch | state B/weight |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
+        sb = r["state_bytes_per_weight"]
         lines.append(
             f"| `{r['rule']}` | {r['source']} | {'yes' if r['hardware_trainable'] else 'no'} | {r['evaluated_by']} "
             f"| {100 * r['final_accuracy']:.1f} | {100 * r['best_accuracy']:.1f} (ep {r['best_epoch']}) "
             f"| {'**yes**' if r['collapsed'] else 'no'} | {r['flip_rate']:.2e} | {r['seconds_per_epoch']:.2f} "
-            f"| {r['state_bytes_per_weight']:.2f} |")
+            f"| {'n/a' if sb is None else f'{sb:.2f}'} |")
     return "\n".join(lines)
 
 

@@ -54,15 +54,16 @@ def parse_rules(text: str | None) -> list[str]:
     return names
 
 
-def state_bytes_per_weight(name: str, swarm: int, flip_acc_width: int) -> float:
-    """Weight storage plus training state per logical weight, in bytes, at declared widths."""
+def state_bytes_per_weight(name: str, swarm: int, flip_acc_width: int) -> float | None:
+    """Weight storage plus training state per logical weight, in bytes, at declared widths
+    (``None`` for a registered rule outside the zoo and the references: it declares none)."""
     cls = get_rule(name)
     if issubclass(cls, ZooRule):
         if cls.weight_kind == "ternary":
             return (8 / 5 + cls.state_bits) / 8
         return swarm * (1 + cls.state_bits) / 8
     return {"golden": swarm * (1 + flip_acc_width) / 8, "float": 12.0, "ste-adam": swarm * 12.0,
-            "bop": swarm * (1 + 32) / 8}.get(name, float("nan"))
+            "bop": swarm * (1 + 32) / 8}.get(name)
 
 
 def zoo_row(name: str, result, swarm: int, classes: int) -> dict:
