@@ -109,6 +109,22 @@ class FlipRuleConfig:
         return _from_dict(cls, d, "flip")
 
 
+def _work_dtype(cfg: FlipRuleConfig) -> torch.dtype:
+    """The narrowest integer dtype that holds every intermediate of one step exactly.
+
+    Intermediates are bounded by ``2**(A-1) + 1 + 2**(b-1)`` in magnitude (accumulator, vote,
+    additive noise); the result does not depend on the dtype chosen.
+    """
+    bound = (1 << (cfg.acc_width - 1)) + 1
+    if cfg.noise == "additive":
+        bound += 1 << (cfg.lfsr.draw_bits - 1)
+    if bound < (1 << 15):
+        return torch.int16
+    if bound < (1 << 31):
+        return torch.int32
+    return torch.int64
+
+
 def flip_step(
     cfg: FlipRuleConfig,
     w: torch.Tensor,
@@ -135,12 +151,16 @@ def flip_step(
             f"weights, accumulators and votes must share a shape, found "
             f"{tuple(w.shape)}, {tuple(acc.shape)}, {tuple(votes.shape)}"
         )
-    a = acc.to(torch.int64)
-    if a.numel() and (int(a.min()) < cfg.acc_min or int(a.max()) > cfg.acc_max):
-        raise ConfigError(f"accumulators must lie in {cfg.acc_min}..{cfg.acc_max}")
-    v = votes.to(torch.int64)
-    if v.numel() and (int(v.min()) < -1 or int(v.max()) > 1):
-        raise ConfigError("votes must be -1, 0 or +1")
+    dt = _work_dtype(cfg)
+    if acc.numel():
+        lo, hi = torch.aminmax(acc)
+        if int(lo) < cfg.acc_min or int(hi) > cfg.acc_max:
+            raise ConfigError(f"accumulators must lie in {cfg.acc_min}..{cfg.acc_max}")
+    if votes.numel():
+        lo, hi = torch.aminmax(votes)
+        if int(lo) < -1 or int(hi) > 1:
+            raise ConfigError("votes must be -1, 0 or +1")
+    a = acc.to(dt)
     if cfg.leak_shift:
         a = a - (a >> cfg.leak_shift)
     d = None
@@ -153,13 +173,13 @@ def flip_step(
                 f"match the flip rule's (width {cfg.lfsr.width}, {cfg.lfsr.draw_bits} draw bits)"
             )
         d = torch.from_numpy(lfsr.draws(w.numel())).reshape(w.shape).to(w.device)
-    add = v
+    a = a + votes.to(dt)
     if cfg.noise == "additive":
-        add = add + d - (1 << (cfg.lfsr.draw_bits - 1))
-    a = torch.clamp(a + add, cfg.acc_min, cfg.acc_max)
+        a = a + (d - (1 << (cfg.lfsr.draw_bits - 1))).to(dt)
+    a = torch.clamp(a, cfg.acc_min, cfg.acc_max)
     fire = a >= cfg.threshold
     if cfg.noise == "stochastic":
         fire &= d < cfg.fire_prob
     w_new = w ^ fire.to(w.dtype)
-    a = torch.where(fire, torch.full_like(a, cfg.refractory), a)
+    a = a.masked_fill(fire, cfg.refractory)
     return w_new, a.to(torch.int32), fire

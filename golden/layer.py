@@ -144,6 +144,8 @@ def effective_weights(cfg: LayerConfig, w: torch.Tensor) -> torch.Tensor:
     """Integer weight matrix ``[M, N]``: ``sum_s (2 w_s - 1)`` (2S+1 levels) or the trits."""
     check_weights(cfg, w)
     if cfg.weights == "binary":
+        if cfg.swarm == 1:  # the same sum, without a pass over a size-1 axis
+            return w[0].to(torch.int32) * 2 - 1
         return (w.to(torch.int32) * 2 - 1).sum(0)
     return w.to(torch.int32)
 

@@ -6,9 +6,10 @@ One step per ``(image, label)`` sample, integers only — no floating-point tens
    int64 products summed; equal to :func:`~bitswarm.golden.layer.preact`), golden
    :func:`~bitswarm.golden.layer.threshold` for hidden layers, scores ``s = z - theta`` at the
    output.
-2. **Output error** (margin rule): with target ``t``, class ``c != t`` *offends* when
-   ``s_c + margin > s_t``. If any class offends, ``e_t = +1`` and ``e_c = -1`` for every
-   offending ``c``; otherwise ``e = 0``. ``e_j`` is the direction in which ``z_j`` should move.
+2. **Output error** (top-rival margin rule): with target ``t``, the *rival* ``r`` is the
+   highest-scoring class ``c != t`` (ties to the lowest index). If ``s_r + margin > s_t``,
+   ``e_t = +1`` and ``e_r = -1``; otherwise ``e = 0`` (at most two nonzero errors). ``e_j`` is
+   the direction in which ``z_j`` should move.
 3. **Backward** through the transposed XNOR-popcount layers, for layer ``l = L-1 .. 1``:
    ``delta_k = sum_j e_j * W_eff[j, k]`` (``W_eff = sum_s (2 w_s - 1)``), then
    ``e'_k = sign(delta_k) * (1 - 2 inv_k)`` where ``|z_k - theta_k| <= window`` of layer
@@ -46,6 +47,7 @@ __all__ = [
     "OnChipConfig",
     "OnChipResult",
     "preact_int",
+    "rival",
     "output_error",
     "input_signs",
     "onchip_step",
@@ -63,8 +65,8 @@ class OnChipConfig:
     Parameters
     ----------
     margin : int
-        The target score must beat every other score by more than ``margin - 1``, i.e. class
-        ``c`` offends when ``s_c + margin > s_t``; ``0..2**30``.
+        The target score must beat the best other score (the rival ``r``) by more than
+        ``margin - 1``, i.e. there is an error when ``s_r + margin > s_t``; ``0..2**30``.
     windows : tuple of int
         Straight-through window per hidden layer (``|z - theta| <= window`` passes the error);
         one entry per hidden layer, each ``0..2**30``.
@@ -170,15 +172,21 @@ def preact_int(cfg: LayerConfig, x: torch.Tensor, w: torch.Tensor) -> torch.Tens
     return (weff * xv.unsqueeze(0)).sum(1)
 
 
+def rival(scores: torch.Tensor, label: int) -> int:
+    """The highest-scoring class other than ``label`` (ties to the lowest index)."""
+    others = torch.cat([scores[:label], scores[label + 1 :]])
+    r = int(torch.argmax((others == others.max()).to(torch.int8)))  # lowest index of the max
+    return r + int(r >= label)
+
+
 def output_error(scores: torch.Tensor, label: int, margin: int) -> torch.Tensor:
-    """Ternary output error (int8 ``[C]``) of the margin rule (module docstring, step 2)."""
+    """Ternary output error (int8 ``[C]``) of the top-rival margin rule (module docstring,
+    step 2): ``e_t = +1, e_r = -1`` when the rival ``r`` scores ``s_r + margin > s_t``."""
     c = scores.shape[0]
-    st = scores[label]
-    offend = (scores + margin) > st
-    offend[label] = False
     e = torch.zeros(c, dtype=torch.int8, device=scores.device)
-    if bool(offend.any()):
-        e[offend] = -1
+    r = rival(scores, label)
+    if bool(scores[r] + margin > scores[label]):
+        e[r] = -1
         e[label] = 1
     return e
 

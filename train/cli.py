@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a("--votes", default=None, choices=["host", "integer"],
       help="vote source of the golden rule: host (host-assisted STE, default) or integer (fully "
       "integer per-sample votes, the on-chip rule `onchip`)")
-    a("--batch-size", type=int, default=None, help="minibatch size (default 64)")
+    a("--batch-size", type=int, default=None, help="minibatch size (default 128)")
     a("--input-bits", type=int, default=None, help="first-layer input bits: 8 (pixels, default) .. 1")
     a("--opt", action="append", default=None, metavar="NAME=VALUE",
       help="rule option, repeatable (e.g. --opt vote_pct=100)")

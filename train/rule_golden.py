@@ -2,34 +2,40 @@
 
 No latent weights. The network *is* the golden :class:`~bitswarm.golden.Model`: weight bits
 ``[S, M, N]``, integer thresholds, one integrate-and-fire accumulator per weight bit and the
-noise LFSR. One minibatch step:
+noise LFSR. One minibatch step (``B`` samples):
 
-1. **Forward** with golden :func:`~bitswarm.golden.layer.preact` and
-   :func:`~bitswarm.golden.layer.threshold` (the same integers that define accuracy).
-2. **Surrogate backward by torch autograd** (custom functions, float64 tensors holding
-   integers): the output scores ``s = z - theta`` go through softmax cross-entropy on
-   ``temperature * s / sqrt(N * S)``; the score gradient ``p - onehot`` is quantized to
-   ``round((p - onehot) * 2**grad_bits)`` integers; hidden activations use the hardtanh
-   straight-through estimator: the gradient passes where ``|z - theta| <= window`` with
-   ``window = max(1, isqrt(mean_j var_b z[b, j]) * window_pct // 100)`` (an integer from the
-   batch). The layer backward ``g @ W`` and ``g.T @ x`` are computed by
-   :func:`~bitswarm.golden.layer.exact_matmul`, so every weight gradient ``G`` is an exact
-   integer, identical on CPU and CUDA up to the float64 softmax.
-3. **Votes** (significance rule): for layer ``l`` with gradient ``G`` (``[M, N]``, the same
-   for all S planes since ``z`` depends on their sum), ``thr = floor(vote_pct * sum|G| /
-   (100 * M * N))``; a plane bit with value ``v = 2 w - 1`` gets ``vote = sign(G) * v`` where
-   ``|G| > thr``, else 0. So +1 means "gradient descent would push this bit the other way"
-   (the bit is wrong), -1 means it is right. Annealing: in epoch ``e`` (0-based) the rule
-   uses ``vote_pct * (anneal_epochs + e) // anneal_epochs`` (constant if ``anneal_epochs``
-   is 0), so ever fewer, ever stronger votes arrive as training proceeds.
-4. **Integrate-and-fire**: one golden :func:`~bitswarm.golden.flip.flip_step` over all
-   layers' bits (flattened in layer order, so the LFSR draw order is layer 0 first). The
-   accumulator plays the role of Bop's momentum: leak = decay, threshold = Bop's tau,
-   refractory reset after a flip, stochastic LFSR firing de-synchronizes swarm planes.
+1. **Forward** with golden integers: per layer ``z = x @ W_eff.T`` by
+   :func:`~bitswarm.golden.layer.exact_matmul` with ``W_eff`` from
+   :func:`~bitswarm.golden.layer.effective_weights` (this is golden
+   :func:`~bitswarm.golden.layer.preact`), hidden bits by
+   :func:`~bitswarm.golden.layer.threshold` -- the same integers that define accuracy.
+2. **Surrogate backward, in integers** (no autograd): the output scores ``s = z - theta``
+   enter softmax cross-entropy as ``temperature * s / sqrt(N * S)`` (float64, the only float
+   of the step); the score gradient is quantized to ``g = round((p - onehot) * 2**grad_bits)``
+   (int64). Going down, ``G_l = g.T @ x_l`` (the weight gradient, ``[M, N]``) and
+   ``g_{l-1} = (g @ W_eff) * mask``, both exact integer products by ``exact_matmul``; the
+   hardtanh straight-through ``mask`` is ``(1 - 2 * invert)`` where ``|z - theta| <= window``
+   and 0 elsewhere, ``window = max(1, isqrt(mean_j var_b z[b, j]) * window_pct // 100)`` (an
+   integer from the batch).
+3. **Votes** (significance rule): for layer ``l`` with gradient ``G`` (the same for all S
+   planes since ``z`` depends on their sum), ``thr = floor(vote_pct * sum|G| / (100 * M * N))``;
+   a plane bit with value ``v = 2 w - 1`` gets ``vote = sign(G) * v`` where ``|G| > thr``, else
+   0. So +1 means "gradient descent would push this bit the other way" (the bit is wrong), -1
+   means it is right. Optional annealing: in epoch ``e`` (0-based) the rule uses ``vote_pct *
+   (anneal_epochs + e) // anneal_epochs`` (constant if ``anneal_epochs`` is 0, the default).
+4. **Integrate-and-fire**: golden :func:`~bitswarm.golden.flip.flip_step` on each layer in
+   order, one LFSR shared by all layers (so the LFSR draw order is layer 0's bits first). With
+   the default flip constants (``threshold < 2**leak_shift``) positive accumulators do not leak
+   (``a >> leak_shift`` is 0 below ``2**leak_shift``) and negative ones rise by 1 per step, so
+   an accumulator counts net "wrong" votes from a floor of -1 and the bit flips after
+   ``threshold`` of them; stochastic LFSR firing de-synchronizes swarm planes.
 5. **Threshold homeostasis** for hidden layers (golden
    :func:`~bitswarm.golden.homeostasis.homeostasis_step`): each theta moves ``2**-shift`` of
-   the way to the batch mean of its pre-activation. Output thresholds stay 0 (no per-class
-   bias; the scores are the output layer's plain ``z``).
+   the way to the batch mean of its pre-activation. The default ``shift = 12`` makes it slow
+   (a time constant of 4,096 steps): the thresholds stay near their initial means and follow
+   only the slow drift caused by flips; fast homeostasis (shift 3) makes every threshold
+   jitter with the batch mean and cost 2-3 points on mnist5k. Output thresholds stay 0 (no
+   per-class bias; the scores are the output layer's plain ``z``).
 
 Initial state: weight bits from ``Model.random(seed)``, accumulators 0, LFSR at its seed,
 thresholds set to the floor mean pre-activation of the first 512 training samples, layer by
@@ -65,62 +71,8 @@ def vote_from_grad(grad: torch.Tensor, bits: torch.Tensor, vote_pct: int) -> tor
         raise ConfigError("vote_from_grad needs an int64 gradient shaped like one bit-plane")
     mag = grad.abs()
     thr = int(mag.sum()) * vote_pct // (100 * grad.numel())
-    sig = torch.where(mag > thr, torch.sign(grad), torch.zeros_like(grad)).to(torch.int8)
-    return sig.unsqueeze(0) * (bits.to(torch.int8) * 2 - 1)
-
-
-def _int_as_f64(t: torch.Tensor) -> torch.Tensor:
-    return t.to(torch.float64)
-
-
-class _Preact(torch.autograd.Function):
-    """Forward: golden ``preact`` (given as ``z``). Backward: exact integer ``g @ W``, ``g.T @ x``."""
-
-    @staticmethod
-    def forward(ctx, x_val, weff, z, wmax, xmax):
-        ctx.save_for_backward(x_val, weff)
-        ctx.bounds = (wmax, xmax)
-        return z.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        x_val, weff = ctx.saved_tensors
-        wmax, xmax = ctx.bounds
-        gmax = int(g.abs().max()) if g.numel() else 0
-        gx = gw = None
-        if ctx.needs_input_grad[0]:
-            gx = _int_as_f64(exact_matmul(g, weff.T, max(1, gmax * wmax * weff.shape[0])))
-        if ctx.needs_input_grad[1]:
-            gw = _int_as_f64(exact_matmul(g.T, x_val.T, max(1, gmax * xmax * g.shape[0])))
-        return gx, gw, None, None, None
-
-
-class _SteSign(torch.autograd.Function):
-    """Forward: the golden activation as ±1. Backward: pass where ``|z - theta| <= window``."""
-
-    @staticmethod
-    def forward(ctx, zt, bits, window, sign):
-        ctx.save_for_backward((zt.abs() <= window).to(zt.dtype) * sign)
-        return bits.to(zt.dtype) * 2 - 1
-
-    @staticmethod
-    def backward(ctx, g):
-        (mask,) = ctx.saved_tensors
-        return g * mask, None, None, None
-
-
-class _QuantGrad(torch.autograd.Function):
-    """Identity forward; backward rescales ``dL/ds = scale * (p - y) / B`` to integers
-    ``round((p - y) * 2**bits)``."""
-
-    @staticmethod
-    def forward(ctx, s, factor):
-        ctx.factor = factor
-        return s.view_as(s)
-
-    @staticmethod
-    def backward(ctx, g):
-        return torch.round(g * ctx.factor), None
+    sig = torch.sign(grad).to(torch.int8).masked_fill_(mag <= thr, 0).unsqueeze(0)
+    return sig * (bits.to(torch.int8) * 2 - 1)
 
 
 @register_rule
@@ -134,12 +86,12 @@ class GoldenRule(Rule):
     class Options:
         """Hyperparameters of the host-assisted vote source (see the module docstring)."""
 
-        vote_pct: int = 50
-        window_pct: int = 100
+        vote_pct: int = 100
+        window_pct: int = 50
         grad_bits: int = 10
         temperature: float = 1.0
-        homeostasis_shift: int = 3
-        anneal_epochs: int = 10
+        homeostasis_shift: int = 12
+        anneal_epochs: int = 0
 
         def check(self) -> None:
             if not 0 <= self.vote_pct <= 10000:
@@ -205,57 +157,70 @@ class GoldenRule(Rule):
         return torch.cat([self.model.predict(x[i : i + batch]) for i in range(0, len(x), batch)])
 
     # -- one step ------------------------------------------------------------------------------
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+    def surrogate_gradients(self, x: torch.Tensor, y: torch.Tensor):
+        """Steps 1-2 of the module docstring for one minibatch, without changing any state.
+
+        Returns ``(loss, grads, zs)``: the float surrogate loss, the integer weight gradient
+        ``G`` (int64 ``[M, N]``) of every layer and every layer's pre-activations ``z`` (int64
+        ``[B, M]``, golden ``preact``).
+        """
         m, o = self.model, self.opts
         cfg = m.cfg
         B = x.shape[0]
         h_int = quantize_input(cfg, x)
-        lay0 = cfg.layers[0]
-        h_val = _int_as_f64(h_int.to(torch.int32) * 2 - 1 if lay0.input_bits == 1 else h_int)
-        weffs, zs = [], []
+        # forward: golden integers; keep each layer's input values, weights and STE mask
+        xs, weffs, zs, masks = [], [], [], []
         for i, lay in enumerate(cfg.layers):
-            z_int = preact(lay, h_int, m.weights[i])
-            zs.append(z_int)
-            weff = _int_as_f64(effective_weights(lay, m.weights[i])).requires_grad_(True)
+            xv = h_int.to(torch.int32)
+            if lay.input_bits == 1:
+                xv = xv * 2 - 1
+            weff = effective_weights(lay, m.weights[i])
+            z_int = exact_matmul(xv, weff, lay.z_bound)  # == golden preact(lay, h_int, w)
+            xs.append(xv)
             weffs.append(weff)
-            z = _Preact.apply(h_val, weff, _int_as_f64(z_int), lay.swarm, lay.x_max)
+            zs.append(z_int)
             zt_int = z_int - m.theta[i].to(torch.int64)
-            zt = z - _int_as_f64(m.theta[i])
             if lay.output:
-                scale = o.temperature / math.sqrt(lay.n_in * lay.swarm)
-                factor = B * (1 << o.grad_bits) / scale
-                logits = _QuantGrad.apply(zt, factor) * scale
-                loss = F.cross_entropy(logits, y)
+                scores = zt_int
             else:
                 s1 = zt_int.sum(0)
                 var = torch.div(B * (zt_int * zt_int).sum(0) - s1 * s1, B * B, rounding_mode="floor")
                 win = max(1, math.isqrt(int(var.sum()) // lay.n_out) * o.window_pct // 100)
+                # hardtanh STE through the golden activation, with the invert bit's sign
+                sgn = (1 - 2 * m.invert[i].to(torch.int64)).unsqueeze(0)
+                masks.append((zt_int.abs() <= win).to(torch.int64) * sgn)
                 h_int = threshold(z_int, m.theta[i], m.invert[i])
-                sign = 1.0 - 2.0 * m.invert[i].to(torch.float64)
-                h_val = _SteSign.apply(zt, h_int, win, sign)
-        loss.backward()
-        # votes -> one integrate-and-fire step over every layer's bits, layer 0 first
-        votes = [vote_from_grad(weff.grad.to(torch.int64), m.weights[i], self.vote_pct)
-                 for i, weff in enumerate(weffs)]
-        sizes = [v.numel() for v in votes]
+        # surrogate loss on the output scores; its gradient quantized to integers
+        out = cfg.layers[-1]
+        logits = scores.to(torch.float64) * (o.temperature / math.sqrt(out.n_in * out.swarm))
+        loss = F.cross_entropy(logits, y)
+        p = torch.softmax(logits, dim=1)
+        p[torch.arange(B, device=p.device), y] -= 1.0
+        g = torch.round(p * (1 << o.grad_bits)).to(torch.int64)  # [B, M], dL/ds up to a scale
+        # integer backward, last layer first: G = g.T @ x, g_prev = (g @ W) * STE mask
+        grads = [None] * len(cfg.layers)
+        for i in range(len(cfg.layers) - 1, -1, -1):
+            lay = cfg.layers[i]
+            gmax = max(1, int(g.abs().max()))
+            grads[i] = exact_matmul(g.T, xs[i].T, gmax * lay.x_max * B)
+            if i:
+                gw = exact_matmul(g, weffs[i].T, gmax * lay.swarm * lay.n_out)
+                g = gw * masks[i - 1]
+        return float(loss), grads, zs
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+        m, cfg = self.model, self.model.cfg
+        loss, grads, zs = self.surrogate_gradients(x, y)
+        # votes -> integrate-and-fire, layer by layer (the LFSR draws layer 0's bits first)
         lfsr = LFSR(cfg.flip.lfsr, m.lfsr_state) if cfg.flip.uses_lfsr else None
-        w_new, a_new, fired = flip_step(
-            cfg.flip,
-            torch.cat([w.reshape(-1) for w in m.weights]),
-            torch.cat([a.reshape(-1) for a in m.acc]),
-            torch.cat([v.reshape(-1) for v in votes]),
-            lfsr,
-        )
+        flips = []
+        for i in range(len(cfg.layers)):
+            v = vote_from_grad(grads[i], m.weights[i], self.vote_pct)
+            m.weights[i], m.acc[i], fired = flip_step(cfg.flip, m.weights[i], m.acc[i], v, lfsr)
+            flips.append(int(fired.sum()))
         if lfsr is not None:
             m.lfsr_state = lfsr.state
-        flips, k = [], 0
-        for i, n in enumerate(sizes):
-            shape = m.weights[i].shape
-            m.weights[i] = w_new[k : k + n].reshape(shape)
-            m.acc[i] = a_new[k : k + n].reshape(shape)
-            flips.append(int(fired[k : k + n].sum()))
-            k += n
         for i, lay in enumerate(cfg.layers):
             if not lay.output:
                 m.theta[i] = homeostasis_step(self.homeostasis, m.theta[i], zs[i], lay.theta_bound)
-        return StepResult(float(loss.detach()), flips)
+        return StepResult(loss, flips)

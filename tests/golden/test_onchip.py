@@ -16,6 +16,7 @@ from bitswarm.golden.onchip import (
     onchip_train,
     output_error,
     preact_int,
+    rival,
 )
 from torch.overrides import TorchFunctionMode
 
@@ -81,14 +82,34 @@ def test_preact_int_equals_preact():
         h = (ref >= 0).to(torch.uint8)
 
 
-def test_output_error_margin_rule():
+def test_output_error_top_rival_margin_rule():
     s = torch.tensor([5, 9, 7, 1])
     assert output_error(s, 1, 0).tolist() == [0, 0, 0, 0]
     assert output_error(s, 1, 2).tolist() == [0, 0, 0, 0]  # 7 + 2 > 9 is false
     assert output_error(s, 1, 3).tolist() == [0, 1, -1, 0]
-    assert output_error(s, 0, 0).tolist() == [1, -1, -1, 0]
+    assert output_error(s, 1, 5).tolist() == [0, 1, -1, 0]  # 5 + 5 > 9 too, but only the rival 2
+    assert output_error(s, 0, 0).tolist() == [1, -1, 0, 0]  # rival 1 (9), not 2 (7)
+    assert output_error(s, 3, 0).tolist() == [0, -1, 0, 1]
     assert output_error(torch.tensor([3, 3]), 1, 0).tolist() == [0, 0]  # ties do not offend at margin 0
     assert output_error(torch.tensor([3, 3]), 1, 1).tolist() == [-1, 1]
+    # ties between rivals go to the lowest index, the target excluded
+    assert output_error(torch.tensor([4, 6, 6, 6]), 1, 1).tolist() == [0, 1, -1, 0]
+    assert output_error(torch.tensor([4, 6, 6, 6]), 0, 0).tolist() == [1, -1, 0, 0]
+    assert output_error(torch.tensor([6, 4, 6, 6]), 0, 1).tolist() == [1, 0, -1, 0]
+    assert rival(torch.tensor([6, 4, 6, 6]), 0) == 2 and rival(torch.tensor([1, 9, 9]), 2) == 1
+
+
+def test_output_error_equals_definition_on_random_scores():
+    g = torch.Generator().manual_seed(3)
+    for _ in range(300):
+        c = int(torch.randint(2, 7, (1,), generator=g))
+        s = torch.randint(-4, 5, (c,), generator=g)
+        t, margin = int(torch.randint(0, c, (1,), generator=g)), int(torch.randint(0, 4, (1,), generator=g))
+        r = min(k for k in range(c) if k != t and int(s[k]) == max(int(s[j]) for j in range(c) if j != t))
+        want = [0] * c
+        if int(s[r]) + margin > int(s[t]):
+            want[r], want[t] = -1, 1
+        assert output_error(s, t, margin).tolist() == want
 
 
 def test_input_signs():
@@ -117,10 +138,11 @@ def test_step_matches_its_definition():
     a = [int((z0[j] - int(ref.theta[0][j]) >= 0) ^ int(ref.invert[0][j])) for j in range(5)]
     z1 = [sum((2 * a[k] - 1) * int(W[1][s, j, k]) for s in range(2) for k in range(5)) for j in range(3)]
     sc = [z1[c] - int(ref.theta[1][c]) for c in range(3)]
-    off = [c != label and sc[c] + 3 > sc[label] for c in range(3)]
-    e1 = [(-1 if off[c] else 0) for c in range(3)]
-    if any(off):
-        e1[label] = 1
+    others = [c for c in range(3) if c != label]
+    r = min(c for c in others if sc[c] == max(sc[k] for k in others))
+    e1 = [0, 0, 0]
+    if sc[r] + 3 > sc[label]:
+        e1[r], e1[label] = -1, 1
     e0 = []
     for k in range(5):
         d = sum(e1[j] * int(W[1][s, j, k]) for s in range(2) for j in range(3))

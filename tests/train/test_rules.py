@@ -1,12 +1,13 @@
 """Tests of the rule interface (train/rules.py) and the rules (rule_golden.py, rule_ref.py)."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
 import torch
 from bitswarm.golden.errors import ConfigError
-from bitswarm.golden.layer import preact, threshold
+from bitswarm.golden.layer import effective_weights, preact, threshold
 from bitswarm.golden.model import quantize_input
 from bitswarm.train import RULES, NetSpec, get_rule, load_dataset
 from bitswarm.train.rule_golden import GoldenRule, vote_from_grad
@@ -74,6 +75,55 @@ def test_golden_step_is_golden(digits):
     changed = sum(int((a != b).sum()) for a, b in zip(before, m.weights, strict=True))
     assert changed > 0
     assert m.lfsr_state != m.cfg.flip.lfsr.seed  # stochastic firing drew noise
+
+
+def _autograd_reference(r, x, y):
+    """The golden rule's surrogate gradients by float64 autograd from their definition
+    (rule_golden.py steps 1-2): golden forward, hardtanh STE with the invert sign, softmax
+    cross-entropy whose score gradient is quantized to integers and then back-propagated."""
+    m, o = r.model, r.opts
+    h = quantize_input(m.cfg, x)
+    lays = m.cfg.layers
+    xv = (h.double() * 2 - 1) if lays[0].input_bits == 1 else h.double()
+    leaves = []
+    for i, lay in enumerate(lays):
+        w = effective_weights(lay, m.weights[i]).double().requires_grad_(True)
+        leaves.append(w)
+        zt = xv @ w.T - m.theta[i].double()
+        if lay.output:
+            break
+        B = zt.shape[0]
+        zi = zt.detach().long()
+        var = torch.div(B * (zi * zi).sum(0) - zi.sum(0) ** 2, B * B, rounding_mode="floor")
+        win = max(1, math.isqrt(int(var.sum()) // lay.n_out) * o.window_pct // 100)
+        ms = (zt.detach().abs() <= win).double() * (1 - 2 * m.invert[i].double())
+        hard = ((zt.detach() >= 0) ^ m.invert[i].bool()).double() * 2 - 1
+        xv = hard + (zt * ms - (zt * ms).detach())  # value: golden bits; gradient: mask * sign
+    logits = zt.detach() * (o.temperature / math.sqrt(lays[-1].n_in * lays[-1].swarm))
+    g = torch.softmax(logits, 1) - torch.nn.functional.one_hot(y, lays[-1].n_out).double()
+    zt.backward(torch.round(g * (1 << o.grad_bits)))
+    return [w.grad for w in leaves]
+
+
+@pytest.mark.parametrize("swarm, input_bits", [(1, 8), (2, 8), (1, 1)])
+def test_golden_integer_backward_equals_autograd(digits, swarm, input_bits):
+    """The rule's integer backward (no autograd) is the chain rule: the same weight gradients
+    as float64 autograd through the definition, for two hidden layers with invert bits set."""
+    x, y = digits
+    spec = NetSpec((64, 24, 16, 10), (8, 8), swarm, input_bits, 3, DEFAULT_FLIP)
+    r = GoldenRule(spec)
+    r.init_state(x)
+    gen = torch.Generator().manual_seed(5)
+    for i in (0, 1):
+        r.model.invert[i] = torch.randint(0, 2, r.model.invert[i].shape, generator=gen, dtype=torch.uint8)
+    xb, yb = x[:48], y[:48]
+    loss, grads, zs = r.surrogate_gradients(xb, yb)
+    ref = _autograd_reference(r, xb, yb)
+    assert np.isfinite(loss) and len(grads) == len(zs) == 3
+    for g, gr in zip(grads, ref, strict=True):
+        assert g.dtype == torch.int64
+        assert torch.equal(g, gr.round().long()) and torch.equal(gr, gr.round())
+    assert any(int(g.abs().sum()) > 0 for g in grads[:2])  # hidden layers get a signal
 
 
 @pytest.mark.parametrize("name", ["golden", "ste-adam", "bop", "float"])
