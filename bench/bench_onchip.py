@@ -1,9 +1,12 @@
 """``make bench-onchip``: fully integer (on-chip) training vs host-assisted votes.
 
 For each data set (digits, mnist5k, and fashion when its IDX files are present) both vote
-sources train the same architecture for the same number of epochs on the CPU trainer:
-``--rule golden`` (host-assisted STE votes, minibatches) and ``--votes integer`` (``--rule
-onchip``: the SPEC §12 step per sample). Reported: final and best test accuracy, the CPU
+sources train the same architecture for the same number of epochs on the CPU trainer, with
+their default settings, for each of the data set's seeds: ``--rule golden`` (host-assisted
+STE votes, minibatches) and ``--votes integer`` (``--rule onchip``: the SPEC §12 step per
+sample). Defaults: digits 64-256-10 x 10 epochs, seeds 0-3; mnist5k 784-256-10 x 3 epochs,
+seeds 0-3; fashion 784-256-10 x 1 epoch, seed 0. The gap is the mean host-assisted minus the
+mean integer final accuracy over the seeds. Reported: final and best test accuracy, the CPU
 trainer's training samples/s, the cycle model's cycles per training sample of the row-serial
 on-chip datapath (:func:`bitswarm.sim.onchip.cycles_per_sample`) and the modeled on-chip
 training samples/s at a clock of ``--fmax`` MHz (default: 100 MHz, stated as an assumption:
@@ -49,13 +52,37 @@ def _synth_fmax(case: str = "onchip-trainer") -> float | None:
 def _run(rule: str, ds: str, arch, epochs: int, seed: int, tmp: Path, data_dir) -> dict:
     flip = ONCHIP_FLIP if rule == "onchip" else default_flip(1)
     cfg = TrainConfig(dataset=ds, arch=arch, epochs=epochs, rule=rule, seed=seed, flip=flip)
+    print(f"  {ds} seed {seed}: {rule} ({'integer' if rule == 'onchip' else 'host-assisted'} votes), "
+          f"{epochs} epochs ...", end="", flush=True)
     t0 = time.perf_counter()
-    res = train(cfg, out=tmp / f"{ds}-{rule}.bsm", quiet=True, plots=False, data_dir=data_dir)
+    res = train(cfg, out=tmp / f"{ds}-{rule}-s{seed}.bsm", quiet=True, plots=False, data_dir=data_dir,
+                overwrite=True)
     accs = [m["test_accuracy"] for m in res.metrics]
     sps = [m["train_samples_per_s"] for m in res.metrics]
-    return {"rule": rule, "final_accuracy": accs[-1], "best_accuracy": max(accs),
+    sec = time.perf_counter() - t0
+    print(f" {sec:.0f} s, test accuracy per epoch {' '.join(f'{100 * a:.2f}' for a in accs)} %", flush=True)
+    return {"rule": rule, "seed": seed, "final_accuracy": accs[-1], "best_accuracy": max(accs),
             "accuracy_per_epoch": accs, "train_samples_per_s": float(np.median(sps)),
-            "seconds": time.perf_counter() - t0, "model": res.model}
+            "seconds": sec, "model": res.model,
+            "settings": {"batch_size": res.config.batch_size, "options": dataclasses.asdict(res.rule.opts),
+                         "flip": {k: v for k, v in res.config.flip.to_dict().items() if k != "lfsr"}}}
+
+
+def _summary(runs: list[dict]) -> dict:
+    f = [r["final_accuracy"] for r in runs]
+    return {"seeds": [r["seed"] for r in runs], "final_accuracy": f,
+            "mean_final_accuracy": float(np.mean(f)), "min_final_accuracy": min(f),
+            "max_final_accuracy": max(f),
+            "train_samples_per_s": float(np.median([r["train_samples_per_s"] for r in runs])),
+            "runs": [{k: v for k, v in r.items() if k != "model"} for r in runs]}
+
+
+def _seeds(text: str) -> list[int]:
+    """``"0-3"`` -> [0, 1, 2, 3]; ``"4"`` -> [4]."""
+    if "-" in text:
+        a, b = (int(t) for t in text.split("-"))
+        return list(range(a, b + 1))
+    return [int(text)]
 
 
 def _check_virtual(model: Model, ds, n: int = 200) -> int:
@@ -79,12 +106,17 @@ def main() -> int:
     ap.add_argument("--datasets", default="digits,mnist5k,fashion")
     ap.add_argument("--epochs", default="digits=10,mnist5k=3,fashion=1",
                     help="epochs per data set (same for both vote sources)")
+    ap.add_argument("--seeds", default="digits=0-3,mnist5k=0-3,fashion=0",
+                    help="seeds per data set, a range A-B or one seed (same for both vote sources)")
     ap.add_argument("--hidden", type=int, default=256, help="hidden width (one hidden layer)")
     ap.add_argument("--fmax", type=float, default=None, help="clock in MHz for the modeled rate")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     epochs = dict((k, int(v)) for k, v in (kv.split("=") for kv in args.epochs.split(",")))
+    seeds = dict((k, _seeds(v)) for k, v in (kv.split("=") for kv in args.seeds.split(",")))
+    t_start = time.perf_counter()
     fmax = args.fmax or _synth_fmax()
     fmax_src = ("--fmax" if args.fmax else "bench/results/synth.json") if fmax else \
         "assumed 100 MHz (bench/results/synth.json has no on-chip trainer case)"
@@ -100,16 +132,23 @@ def main() -> int:
                 continue
             arch = (ds.n_inputs, args.hidden, ds.classes)
             e = epochs.get(name, 1)
-            host = _run("golden", name, arch, e, args.seed, Path(td), args.data_dir)
-            integer = _run("onchip", name, arch, e, args.seed, Path(td), args.data_dir)
-            cyc = cycles_per_sample(integer["model"].cfg)
+            ss = seeds.get(name, [0])
+            print(f"{name}: arch {'-'.join(map(str, arch))}, {e} epochs, seeds {ss} "
+                  f"({time.perf_counter() - t_start:.0f} s so far)", flush=True)
+            hosts, ints = [], []
+            for sd in ss:
+                hosts.append(_run("golden", name, arch, e, sd, Path(td), args.data_dir))
+                ints.append(_run("onchip", name, arch, e, sd, Path(td), args.data_dir))
+            host, integer = _summary(hosts), _summary(ints)
+            cyc = cycles_per_sample(ints[0]["model"].cfg)
             chip = fmax * 1e6 / cyc.total
-            bad = _check_virtual(integer["model"], ds)
+            bad = _check_virtual(ints[0]["model"], ds)
             row = {
-                "dataset": name, "arch": list(arch), "epochs": e,
-                "host_votes": {k: v for k, v in host.items() if k != "model"},
-                "integer_votes": {k: v for k, v in integer.items() if k != "model"},
-                "gap_points": 100 * (host["final_accuracy"] - integer["final_accuracy"]),
+                "dataset": name, "arch": list(arch), "epochs": e, "seeds": ss,
+                "onchip_config": json.loads(ints[0]["model"].cfg.meta["onchip"]),
+                "flip": ints[0]["model"].cfg.flip.to_dict(),
+                "host_votes": host, "integer_votes": integer,
+                "gap_points": 100 * (host["mean_final_accuracy"] - integer["mean_final_accuracy"]),
                 "cycles_per_sample": cyc.total, "cycles": dataclasses.asdict(cyc),
                 "onchip_samples_per_s_modeled": chip,
                 "speedup_vs_cpu_host": chip / host["train_samples_per_s"],
@@ -117,28 +156,48 @@ def main() -> int:
                 "virtual_mismatches_200": bad,
             }
             rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k not in ("host_votes", "integer_votes")}),
-                  flush=True)
+            print(f"{name}: host-assisted {100 * host['mean_final_accuracy']:.2f} %, integer "
+                  f"{100 * integer['mean_final_accuracy']:.2f} % (mean of {len(ss)} seeds), gap "
+                  f"{row['gap_points']:.2f} points; {cyc.total} cycles/sample, modeled "
+                  f"{chip:.0f} samples/s at {fmax:g} MHz; virtual mismatches {bad}", flush=True)
     out = {"date": time.strftime("%Y-%m-%d"), "host": platform.platform(), "fmax_mhz": fmax,
            "fmax_source": fmax_src, "rtl": "cycle model of the row-serial datapath; the Verilator "
            "training datapath is not built (see the report)", "results": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "onchip.json").write_text(json.dumps(out, indent=2) + "\n")
     md = ["# On-chip (fully integer) training vs host-assisted votes", "",
-          f"Clock for the modeled rate: {fmax:g} MHz ({fmax_src}). CPU trainer: 2 shared cores.", "",
-          "| data set | arch | epochs | host-assisted acc | integer acc | gap (points) | CPU host samples/s "
+          f"Clock for the modeled rate: {fmax:g} MHz ({fmax_src}). CPU trainer: 2 shared cores, "
+          f"{args.threads} torch thread(s). Both vote sources use their defaults (`--rule golden`; `--votes integer`, "
+          "SPEC §12 with the top-rival margin rule). Accuracy: mean final test accuracy over the "
+          "seeds (min-max in brackets); gap = host minus integer.", "",
+          "| data set | arch | epochs | seeds | host-assisted acc | integer acc | gap (points) | CPU host samples/s "
           "| CPU integer samples/s | cycles/sample | modeled on-chip samples/s | x CPU host | virtual mismatches |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def acc(v):
+        return (f"{100 * v['mean_final_accuracy']:.2f} % ({100 * v['min_final_accuracy']:.1f}-"
+                f"{100 * v['max_final_accuracy']:.1f})")
+
     for r in rows:
         if "skipped" in r:
-            md.append(f"| {r['dataset']} | skipped: {r['skipped']} |||||||||||")
+            md.append(f"| {r['dataset']} | skipped: {r['skipped']} ||||||||||||")
             continue
         h, i = r["host_votes"], r["integer_votes"]
-        md.append(f"| {r['dataset']} | {'-'.join(map(str, r['arch']))} | {r['epochs']} | "
-                  f"{100 * h['final_accuracy']:.2f} % | {100 * i['final_accuracy']:.2f} % | "
+        sd = f"{r['seeds'][0]}-{r['seeds'][-1]}" if len(r["seeds"]) > 1 else str(r["seeds"][0])
+        md.append(f"| {r['dataset']} | {'-'.join(map(str, r['arch']))} | {r['epochs']} | {sd} | "
+                  f"{acc(h)} | {acc(i)} | "
                   f"{r['gap_points']:.2f} | {h['train_samples_per_s']:.0f} | {i['train_samples_per_s']:.0f} | "
                   f"{r['cycles_per_sample']} | {r['onchip_samples_per_s_modeled']:.0f} | "
                   f"{r['speedup_vs_cpu_host']:.1f} | {r['virtual_mismatches_200']} |")
+    done = [r for r in rows if "skipped" not in r]
+    if done:
+        r0 = done[0]
+        md += ["", f"Integer-vote constants (§12 `OnChipConfig`, {r0['dataset']}): "
+               f"`{json.dumps(r0['onchip_config'], sort_keys=True)}`; flip rule: "
+               f"`{json.dumps({k: v for k, v in r0['flip'].items() if k != 'lfsr'}, sort_keys=True)}`.",
+               f"Host-assisted (`--rule golden`) settings: "
+               f"`{json.dumps(r0['host_votes']['runs'][0]['settings'], sort_keys=True)}`.",
+               f"Total bench time {time.perf_counter() - t_start:.0f} s."]
     (RESULTS / "onchip.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

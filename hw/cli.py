@@ -43,6 +43,7 @@ COMPONENTS = {
     "argmax": "bitswarm.hw.argmax",
     "lfsr": "bitswarm.hw.lfsr",
     "flip-unit": "bitswarm.hw.flip_unit",
+    "onchip-trainer": "bitswarm.hw.onchip",
 }
 
 

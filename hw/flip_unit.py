@@ -77,7 +77,13 @@ class FlipUnit(wiring.Component):
         lane k). Tie ``ready`` high when the flips are not wanted.
     lfsr_state : ``Out(lfsr.width)``
         The noise LFSR's state: after ``n`` accepted rows it equals golden's LFSR after
-        ``n * K`` draws (constant at the seed when ``noise == "none"``).
+        ``n * K`` draws (constant at the seed when ``noise == "none"``). Absent with
+        ``external_draws``.
+
+    With ``external_draws=True`` (and a rule that uses noise) the unit has no LFSR of its own:
+    ``i_stream`` also carries ``draws`` (``ArrayLayout(draw_bits, K)``), the row's K draws in
+    lane order, so that several units can share one LFSR (the on-chip trainer, whose layers
+    draw from one register in layer order).
     busy : ``Out(1)``
         A row is between its read and its write-back.
     dbg_rd : ``Out(memory.ReadPort.Signature(addr_width=aw, shape=row_layout))``
@@ -129,6 +135,7 @@ class FlipUnit(wiring.Component):
         lanes: int,
         init_w=None,
         init_acc=None,
+        external_draws: bool = False,
         _mutant: str | None = None,
     ):
         if not isinstance(config, FlipRuleConfig):
@@ -144,21 +151,28 @@ class FlipUnit(wiring.Component):
         self._init_w = _grid("init_w", init_w, rows, lanes, 0, 1)
         self._init_acc = _grid("init_acc", init_acc, rows, lanes, config.acc_min, config.acc_max)
         self._mutant = _mutant
+        self._external = bool(external_draws) and config.uses_lfsr
         aw = self.addr_width
         row = self.row_layout(config, lanes)
-        super().__init__({
-            "i_stream":   In(stream.Signature(self.i_layout(lanes))),
+        ports = {
+            "i_stream":   In(stream.Signature(self.i_layout(lanes, config if self._external else None))),
             "o_stream":   Out(stream.Signature(self.o_layout(rows, lanes))),
-            "lfsr_state": Out(config.lfsr.width, init=config.lfsr.seed),
             "busy":       Out(1),
             "dbg_rd":     Out(memory.ReadPort.Signature(addr_width=aw, shape=row)),
             "dbg_wr":     Out(memory.WritePort.Signature(addr_width=aw, shape=row)),
-        })
+        }
+        if not self._external:
+            ports["lfsr_state"] = Out(config.lfsr.width, init=config.lfsr.seed)
+        super().__init__(ports)
 
     # -- layouts and parameters ----------------------------------------------------------
     @staticmethod
-    def i_layout(lanes: int) -> data.StructLayout:
-        return data.StructLayout({"votes": data.ArrayLayout(signed(2), lanes)})
+    def i_layout(lanes: int, external: FlipRuleConfig | None = None) -> data.StructLayout:
+        """``{"votes"}``; with ``external`` (the rule config) also ``{"draws"}``."""
+        fields = {"votes": data.ArrayLayout(signed(2), lanes)}
+        if external is not None:
+            fields["draws"] = data.ArrayLayout(external.lfsr.draw_bits, lanes)
+        return data.StructLayout(fields)
 
     @staticmethod
     def o_layout(rows: int, lanes: int) -> data.StructLayout:
@@ -224,7 +238,7 @@ class FlipUnit(wiring.Component):
         row = Signal(self.addr_width, name="row")
         commit = Signal(name="commit")
         b = cfg.lfsr.draw_bits
-        if cfg.uses_lfsr:
+        if cfg.uses_lfsr and not self._external:
             m.submodules.lfsr = lfsr = LFSR(cfg.lfsr, lanes=k)
             draws_ok = lfsr.o_stream.valid  # always valid; kept for the stream contract
         else:
@@ -240,7 +254,11 @@ class FlipUnit(wiring.Component):
             w_rd.addr.eq(row), acc_rd.addr.eq(row),
             w_rd.en.eq(accept), acc_rd.en.eq(accept),
         ]
-        if cfg.uses_lfsr:
+        if self._external:
+            s1_draws = Signal(data.ArrayLayout(b, k), name="s1_draws")
+            with m.If(accept):
+                m.d.sync += s1_draws.eq(self.i_stream.payload.draws)
+        elif cfg.uses_lfsr:
             s1_draws = Signal(data.ArrayLayout(b, k), name="s1_draws")
             m.d.comb += [lfsr.o_stream.ready.eq(accept), self.lfsr_state.eq(lfsr.state)]
             with m.If(accept):

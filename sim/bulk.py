@@ -20,9 +20,40 @@ from bitswarm.golden.errors import BitswarmError
 
 from .verilator import BUILD_ROOT, setup_verilator_env, to_verilog
 
-__all__ = ["BulkResult", "VerilatorAccelerator"]
+__all__ = ["BulkResult", "VerilatorAccelerator", "VerilatorTrainer", "TrainRun", "build_harness"]
 
 _HARNESS = Path(__file__).with_name("harness.cpp")
+_HARNESS_ONCHIP = Path(__file__).with_name("harness_onchip.cpp")
+_COMMON = Path(__file__).with_name("harness_common.h")
+
+
+def _key(verilog: str, harness: Path) -> str:
+    """Cache key of a build: the Verilog and the harness sources."""
+    h = hashlib.sha256(verilog.encode() + harness.read_bytes() + _COMMON.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def build_harness(verilog: str, harness: Path, build_dir: Path, defines: dict[str, int]) -> float:
+    """Build ``verilog`` (top module ``top``) with a C++ ``harness`` into ``build_dir/Vtop``;
+    returns the build time in seconds. Raises :class:`BitswarmError` with the log's path."""
+    setup_verilator_env()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    (build_dir / "top.v").write_text(verilog)
+    flags = " ".join(f"-D{k}={v}" for k, v in defines.items())
+    cmd = [
+        "verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 2),
+        "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal",
+        "--top-module", "top", "-Mdir", str(build_dir / "obj"),
+        "-CFLAGS", f"-O2 -I{harness.parent} {flags}",
+        "-o", str(build_dir / "Vtop"), str(build_dir / "top.v"), str(harness),
+    ]
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - t0
+    (build_dir / "build.log").write_text(r.stdout + r.stderr)
+    if r.returncode != 0 or not (build_dir / "Vtop").exists():
+        raise BitswarmError(f"Verilator build failed; see {build_dir / 'build.log'}")
+    return seconds
 
 
 @dataclass
@@ -66,31 +97,15 @@ class VerilatorAccelerator:
         self.n_classes = lay[-1].n_out
         self.out_bits = self.cls_bits + self.score_bits * self.n_classes
         self.out_bytes = (self.out_bits + 7) // 8
-        key = hashlib.sha256(self.verilog.encode() + _HARNESS.read_bytes()).hexdigest()[:16]
-        self.build_dir = Path(build_root or BUILD_ROOT) / f"bulk_{key}"
+        self.build_dir = Path(build_root or BUILD_ROOT) / f"bulk_{_key(self.verilog, _HARNESS)}"
         self.binary = self.build_dir / "Vtop"
         self.verbose = verbose
         self.build_seconds = 0.0
 
     def build(self) -> Path:
-        if self.binary.exists():
-            return self.binary
-        setup_verilator_env()
-        self.build_dir.mkdir(parents=True, exist_ok=True)
-        (self.build_dir / "top.v").write_text(self.verilog)
-        cmd = [
-            "verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 2),
-            "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal",
-            "--top-module", "top", "-Mdir", str(self.build_dir / "obj"),
-            "-CFLAGS", f"-O2 -DIN_BYTES={self.in_bytes} -DOUT_BYTES={self.out_bytes}",
-            "-o", str(self.binary), str(self.build_dir / "top.v"), str(_HARNESS),
-        ]
-        t0 = time.monotonic()
-        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        self.build_seconds = time.monotonic() - t0
-        (self.build_dir / "build.log").write_text(r.stdout + r.stderr)
-        if r.returncode != 0 or not self.binary.exists():
-            raise BitswarmError(f"Verilator build failed; see {self.build_dir / 'build.log'}")
+        if not self.binary.exists():
+            self.build_seconds = build_harness(self.verilog, _HARNESS, self.build_dir,
+                                               {"IN_BYTES": self.in_bytes, "OUT_BYTES": self.out_bytes})
         return self.binary
 
     def slices(self, images: np.ndarray) -> np.ndarray:
@@ -133,3 +148,130 @@ class VerilatorAccelerator:
                 scores[i, j] = s - (1 << w) if s >> (w - 1) else s
         stamps = raw[:, self.out_bytes:].copy().view("<u8").reshape(n, 2).astype(np.int64)
         return BulkResult(cls, scores, stamps[:, 0], stamps[:, 1], int(stats["cycles"]), float(stats["seconds"]))
+
+
+@dataclass
+class TrainRun:
+    """Per-sample outputs of a Verilator training run: predicted class before the update,
+    error flag, cycle stamps of the first input transfer and of the output, and run totals."""
+
+    preds: np.ndarray
+    errors: np.ndarray
+    first_in: np.ndarray
+    out_cycle: np.ndarray
+    cycles: int
+    seconds: float
+
+    @property
+    def intervals(self) -> np.ndarray:
+        """Cycles between consecutive outputs (the per-sample cost when streaming)."""
+        return np.diff(self.out_cycle)
+
+
+class VerilatorTrainer:
+    """The on-chip trainer (:class:`bitswarm.hw.onchip.OnChipTrainer`) on Verilator through
+    ``sim/harness_onchip.cpp``: whole training runs at C++ speed, then the trained state read
+    back through the debug port (:meth:`export`). Same API as
+    :class:`bitswarm.sim.onchip.VirtualTrainer`.
+
+    Parameters
+    ----------
+    model : Model
+        Initial training state (copied into the RTL's memories).
+    config : OnChipConfig, optional
+        The step's constants (default: from the model's meta).
+    in_lanes : int, optional
+        Pixels per input transfer (default ``min(N_0, 64)``).
+    """
+
+    def __init__(self, model, config=None, *, in_lanes: int | None = None, build_root: Path | None = None):
+        from bitswarm.hw.onchip import OnChipTrainer
+
+        self.rtl = OnChipTrainer(model, config, in_lanes=in_lanes)
+        self.cfg = model.cfg
+        self.config = self.rtl.config
+        self.verilog = to_verilog(self.rtl, "top")
+        lays = self.cfg.layers
+        self.cls_bits = max(1, (lays[-1].n_out - 1).bit_length())
+        self.p = self.rtl.in_lanes
+        self.slices_per_sample = self.rtl.load_transfers()
+        self.in_bytes = (self.p * 8 + self.cls_bits + 7) // 8
+        self.out_bytes = (self.cls_bits + 1 + 7) // 8
+        self.dbg_bytes = (self.rtl.dbg_width + 7) // 8
+        self.build_dir = Path(build_root or BUILD_ROOT) / f"onchip_{_key(self.verilog, _HARNESS_ONCHIP)}"
+        self.binary = self.build_dir / "Vtop"
+        self.build_seconds = 0.0
+        self._state = None  # the last read-back state (a Model)
+        self.samples = 0
+
+    def build(self) -> Path:
+        if not self.binary.exists():
+            self.build_seconds = build_harness(
+                self.verilog, _HARNESS_ONCHIP, self.build_dir,
+                {"IN_BYTES": self.in_bytes, "OUT_BYTES": self.out_bytes, "DBG_BYTES": self.dbg_bytes})
+        return self.binary
+
+    def _records(self, xs: np.ndarray, ys: np.ndarray) -> bytes:
+        n0, p, t = self.cfg.layers[0].n_in, self.p, self.slices_per_sample
+        x = np.zeros((len(xs), t * p), dtype=np.uint8)
+        x[:, :n0] = np.asarray(xs, dtype=np.uint8).reshape(len(xs), -1)
+        recs = bytearray()
+        for k in range(len(xs)):
+            for s in range(t):
+                v = int.from_bytes(x[k, s * p:(s + 1) * p].tobytes(), "little") | (int(ys[k]) << (8 * p))
+                recs += v.to_bytes(self.in_bytes, "little")
+        return bytes(recs)
+
+    def train(self, xs, ys, *, idle_pct: int = 0, bp_pct: int = 0, seed: int = 1) -> TrainRun:
+        """Train on samples ``xs`` (uint8 ``[K, ...]``) with labels ``ys`` in order, streaming
+        (the next sample is offered as soon as the trainer takes it; ``idle_pct`` / ``bp_pct``
+        insert random idle input cycles and output backpressure). A later call continues from
+        the read-back state, which becomes the initial memory contents of a new build."""
+        xs = np.asarray(xs, dtype=np.uint8)
+        ys = np.asarray(ys).reshape(-1).astype(np.int64)
+        n = len(ys)
+        if n == 0 or len(xs) != n:
+            raise BitswarmError(f"need as many samples as labels (>0), got {len(xs)} and {n}")
+        c = self.cfg.layers[-1].n_out
+        if ys.min() < 0 or ys.max() >= c:
+            raise BitswarmError(f"labels must be classes 0..{c - 1}")
+        if self._state is not None:  # continue: the read-back state becomes the memories' contents
+            samples = self.samples
+            self.__init__(self.export(), self.config, in_lanes=self.p, build_root=self.build_dir.parent)
+            self.samples = samples
+        self.build()
+        from bitswarm.sim.onchip import cycles_per_sample
+
+        per = cycles_per_sample(self.cfg, self.p).total
+        budget = (per + 16) * n * (1 + 4 * max(idle_pct, bp_pct)) + 10_000
+        from bitswarm.hw.onchip import dbg_queries
+
+        q = dbg_queries(self.cfg)
+        with tempfile.TemporaryDirectory() as td:
+            td = Path(td)
+            (td / "in.bin").write_bytes(self._records(xs, ys))
+            (td / "q.bin").write_bytes(np.array(q, dtype="<u4").tobytes())
+            r = subprocess.run(
+                [str(self.binary), str(td / "in.bin"), str(td / "out.bin"), str(n), str(self.slices_per_sample),
+                 str(idle_pct), str(bp_pct), str(seed), str(budget), str(td / "q.bin"), str(td / "d.bin")],
+                capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                raise BitswarmError(f"Verilator run failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
+            raw = np.frombuffer((td / "out.bin").read_bytes(), dtype=np.uint8).reshape(n, self.out_bytes + 16)
+            dbg = np.frombuffer((td / "d.bin").read_bytes(), dtype=np.uint8).reshape(len(q), self.dbg_bytes)
+        stats = dict(kv.split("=") for kv in r.stdout.split())
+        o = [int.from_bytes(row[: self.out_bytes].tobytes(), "little") for row in raw]
+        preds = np.array([v & ((1 << self.cls_bits) - 1) for v in o], dtype=np.int64)
+        errs = np.array([(v >> self.cls_bits) & 1 for v in o], dtype=np.int64)
+        stamps = raw[:, self.out_bytes:].copy().view("<u8").reshape(n, 2).astype(np.int64)
+        from bitswarm.hw.onchip import dbg_decode
+
+        self._state = dbg_decode(self.cfg, q, [int.from_bytes(row.tobytes(), "little") for row in dbg],
+                                 self.rtl.model.invert)
+        self.samples += n
+        return TrainRun(preds, errs, stamps[:, 0], stamps[:, 1], int(stats["cycles"]), float(stats["seconds"]))
+
+    def export(self):
+        """The trained state as a golden :class:`~bitswarm.golden.Model` (the initial model
+        before any :meth:`train`)."""
+        return self.rtl.model if self._state is None else self._state

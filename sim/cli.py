@@ -42,8 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trace", action="store_true",
                    help="on mismatches, locate the first differing layer/image/neuron")
     p.add_argument("--train", action="store_true",
-                   help="on-chip training (SPEC §12) on the training split (--limit samples), checked "
-                   "bit for bit against golden; reports accuracy after training on the test split")
+                   help="on-chip training (SPEC §12) on the training split (--limit samples) on the "
+                   "virtual accelerator or the RTL trainer (--backend verilator), checked bit for bit "
+                   "against golden (state, predictions, error flags); reports cycles per sample and "
+                   "accuracy after training on the test split")
     add_fold_args(p)
     p.set_defaults(func=_cmd_sim)
 
@@ -114,6 +116,8 @@ def _state_mismatches(a, b) -> int:
 
 
 def _cmd_train(args, model, ds) -> int:
+    """On-device training (SPEC §12) on the virtual accelerator or the RTL on Verilator, checked
+    against golden ``onchip_train`` over the whole run."""
     import time
 
     import numpy as np
@@ -124,9 +128,6 @@ def _cmd_train(args, model, ds) -> int:
 
     from .onchip import VirtualTrainer, cycles_per_sample
 
-    if args.backend != "virtual":
-        raise ConfigError("--train runs on the virtual backend only: the RTL training datapath "
-                          "(Verilator backend) is not part of this build")
     try:
         oc = OnChipConfig.from_meta(model.cfg.meta)
     except ConfigError as e:
@@ -139,22 +140,43 @@ def _cmd_train(args, model, ds) -> int:
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
     x = np.ascontiguousarray(x.reshape(len(x), -1))
-    vt = VirtualTrainer(model, oc)
-    t0 = time.perf_counter()
-    vt.train(x, y)
-    secs = time.perf_counter() - t0
+    y = np.asarray(y)
+    extra = {}
+    if args.backend == "virtual":
+        trainer = VirtualTrainer(model, oc)
+        t0 = time.perf_counter()
+        preds, errs = trainer.train(x, y)
+        secs = time.perf_counter() - t0
+        cycles = cycles_per_sample(model.cfg).total
+    else:
+        from .bulk import VerilatorTrainer
+
+        trainer = VerilatorTrainer(model, oc)
+        if not trainer.binary.exists():
+            print(f"building the on-chip trainer with Verilator ({trainer.build_dir}) ...", file=sys.stderr)
+        trainer.build()
+        t0 = time.perf_counter()
+        run = trainer.train(x, y)
+        secs = time.perf_counter() - t0
+        preds, errs = run.preds, run.errors
+        iv = run.intervals
+        cycles = int(np.median(iv)) if len(iv) else cycles_per_sample(model.cfg, trainer.p).total
+        extra = {"cycles_per_sample_model": cycles_per_sample(model.cfg, trainer.p).total,
+                 "sim_cycles_per_s": round(run.cycles / run.seconds) if run.seconds > 0 else None}
     gold = Model(model.cfg, [w.clone() for w in model.weights], [t.clone() for t in model.theta],
                  [v.clone() for v in model.invert], [a.clone() for a in model.acc], model.lfsr_state)
-    onchip_train(oc, gold, torch.from_numpy(x), torch.from_numpy(np.asarray(y)))
-    got = vt.export()
+    res = onchip_train(oc, gold, torch.from_numpy(x), torch.from_numpy(y))
+    got = trainer.export()
+    g_pred = np.array([r.pred for r in res])
+    g_err = np.array([int(bool(r.errors[-1].any())) for r in res])
+    mism = _state_mismatches(got, gold) + int((np.asarray(preds) != g_pred).sum()) + int((np.asarray(errs) != g_err).sum())
     xt = ds.x_test.reshape(len(ds.x_test), -1)
     acc = float((got.predict(torch.from_numpy(xt)).numpy() == ds.y_test).mean())
-    out = {"samples": int(len(y)), "mismatches": _state_mismatches(got, gold),
-           "cycles_per_sample": cycles_per_sample(model.cfg).total, "accuracy_after": acc,
-           "backend": args.backend, "host_samples_per_s": round(len(y) / secs, 1) if secs > 0 else None}
+    out = {"samples": int(len(y)), "mismatches": mism, "cycles_per_sample": cycles, "accuracy_after": acc,
+           "backend": args.backend, "host_samples_per_s": round(len(y) / secs, 1) if secs > 0 else None, **extra}
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"trained on {out['samples']} samples: mismatches {out['mismatches']}, "
+        print(f"trained on {out['samples']} samples ({args.backend}): mismatches {out['mismatches']}, "
               f"{out['cycles_per_sample']} cycles per sample, test accuracy after {acc:.4f}")
     return 1 if out["mismatches"] else 0

@@ -6,7 +6,8 @@ weight bit-planes as ``uint64`` words ``[S, M, ceil(N/64)]`` (SPEC §2), accumul
 :mod:`bitswarm.golden.onchip` on it, sample by sample, without calling golden's step:
 
 - forward: the popcount kernels (:func:`bitswarm.sim.virtual.layer_preact`) on packed planes;
-- output error: the margin rule on the integer scores;
+- output error: the top-rival margin rule on the integer scores (rival = best class other
+  than the target, ties to the lowest index);
 - backward: ``delta = sum_{s,j} e_j * (2 w[s, j] - 1)`` over the rows with ``e_j != 0`` (row
   order, as the RTL's row-serial transposed accumulation);
 - votes and flips: numpy integer arithmetic row by row in layer order (leak, vote, LFSR noise,
@@ -17,17 +18,18 @@ The tests assert that weights, accumulators, thresholds and LFSR state equal gol
 whole runs.
 
 Cycle model (:func:`cycles_per_sample`) of the row-serial RTL datapath
-(:class:`bitswarm.hw.onchip.OnChipTrainer`): one weight row (one swarm plane of one neuron,
-all N bits) per cycle in every phase, each phase a pipelined scan of its rows plus one drain
-cycle::
+(:class:`bitswarm.hw.onchip.OnChipTrainer`, whose docstring has the schedule): one weight row
+(one swarm plane of one neuron, all N bits) per cycle in every phase, ``R_l = S·M_l`` rows in
+layer ``l``::
 
-    load      ceil(N_0 / P)                       pixel transfers (P pixels per transfer)
-    forward   sum_l (S M_l + 1)                   XNOR/AND-popcount of a row, z summed over s
-    error     1                                   margin rule on the scores, argmax
-    backward  sum_{l >= 1} (S M_l + 1)            delta[k] += e_j (2 w[s, j, k] - 1), all k
-    update    sum_l (S M_l + 1)                   votes + integrate-and-fire of a row, N lanes;
-                                                  thresholds of the row's neuron
-    report    1                                   o_stream (predicted class, error flag)
+    load      ceil(N_0 / P)           pixel transfers (P pixels per transfer)
+    forward   sum_l R_l + 1           XNOR/AND-popcount of a row, z summed over s; one drain
+    error     1                       margin rule on the scores, argmax
+    backward  sum_{l >= 1} R_l        delta[k] += e_j (2 w[s, j, k] - 1), all k
+    update    sum_l R_l + 1           votes + integrate-and-fire of a row, N lanes; thresholds
+    report    1                       o_stream (predicted class, error flag)
+
+The Verilator tests check that the interval between two streamed samples equals the total.
 """
 
 from __future__ import annotations
@@ -70,9 +72,9 @@ def cycles_per_sample(cfg: ModelConfig, in_lanes: int | None = None) -> TrainerC
     p = min(cfg.layers[0].n_in, DEFAULT_IN_LANES) if in_lanes is None else in_lanes
     if not isinstance(p, int) or p < 1:
         raise ConfigError(f"in_lanes must be a positive integer, not {p!r}")
-    rows = [lay.swarm * lay.n_out + 1 for lay in cfg.layers]
-    return TrainerCycles(load=math.ceil(cfg.layers[0].n_in / p), forward=sum(rows), error=1,
-                         backward=sum(rows[1:]), update=sum(rows), report=1)
+    rows = [lay.swarm * lay.n_out for lay in cfg.layers]
+    return TrainerCycles(load=math.ceil(cfg.layers[0].n_in / p), forward=sum(rows) + 1, error=1,
+                         backward=sum(rows[1:]), update=sum(rows) + 1, report=1)
 
 
 class VirtualTrainer:
@@ -141,12 +143,13 @@ class VirtualTrainer:
                 h = ((z - self.theta[i]) >= 0).astype(np.int64) ^ self.invert[i]
         sc = zs[-1] - self.theta[-1]
         pred = int(np.argmax(sc))  # numpy: first index of the maximum
-        offend = sc + oc.margin > sc[label]
-        offend[label] = False
+        others = np.where(np.arange(len(sc)) == label, np.iinfo(np.int64).min, sc)
+        rival = int(np.argmax(others))  # first index of the maximum among c != label
+        offend = bool(sc[rival] + oc.margin > sc[label])
         errs: list[np.ndarray] = [None] * len(lays)  # type: ignore[list-item]
         e = np.zeros(len(sc), dtype=np.int64)
-        if offend.any():
-            e[offend] = -1
+        if offend:
+            e[rival] = -1
             e[label] = 1
         errs[-1] = e
         for i in range(len(lays) - 1, 0, -1):
@@ -190,7 +193,7 @@ class VirtualTrainer:
             th = th - errs[i] * (oc.out_theta_step if lay.output else oc.theta_step)
             self.theta[i] = np.clip(th, -lay.theta_bound, lay.theta_bound)
         self.samples += 1
-        return pred, int(bool(offend.any()))
+        return pred, int(offend)
 
     def train(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Steps over samples in order; per-sample predicted classes and error flags."""

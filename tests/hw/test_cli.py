@@ -66,7 +66,7 @@ def test_verilog_mac_array_params(tmp_path, capsys):
         (["model.bsm"], "model.bsm: no such model file"),
         (["model.bsm", "--param", "pe=2"], "--param applies to --component"),
         (["model.bsm", "--component", "lfsr"], "give either a MODEL file or --component"),
-        ([], "give --component NAME (one of: mac-array, threshold, argmax, lfsr, flip-unit)"),
+        ([], "give --component NAME (one of: mac-array, threshold, argmax, lfsr, flip-unit, onchip-trainer)"),
     ],
 )
 def test_verilog_errors(tmp_path, capsys, argv, msg):

@@ -53,8 +53,8 @@ def test_virtual_detects_a_broken_state():
 def test_cycle_model():
     mc = ModelConfig.mlp([64, 128, 10], swarm=4)
     c = cycles_per_sample(mc)
-    assert (c.load, c.forward, c.error, c.backward, c.update, c.report) == (1, 513 + 41, 1, 41, 554, 1)
-    assert c.total == 1 + 554 + 1 + 41 + 554 + 1
+    assert (c.load, c.forward, c.error, c.backward, c.update, c.report) == (1, 512 + 40 + 1, 1, 40, 553, 1)
+    assert c.total == 1 + 553 + 1 + 40 + 553 + 1
     assert cycles_per_sample(mc, in_lanes=8).load == 8
     with pytest.raises(ConfigError, match="in_lanes"):
         cycles_per_sample(mc, in_lanes=0)
@@ -67,6 +67,7 @@ def test_needs_training_state():
         VirtualTrainer(m, cfg)
 
 
+@pytest.mark.verilator
 def test_sim_cli_train(tmp_path):
     import json
     import subprocess
@@ -86,5 +87,9 @@ def test_sim_cli_train(tmp_path):
 
     assert rep["cycles_per_sample"] == cycles_per_sample(load_model(out).cfg).total
     r = subprocess.run([sys.executable, "-m", "bitswarm", "sim", str(out), "--train", "--backend", "verilator",
-                        "--limit", "5", "--json"], capture_output=True, text=True, check=False)
-    assert r.returncode != 0 and "virtual backend only" in r.stderr
+                        "--dataset", "digits", "--limit", "200", "--json"], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    rtl = json.loads(r.stdout)
+    assert rtl["samples"] == 200 and rtl["mismatches"] == 0 and rtl["backend"] == "verilator"
+    assert rtl["cycles_per_sample"] == rtl["cycles_per_sample_model"] == rep["cycles_per_sample"]
+    assert rtl["accuracy_after"] == rep["accuracy_after"]

@@ -22,7 +22,7 @@ def digits():
 
 def _trained(tmp_path_factory, swarm):
     d = tmp_path_factory.mktemp(f"digits_s{swarm}")
-    train(TrainConfig(dataset="digits", arch=(64, 32, 10), swarm=swarm, epochs=3), out=d / "m.bsm",
+    train(TrainConfig(dataset="digits", arch=(64, 32, 10), swarm=swarm, epochs=10), out=d / "m.bsm",
           run_dir=d / "run", quiet=True, plots=False)
     return load_model(d / "m.bsm")
 

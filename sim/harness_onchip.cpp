@@ -1,0 +1,138 @@
+// Bulk Verilator harness for the on-chip trainer (bitswarm.hw.onchip.OnChipTrainer): streams
+// training samples through i_stream, collects one o_stream record per sample, then reads the
+// trained state back through the debug port. Built by bitswarm.sim.bulk with
+// -DIN_BYTES=... -DOUT_BYTES=... -DDBG_BYTES=...
+//
+// usage: Vtop IN OUT N SLICES IDLE_PCT BP_PCT SEED MAX_CYCLES DBG_IN DBG_OUT
+// IN: N * SLICES records of IN_BYTES (i_stream payload bits, little-endian).
+// OUT: N records of OUT_BYTES payload + uint64 first-input cycle + uint64 output cycle.
+// DBG_IN: uint32 triples (kind, layer, row); DBG_OUT: one DBG_BYTES record per triple.
+// stdout: "cycles=<n> seconds=<s> items=<n>".
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "Vtop.h"
+#include "harness_common.h"
+
+static bool read_file(const char* path, std::vector<uint8_t>& buf) {
+    FILE* f = fopen(path, "rb");
+    if (!f) return false;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf.resize((size_t)n);
+    bool ok = fread(buf.data(), 1, buf.size(), f) == buf.size();
+    fclose(f);
+    return ok;
+}
+
+static bool write_file(const char* path, const std::vector<uint8_t>& buf) {
+    FILE* f = fopen(path, "wb");
+    if (!f) return false;
+    bool ok = fwrite(buf.data(), 1, buf.size(), f) == buf.size();
+    return fclose(f) == 0 && ok;
+}
+
+int main(int argc, char** argv) {
+    if (argc != 11) {
+        fprintf(stderr, "usage: %s IN OUT N SLICES IDLE_PCT BP_PCT SEED MAX_CYCLES DBG_IN DBG_OUT\n", argv[0]);
+        return 2;
+    }
+    const long n_items = atol(argv[3]), slices = atol(argv[4]);
+    const int idle = atoi(argv[5]), bp = atoi(argv[6]);
+    rng_state = strtoull(argv[7], nullptr, 10) * 0x9E3779B97F4A7C15ULL + 1;
+    const uint64_t max_cycles = strtoull(argv[8], nullptr, 10);
+    std::vector<uint8_t> in, dbg_in;
+    if (!read_file(argv[1], in) || in.size() != (size_t)n_items * slices * IN_BYTES) {
+        fprintf(stderr, "cannot read %s (or wrong size)\n", argv[1]);
+        return 2;
+    }
+    if (!read_file(argv[9], dbg_in) || dbg_in.size() % 12) {
+        fprintf(stderr, "cannot read %s (or wrong size)\n", argv[9]);
+        return 2;
+    }
+    const size_t rec = OUT_BYTES + 16;
+    std::vector<uint8_t> out((size_t)n_items * rec, 0);
+    std::vector<uint64_t> first_in(n_items, 0);
+
+    VerilatedContext ctx;
+    Vtop top{&ctx};
+    top.clk = 0;
+    top.rst = 1;
+    top.I_VALID = 0;
+    top.O_READY = 0;
+    top.dbg_en = 0;
+    for (int i = 0; i < 4; i++) {
+        top.clk = !top.clk;
+        top.eval();
+    }
+    top.rst = 0;
+
+    long sent = 0, got = 0;
+    const long total = n_items * slices;
+    uint64_t cycle = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    while (got < n_items && cycle < max_cycles) {
+        bool offer = sent < total && !(idle && (int)(rnd() % 100) < idle);
+        top.I_VALID = offer;
+        if (offer) put(top.I_PAYLOAD, &in[(size_t)sent * IN_BYTES], IN_BYTES);
+        top.O_READY = !(bp && (int)(rnd() % 100) < bp);
+        top.clk = 0;
+        top.eval();
+        if (top.I_VALID && top.I_READY) {
+            if (sent % slices == 0) first_in[sent / slices] = cycle;
+            sent++;
+        }
+        if (top.O_VALID && top.O_READY) {
+            uint8_t* r = &out[(size_t)got * rec];
+            get(top.O_PAYLOAD, r, OUT_BYTES);
+            memcpy(r + OUT_BYTES, &first_in[got], 8);
+            memcpy(r + OUT_BYTES + 8, &cycle, 8);
+            got++;
+        }
+        top.clk = 1;
+        top.eval();
+        cycle++;
+    }
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    top.I_VALID = 0;
+    top.O_READY = 1;
+    // wait until the trainer is idle, then read the state back (one cycle per read)
+    for (int i = 0; i < 1000000 && !top.idle; i++) {
+        top.clk = 0;
+        top.eval();
+        top.clk = 1;
+        top.eval();
+    }
+    if (!top.idle) {
+        fprintf(stderr, "trainer never went idle\n");
+        return 3;
+    }
+    const size_t n_dbg = dbg_in.size() / 12;
+    std::vector<uint8_t> dbg_out(n_dbg * DBG_BYTES, 0);
+    for (size_t i = 0; i < n_dbg; i++) {
+        uint32_t q[3];
+        memcpy(q, &dbg_in[i * 12], 12);
+        top.dbg_en = 1;
+        top.dbg_kind = q[0];
+        top.dbg_layer = q[1];
+        top.dbg_row = q[2];
+        top.clk = 0;
+        top.eval();
+        top.clk = 1;
+        top.eval();
+        top.dbg_en = 0;
+        top.clk = 0;
+        top.eval();
+        get(top.dbg_data, &dbg_out[i * DBG_BYTES], DBG_BYTES);
+    }
+    top.final();
+    if (!write_file(argv[2], out) || !write_file(argv[10], dbg_out)) {
+        fprintf(stderr, "cannot write outputs\n");
+        return 2;
+    }
+    printf("cycles=%llu seconds=%.6f items=%ld\n", (unsigned long long)cycle, secs, got);
+    return got == n_items ? 0 : 3;
+}

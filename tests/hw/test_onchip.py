@@ -1,0 +1,247 @@
+"""The RTL on-chip trainer (hw/onchip.py) against golden ``onchip_train`` (SPEC.md §12).
+
+Whole trajectories: after K samples the weight bits, accumulators, thresholds and LFSR state
+read back through the debug port equal golden's, every sample's predicted class and error flag
+equal golden's, and the streamed interval between samples equals the cycle model. Short runs on
+the Amaranth simulator cover the parameter space (noise modes, S, homeostasis, input signs,
+invert bits, multi-transfer input, 1..3 layers); Verilator runs (C++ harness) cover K >= 200
+samples on digits and random data, S in {1, 4}, with idle input and output backpressure, and
+agree with the virtual accelerator's trainer too.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from amaranth.sim import Simulator
+from bitswarm.golden.errors import BitswarmError, ConfigError
+from bitswarm.golden.flip import FlipRuleConfig
+from bitswarm.golden.lfsr import LFSRConfig
+from bitswarm.golden.model import Model, ModelConfig
+from bitswarm.golden.onchip import OnChipConfig, onchip_train
+from bitswarm.hw.onchip import OnChipTrainer, dbg_decode, dbg_queries
+from bitswarm.sim.onchip import VirtualTrainer, cycles_per_sample
+
+
+def _flip(noise: str, acc_width: int = 6, threshold: int = 3, leak: int = 2) -> FlipRuleConfig:
+    return FlipRuleConfig(acc_width=acc_width, threshold=threshold, leak_shift=leak, noise=noise,
+                          fire_prob=100, lfsr=LFSRConfig(width=16, seed=0xACE1, draw_bits=8))
+
+
+def _random_case(arch, swarm, noise, *, input_bits=4, seed=0, k=12, hs=3, input_sign="msb"):
+    """A random model with random accumulators, thresholds and invert bits, samples, labels."""
+    mc = ModelConfig.mlp(list(arch), swarm=swarm, input_bits=input_bits, flip=_flip(noise))
+    m = Model.random(mc, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    f = mc.flip
+    m.acc = [torch.randint(f.acc_min, f.acc_max + 1, lay.weight_shape(), generator=g, dtype=torch.int32)
+             for lay in mc.layers]
+    m.theta = [torch.randint(-3, 4, (lay.n_out,), generator=g, dtype=torch.int32) for lay in mc.layers]
+    m.invert = [torch.randint(0, 2, (lay.n_out,), generator=g, dtype=torch.uint8) for lay in mc.layers[:-1]]
+    m.invert.append(torch.zeros(mc.layers[-1].n_out, dtype=torch.uint8))
+    m.lfsr_state = f.lfsr.seed
+    hidden = len(arch) - 2
+    oc = OnChipConfig(margin=2, windows=tuple(5 - i for i in range(hidden)), theta_step=1, out_theta_step=2,
+                      homeostasis_shift=hs, input_sign=input_sign)
+    xs = torch.randint(0, 256, (k, arch[0]), generator=g, dtype=torch.uint8)
+    ys = torch.randint(0, arch[-1], (k,), generator=g)
+    return m, oc, xs, ys
+
+
+def _golden(m, oc, xs, ys):
+    gm = copy.deepcopy(m)
+    res = onchip_train(oc, gm, xs, ys)
+    preds = np.array([r.pred for r in res])
+    errs = np.array([int(bool(r.errors[-1].any())) for r in res])
+    return gm, preds, errs, res
+
+
+def amaranth_run(dut: OnChipTrainer, xs, ys):
+    """Stream samples through ``dut`` on the Amaranth simulator; returns (preds, errors,
+    output cycle stamps, read-back Model)."""
+    cfg = dut.model.cfg
+    p, t = dut.in_lanes, dut.load_transfers()
+    n0 = cfg.layers[0].n_in
+    k = len(ys)
+    outs, stamps, state = [], [], {}
+    cycle = [0]
+
+    async def feed(ctx):
+        for i in range(k):
+            px = xs[i].tolist() + [0] * (t * p - n0)
+            for s in range(t):
+                ctx.set(dut.i_stream.valid, 1)
+                ctx.set(dut.i_stream.payload, {"pixels": px[s * p:(s + 1) * p], "label": int(ys[i])})
+                await ctx.tick().until(dut.i_stream.ready)
+        ctx.set(dut.i_stream.valid, 0)
+
+    async def collect(ctx):
+        ctx.set(dut.o_stream.ready, 1)
+        while len(outs) < k:
+            await ctx.tick()
+            cycle[0] += 1
+            if ctx.get(dut.o_stream.valid):
+                o = ctx.get(dut.o_stream.payload)
+                outs.append((o.pred, o.error))
+                stamps.append(cycle[0])
+        while not ctx.get(dut.idle):
+            await ctx.tick()
+        q = dbg_queries(cfg)
+        vals = []
+        for kind, layer, row in q:
+            ctx.set(dut.dbg_en, 1)
+            ctx.set(dut.dbg_kind, kind)
+            ctx.set(dut.dbg_layer, layer)
+            ctx.set(dut.dbg_row, row)
+            await ctx.tick()
+            ctx.set(dut.dbg_en, 0)
+            vals.append(ctx.get(dut.dbg_data))
+        state["model"] = dbg_decode(cfg, q, vals, dut.model.invert)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(feed)
+    sim.add_testbench(collect)
+    sim.run()
+    o = np.array(outs, dtype=np.int64).reshape(-1, 2)
+    return o[:, 0], o[:, 1], np.array(stamps), state["model"]
+
+
+AMARANTH_CASES = [
+    # arch, swarm, noise, input_bits, hs, input_sign, in_lanes
+    ((16, 8, 6, 4), 1, "none", 4, 3, "msb", 5),
+    ((16, 8, 6, 4), 2, "additive", 4, 0, "nonzero", 5),
+    ((16, 8, 6, 4), 1, "stochastic", 8, 2, "msb", 16),
+    ((12, 7, 3), 4, "stochastic", 1, 1, "msb", 4),     # binarized input: ±1 votes on layer 0
+    ((10, 5), 1, "additive", 8, 0, "msb", 3),          # no hidden layer
+    ((9, 1, 2), 1, "none", 2, 4, "nonzero", 9),        # one hidden neuron: R = 1 rows
+]
+
+
+@pytest.mark.parametrize("arch,swarm,noise,bits,hs,sign,lanes", AMARANTH_CASES)
+def test_rtl_step_equals_golden(arch, swarm, noise, bits, hs, sign, lanes):
+    m, oc, xs, ys = _random_case(arch, swarm, noise, input_bits=bits, hs=hs, input_sign=sign, k=14)
+    gm, g_pred, g_err, res = _golden(m, oc, xs, ys)
+    assert sum(sum(r.flips) for r in res) > 0 and g_err.sum() > 0  # the run changes the state
+    dut = OnChipTrainer(m, oc, in_lanes=lanes)
+    pred, err, stamps, got = amaranth_run(dut, xs, ys)
+    assert (pred == g_pred).all() and (err == g_err).all()
+    assert got.equal(gm)
+    assert set(np.diff(stamps).tolist()) == {cycles_per_sample(m.cfg, lanes).total}
+
+
+@pytest.mark.parametrize("change", [{"margin": 3}, {"windows": (4, 4)}, {"theta_step": 2},
+                                    {"homeostasis_shift": 2}, {"input_sign": "nonzero"}])
+def test_rtl_built_with_other_constants_differs(change):
+    """Mutation check: hardware built from a different step (one constant changed) is caught."""
+    m, oc, xs, ys = _random_case((16, 8, 6, 4), 1, "stochastic", k=14)
+    gm, g_pred, g_err, _ = _golden(m, oc, xs, ys)
+    dut = OnChipTrainer(m, dataclasses.replace(oc, **change), in_lanes=8)
+    pred, err, _, got = amaranth_run(dut, xs, ys)
+    assert not (got.equal(gm) and (pred == g_pred).all() and (err == g_err).all())
+
+
+def test_rtl_rejects_bad_models():
+    m, oc, _, _ = _random_case((16, 8, 4), 1, "none")
+    with pytest.raises(ConfigError, match="in_lanes"):
+        OnChipTrainer(m, oc, in_lanes=0)
+    with pytest.raises(ConfigError, match="in_lanes"):
+        OnChipTrainer(m, oc, in_lanes=17)
+    with pytest.raises(ConfigError, match="windows"):
+        OnChipTrainer(m, dataclasses.replace(oc, windows=()))
+    m.acc = None
+    with pytest.raises(ConfigError, match="accumulators"):
+        OnChipTrainer(m, oc)
+    with pytest.raises(TypeError):
+        OnChipTrainer("model.safetensors", oc)  # type: ignore[arg-type]
+    t = ModelConfig.mlp([16, 4], flip=_flip("none"))
+    t = dataclasses.replace(t, layers=(dataclasses.replace(t.layers[0], weights="ternary"),))
+    with pytest.raises(ConfigError, match="binary"):
+        OnChipTrainer(Model.random(t, 0), OnChipConfig(windows=()))
+
+
+# -- Verilator: whole runs, K >= 200 -------------------------------------------------------------
+
+
+def _digits_case(swarm: int, pretrain: int):
+    """Digits, the on-chip rule's own initial state (thresholds and windows from data), with
+    ``pretrain`` golden steps first so the RTL starts from a trained state."""
+    from bitswarm.train import load_dataset
+    from bitswarm.train.rule_onchip import initial_onchip_model
+
+    ds = load_dataset("digits")
+    flip = dataclasses.replace(_flip("stochastic" if swarm > 1 else "none", acc_width=8, threshold=12, leak=0),
+                               fire_prob=64)
+    mc = ModelConfig.mlp([64, 16, 10], input_shape=(8, 8), swarm=swarm, flip=flip)
+    m, oc = initial_onchip_model(mc, torch.from_numpy(ds.x_train), 0)
+    x, y = torch.from_numpy(ds.x_train), torch.from_numpy(ds.y_train)
+    if pretrain:
+        onchip_train(oc, m, x[:pretrain], y[:pretrain])
+    return m, oc, x[pretrain:pretrain + 250], y[pretrain:pretrain + 250]
+
+
+def _verilator_check(m, oc, xs, ys, *, in_lanes=None, idle=0, bp=0):
+    from bitswarm.sim.bulk import VerilatorTrainer
+
+    gm, g_pred, g_err, res = _golden(m, oc, xs, ys)
+    assert sum(sum(r.flips) for r in res) > 0
+    vt = VerilatorTrainer(m, oc, in_lanes=in_lanes)
+    run = vt.train(xs.numpy(), ys.numpy(), idle_pct=idle, bp_pct=bp, seed=3)
+    assert (run.preds == g_pred).all() and (run.errors == g_err).all()
+    assert vt.export().equal(gm)
+    virt = VirtualTrainer(m, oc)
+    virt.train(xs.numpy().reshape(len(ys), -1), ys.numpy())
+    assert virt.export().equal(gm)
+    if not idle and not bp:
+        assert set(run.intervals.tolist()) == {cycles_per_sample(m.cfg, vt.p).total}
+    return vt, gm
+
+
+@pytest.mark.verilator
+def test_verilator_trajectory_digits_s1_trained_start():
+    m, oc, xs, ys = _digits_case(1, pretrain=300)
+    vt, gm = _verilator_check(m, oc, xs, ys)
+    # continue from the read-back state: another 200 samples, still bit-exact
+    from bitswarm.train import load_dataset
+
+    ds = load_dataset("digits")
+    x2, y2 = torch.from_numpy(ds.x_train[600:800]), torch.from_numpy(ds.y_train[600:800])
+    vt.train(x2.numpy(), y2.numpy())
+    onchip_train(oc, gm, x2, y2)
+    assert vt.export().equal(gm) and vt.samples == 450
+
+
+@pytest.mark.verilator
+def test_verilator_trajectory_digits_s4_stochastic():
+    m, oc, xs, ys = _digits_case(4, pretrain=0)
+    _verilator_check(m, oc, xs, ys, in_lanes=16)
+
+
+@pytest.mark.verilator
+def test_verilator_trajectory_random_two_hidden_binarized_with_stalls():
+    m, oc, xs, ys = _random_case((40, 12, 8, 6), 1, "additive", input_bits=1, seed=5, k=220, hs=2)
+    _verilator_check(m, oc, xs, ys, in_lanes=7, idle=20, bp=30)
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.parametrize("swarm,noise,bits", [(4, "additive", 8), (1, "stochastic", 3), (4, "none", 1)])
+def test_verilator_trajectory_random_long(swarm, noise, bits):
+    m, oc, xs, ys = _random_case((30, 20, 10), swarm, noise, input_bits=bits, seed=swarm + bits, k=600, hs=3)
+    _verilator_check(m, oc, xs, ys, in_lanes=10)
+
+
+def test_verilator_trainer_rejects_bad_labels(tmp_path):
+    from bitswarm.sim.bulk import VerilatorTrainer
+
+    m, oc, xs, ys = _random_case((16, 8, 4), 1, "none")
+    vt = VerilatorTrainer(m, oc, build_root=tmp_path)
+    with pytest.raises(BitswarmError, match="labels"):
+        vt.train(xs.numpy(), np.full(len(xs), 4))
+    with pytest.raises(BitswarmError, match="as many"):
+        vt.train(xs.numpy(), ys.numpy()[:3])
+    assert not vt.binary.exists()  # nothing built for bad input
