@@ -19,7 +19,8 @@ Results: ``bench/results/synth.json`` and ``bench/results/synth.md``. Components
 does not exist yet are listed as skipped. The first run of each YoWASP tool compiles
 WebAssembly (~60 s, cached afterwards).
 
-Usage: ``python bench/synth_report.py [--only NAME ...] [--device ice40|ecp5] [--out DIR]``
+Usage: ``python bench/synth_report.py [--only NAME ...] [--device ice40|ecp5] [--out DIR]``;
+with ``--only``, the other cases already in ``synth.json`` are kept.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ CASES = [
     ("argmax", "argmax", [], "defaults"),
     ("lfsr", "lfsr", [], "defaults"),
     ("flip-unit", "flip-unit", [], "defaults"),
+    ("onchip-trainer", "onchip-trainer",
+     ["arch=64-256-10", "acc_width=8", "threshold=30", "noise=none", "margin=8", "window=8"],
+     "on-chip trainer for the digits bench network 64-256-10 (S=1, 8-bit pixels, 8-bit "
+     "accumulators): 16,384 + 2,560 weight bits with their accumulators, all lanes in parallel"),
 ]
 
 DEVICES = {
@@ -286,6 +291,14 @@ def main(argv=None) -> int:
                     for k, v in DEVICES.items() if k in devices},
         "cases": {},
     }
+    prev = out / "synth.json"
+    if args.only and prev.exists():  # a partial run updates those cases and keeps the others
+        try:
+            kept = json.loads(prev.read_text())
+            results["cases"] = {k: v for k, v in kept.get("cases", {}).items() if k not in args.only}
+            results["devices"] = kept.get("devices", {}) | results["devices"]
+        except (ValueError, AttributeError) as e:
+            print(f"note: {prev} unreadable ({e}); writing only this run's cases", flush=True)
     work_ctx = tempfile.TemporaryDirectory(prefix="bitswarm-synth-") if not args.keep else None
     work = Path(args.keep or work_ctx.name).resolve()
     work.mkdir(parents=True, exist_ok=True)
