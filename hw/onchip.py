@@ -30,6 +30,12 @@ through the flip unit's read port (one cycle latency) and processes it on all ``
 with ``R_l = S·M_l``. :func:`bitswarm.sim.onchip.cycles_per_sample` is this table; the Verilator
 tests compare it with the measured interval between samples.
 
+Timing: the digits bench network 64-256-10 places and routes on an ECP5-85F at 22.4 MHz (20k
+LUT4, 35 block RAMs; ``onchip-trainer`` in bench/results/synth.md). nextpnr's critical path runs
+from the weight memory's read port through the N-lane XNOR popcount into the row-sum register
+``z_acc`` in one cycle; registering the popcount would shorten it at the cost of one cycle per
+layer and phase (and a matching change of the cycle model).
+
 Interfaces: ``i_stream`` (pixels, label), ``o_stream`` (pred, error) and a debug read port used
 while idle (``idle`` high: no sample in progress) that reads any weight row with its
 accumulators, any threshold and the LFSR state, one cycle after ``dbg_en``; it is how the host
