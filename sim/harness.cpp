@@ -36,15 +36,7 @@ int main(int argc, char** argv) {
 
     VerilatedContext ctx;
     Vtop top{&ctx};
-    top.clk = 0;
-    top.rst = 1;
-    top.I_VALID = 0;
-    top.O_READY = 0;
-    for (int i = 0; i < 4; i++) {
-        top.clk = !top.clk;
-        top.eval();
-    }
-    top.rst = 0;
+    reset_top(top);
 
     long sent = 0, got = 0;  // slices sent, items received
     const long total_slices = n_items * slices;

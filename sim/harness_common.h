@@ -51,3 +51,17 @@ static void get(const VlWide<W>& sig, uint8_t* b, int n) {
         if (k > 0) memcpy(b + off, &w, k < 4 ? k : 4);
     }
 }
+
+// Reset: hold rst for two clock cycles with both streams idle, then release it.
+template <typename Top>
+static void reset_top(Top& top) {
+    top.clk = 0;
+    top.rst = 1;
+    top.I_VALID = 0;
+    top.O_READY = 0;
+    for (int i = 0; i < 4; i++) {
+        top.clk = !top.clk;
+        top.eval();
+    }
+    top.rst = 0;
+}

@@ -59,16 +59,8 @@ int main(int argc, char** argv) {
 
     VerilatedContext ctx;
     Vtop top{&ctx};
-    top.clk = 0;
-    top.rst = 1;
-    top.I_VALID = 0;
-    top.O_READY = 0;
     top.dbg_en = 0;
-    for (int i = 0; i < 4; i++) {
-        top.clk = !top.clk;
-        top.eval();
-    }
-    top.rst = 0;
+    reset_top(top);
 
     long sent = 0, got = 0;
     const long total = n_items * slices;

@@ -11,7 +11,7 @@ from bitswarm.train import TrainConfig, load_dataset, train
 FOLDS = {
     "auto": None,
     "narrow": ((2, 8, 1), (1, 16, 0)),
-    "wide": ((16, 64, 4), (10, 128, 3)),
+    "wide": ((16, 64, 4), (10, 32, 3)),
 }
 
 
