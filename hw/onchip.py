@@ -422,7 +422,8 @@ class OnChipTrainer(wiring.Component):
                 m.next = "ERR"
             with m.State("ERR"):
                 st = scores[label]
-                # rival: the highest-scoring class other than the label (ties: lowest index)
+                # rival: the highest-scoring class other than the label (ties: lowest index);
+                # the label competes with `floor`, below every reachable score (|z - θ| <= 2 z_bound)
                 floor = Const(-(1 << (out.z_width - 1)), signed(out.z_width))
                 rv, _ = argmax_tree(m, [Mux(label == c, floor, scores[c]) for c in range(out.n_out)],
                                     out.z_width)
