@@ -23,56 +23,31 @@ int main(int argc, char** argv) {
     const int mode = atoi(argv[5]), idle = atoi(argv[6]), bp = atoi(argv[7]);
     rng_state = strtoull(argv[8], nullptr, 10) * 0x9E3779B97F4A7C15ULL + 1;
     const uint64_t max_cycles = strtoull(argv[9], nullptr, 10);
-    std::vector<uint8_t> in((size_t)n_items * slices * IN_BYTES);
-    FILE* f = fopen(argv[1], "rb");
-    if (!f || fread(in.data(), 1, in.size(), f) != in.size()) {
-        fprintf(stderr, "cannot read %s\n", argv[1]);
+    std::vector<uint8_t> in;
+    if (!read_file(argv[1], in) || in.size() != (size_t)n_items * slices * IN_BYTES) {
+        fprintf(stderr, "cannot read %s (or wrong size)\n", argv[1]);
         return 2;
     }
-    fclose(f);
-    const size_t rec = OUT_BYTES + 16;
-    std::vector<uint8_t> out((size_t)n_items * rec, 0);
-    std::vector<uint64_t> first_in(n_items, 0);
 
     VerilatedContext ctx;
     Vtop top{&ctx};
     reset_top(top);
 
-    long sent = 0, got = 0;  // slices sent, items received
+    Stream st(in.data(), n_items, slices, bp);
     const long total_slices = n_items * slices;
-    uint64_t cycle = 0;
     auto t0 = std::chrono::steady_clock::now();
-    while (got < n_items && cycle < max_cycles) {
-        const long item = sent / slices;
-        bool offer = sent < total_slices && (mode == 1 || item == got) && !(idle && (int)(rnd() % 100) < idle);
-        top.I_VALID = offer;
-        if (offer) put(top.I_PAYLOAD, &in[(size_t)sent * IN_BYTES], IN_BYTES);
-        top.O_READY = !(bp && (int)(rnd() % 100) < bp);
-        top.clk = 0;
-        top.eval();
-        if (top.I_VALID && top.I_READY) {
-            if (sent % slices == 0) first_in[item] = cycle;
-            sent++;
-        }
-        if (top.O_VALID && top.O_READY) {
-            uint8_t* r = &out[(size_t)got * rec];
-            get(top.O_PAYLOAD, r, OUT_BYTES);
-            memcpy(r + OUT_BYTES, &first_in[got], 8);
-            memcpy(r + OUT_BYTES + 8, &cycle, 8);
-            got++;
-        }
-        top.clk = 1;
-        top.eval();
-        cycle++;
+    while (st.got < n_items && st.cycle < max_cycles) {
+        const long item = st.sent / slices;
+        bool offer = st.sent < total_slices && (mode == 1 || item == st.got) &&
+                     !(idle && (int)(rnd() % 100) < idle);
+        st.step(top, offer);
     }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     top.final();
-    f = fopen(argv[2], "wb");
-    if (!f || fwrite(out.data(), 1, out.size(), f) != out.size()) {
+    if (!write_file(argv[2], st.out)) {
         fprintf(stderr, "cannot write %s\n", argv[2]);
         return 2;
     }
-    fclose(f);
-    printf("cycles=%llu seconds=%.6f items=%ld\n", (unsigned long long)cycle, secs, got);
-    return got == n_items ? 0 : 3;
+    printf("cycles=%llu seconds=%.6f items=%ld\n", (unsigned long long)st.cycle, secs, st.got);
+    return st.got == n_items ? 0 : 3;
 }

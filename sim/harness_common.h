@@ -1,9 +1,13 @@
 // Helpers shared by the bulk Verilator harnesses (harness.cpp, harness_onchip.cpp): a
-// deterministic xorshift64* for idle/backpressure patterns and byte <-> port copies for
-// narrow (<= 64-bit) and wide (VlWide) ports, little-endian.
+// deterministic xorshift64* for idle/backpressure patterns, byte <-> port copies for
+// narrow (<= 64-bit) and wide (VlWide) ports, little-endian, the reset sequence and the
+// streaming loop's clock cycle (Stream). Needs -DIN_BYTES=... -DOUT_BYTES=...
 #pragma once
+#include <cstddef>
+#include <cstdio>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "verilated.h"
 
@@ -52,6 +56,26 @@ static void get(const VlWide<W>& sig, uint8_t* b, int n) {
     }
 }
 
+// Whole-file I/O; false on any error.
+static bool read_file(const char* path, std::vector<uint8_t>& buf) {
+    FILE* f = fopen(path, "rb");
+    if (!f) return false;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf.resize((size_t)n);
+    bool ok = fread(buf.data(), 1, buf.size(), f) == buf.size();
+    fclose(f);
+    return ok;
+}
+
+static bool write_file(const char* path, const std::vector<uint8_t>& buf) {
+    FILE* f = fopen(path, "wb");
+    if (!f) return false;
+    bool ok = fwrite(buf.data(), 1, buf.size(), f) == buf.size();
+    return fclose(f) == 0 && ok;
+}
+
 // Reset: hold rst for two clock cycles with both streams idle, then release it.
 template <typename Top>
 static void reset_top(Top& top) {
@@ -65,3 +89,45 @@ static void reset_top(Top& top) {
     }
     top.rst = 0;
 }
+
+// The streaming side of a run, shared by the harnesses: input slices of IN_BYTES go in on
+// I_VALID/I_READY, records come out on O_VALID/O_READY. Each output record is the payload
+// (OUT_BYTES), the cycle its item's first slice was accepted and the cycle it came out (8 bytes
+// each, little-endian).
+struct Stream {
+    static constexpr size_t REC = OUT_BYTES + 16;
+    const uint8_t* in;
+    long slices;  // input slices per item
+    int bp;       // % of cycles with O_READY low
+    std::vector<uint8_t> out;
+    std::vector<uint64_t> first_in;
+    long sent = 0, got = 0;  // slices sent, items received
+    uint64_t cycle = 0;
+
+    Stream(const uint8_t* in_, long n_items, long slices_, int bp_)
+        : in(in_), slices(slices_), bp(bp_), out((size_t)n_items * REC, 0), first_in(n_items, 0) {}
+
+    // One clock cycle: offer slice `sent` if `offer`, record the handshakes, clock edge.
+    template <typename Top>
+    void step(Top& top, bool offer) {
+        top.I_VALID = offer;
+        if (offer) put(top.I_PAYLOAD, &in[(size_t)sent * IN_BYTES], IN_BYTES);
+        top.O_READY = !(bp && (int)(rnd() % 100) < bp);
+        top.clk = 0;
+        top.eval();
+        if (top.I_VALID && top.I_READY) {
+            if (sent % slices == 0) first_in[sent / slices] = cycle;
+            sent++;
+        }
+        if (top.O_VALID && top.O_READY) {
+            uint8_t* r = &out[(size_t)got * REC];
+            get(top.O_PAYLOAD, r, OUT_BYTES);
+            memcpy(r + OUT_BYTES, &first_in[got], 8);
+            memcpy(r + OUT_BYTES + 8, &cycle, 8);
+            got++;
+        }
+        top.clk = 1;
+        top.eval();
+        cycle++;
+    }
+};

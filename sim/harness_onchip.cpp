@@ -16,25 +16,6 @@
 #include "Vtop.h"
 #include "harness_common.h"
 
-static bool read_file(const char* path, std::vector<uint8_t>& buf) {
-    FILE* f = fopen(path, "rb");
-    if (!f) return false;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf.resize((size_t)n);
-    bool ok = fread(buf.data(), 1, buf.size(), f) == buf.size();
-    fclose(f);
-    return ok;
-}
-
-static bool write_file(const char* path, const std::vector<uint8_t>& buf) {
-    FILE* f = fopen(path, "wb");
-    if (!f) return false;
-    bool ok = fwrite(buf.data(), 1, buf.size(), f) == buf.size();
-    return fclose(f) == 0 && ok;
-}
-
 int main(int argc, char** argv) {
     if (argc != 11) {
         fprintf(stderr, "usage: %s IN OUT N SLICES IDLE_PCT BP_PCT SEED MAX_CYCLES DBG_IN DBG_OUT\n", argv[0]);
@@ -53,41 +34,16 @@ int main(int argc, char** argv) {
         fprintf(stderr, "cannot read %s (or wrong size)\n", argv[9]);
         return 2;
     }
-    const size_t rec = OUT_BYTES + 16;
-    std::vector<uint8_t> out((size_t)n_items * rec, 0);
-    std::vector<uint64_t> first_in(n_items, 0);
-
     VerilatedContext ctx;
     Vtop top{&ctx};
     top.dbg_en = 0;
     reset_top(top);
 
-    long sent = 0, got = 0;
+    Stream st(in.data(), n_items, slices, bp);
     const long total = n_items * slices;
-    uint64_t cycle = 0;
     auto t0 = std::chrono::steady_clock::now();
-    while (got < n_items && cycle < max_cycles) {
-        bool offer = sent < total && !(idle && (int)(rnd() % 100) < idle);
-        top.I_VALID = offer;
-        if (offer) put(top.I_PAYLOAD, &in[(size_t)sent * IN_BYTES], IN_BYTES);
-        top.O_READY = !(bp && (int)(rnd() % 100) < bp);
-        top.clk = 0;
-        top.eval();
-        if (top.I_VALID && top.I_READY) {
-            if (sent % slices == 0) first_in[sent / slices] = cycle;
-            sent++;
-        }
-        if (top.O_VALID && top.O_READY) {
-            uint8_t* r = &out[(size_t)got * rec];
-            get(top.O_PAYLOAD, r, OUT_BYTES);
-            memcpy(r + OUT_BYTES, &first_in[got], 8);
-            memcpy(r + OUT_BYTES + 8, &cycle, 8);
-            got++;
-        }
-        top.clk = 1;
-        top.eval();
-        cycle++;
-    }
+    while (st.got < n_items && st.cycle < max_cycles)
+        st.step(top, st.sent < total && !(idle && (int)(rnd() % 100) < idle));
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     top.I_VALID = 0;
     top.O_READY = 1;
@@ -121,10 +77,10 @@ int main(int argc, char** argv) {
         get(top.dbg_data, &dbg_out[i * DBG_BYTES], DBG_BYTES);
     }
     top.final();
-    if (!write_file(argv[2], out) || !write_file(argv[10], dbg_out)) {
+    if (!write_file(argv[2], st.out) || !write_file(argv[10], dbg_out)) {
         fprintf(stderr, "cannot write outputs\n");
         return 2;
     }
-    printf("cycles=%llu seconds=%.6f items=%ld\n", (unsigned long long)cycle, secs, got);
-    return got == n_items ? 0 : 3;
+    printf("cycles=%llu seconds=%.6f items=%ld\n", (unsigned long long)st.cycle, secs, st.got);
+    return st.got == n_items ? 0 : 3;
 }
