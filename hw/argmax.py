@@ -24,9 +24,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from bitswarm.golden.errors import ConfigError
 
+from .plan import class_width
+
 __all__ = ["Argmax", "build"]
 
-_MUTANTS = (None, "tie_last")
 MAX_WIDTH = 64
 MAX_CLASSES = 65536
 
@@ -52,7 +53,8 @@ class Argmax(wiring.Component):
     i_stream : ``In(stream.Signature(StructLayout({"scores": ArrayLayout(signed(W), P)})))``
         Beat ``b`` of a sample carries classes ``b * P .. b * P + P - 1``.
     o_stream : ``Out(stream.Signature(StructLayout({"cls": unsigned(cls_width), "score": signed(W)})))``
-        One per sample: the winning class (``cls_width = max(1, ceil(log2(C)))``) and its score.
+        One per sample: the winning class (``cls_width = max(1, ceil(log2(C)))``) and its score;
+        with ``scores=True`` also every class's score (``"scores": ArrayLayout(signed(W), C)``).
 
     Notes
     -----
@@ -72,7 +74,7 @@ class Argmax(wiring.Component):
         If a parameter is out of range.
     """
 
-    def __init__(self, width: int, classes: int, *, lanes: int = 1, _mutant: str | None = None):
+    def __init__(self, width: int, classes: int, *, lanes: int = 1, scores: bool = False):
         for name, v in (("width", width), ("classes", classes), ("lanes", lanes)):
             if not _is_int(v):
                 raise TypeError(f"{name} must be an integer, not {v!r}")
@@ -82,13 +84,13 @@ class Argmax(wiring.Component):
             raise ConfigError(f"classes must be in 1..{MAX_CLASSES}, not {classes}")
         if not 1 <= lanes <= classes:
             raise ConfigError(f"lanes must be in 1..classes = {classes}, not {lanes}")
-        if _mutant not in _MUTANTS:  # test-only: deliberately broken hardware
-            raise ConfigError(f"_mutant must be one of {_MUTANTS}, not {_mutant!r}")
+        if not isinstance(scores, bool):
+            raise TypeError(f"scores must be a bool, not {scores!r}")
         self._width, self._classes, self._lanes = width, classes, lanes
-        self._mutant = _mutant
+        self._scores = scores
         super().__init__({
             "i_stream": In(stream.Signature(self.i_layout(width, lanes))),
-            "o_stream": Out(stream.Signature(self.o_layout(width, classes))),
+            "o_stream": Out(stream.Signature(self.o_layout(width, classes, scores))),
         })
 
     @staticmethod
@@ -96,8 +98,11 @@ class Argmax(wiring.Component):
         return data.StructLayout({"scores": data.ArrayLayout(signed(width), lanes)})
 
     @staticmethod
-    def o_layout(width: int, classes: int) -> data.StructLayout:
-        return data.StructLayout({"cls": max(1, (classes - 1).bit_length()), "score": signed(width)})
+    def o_layout(width: int, classes: int, scores: bool = False) -> data.StructLayout:
+        fields = {"cls": class_width(classes), "score": signed(width)}
+        if scores:
+            fields["scores"] = data.ArrayLayout(signed(width), classes)
+        return data.StructLayout(fields)
 
     @property
     def width(self) -> int:
@@ -130,10 +135,7 @@ class Argmax(wiring.Component):
         else:  # one beat per sample: no counter
             base, first, last = Const(0, cw), Const(1), Const(1)
 
-        def wins(challenger, holder):  # strictly greater: ties stay with the lower index
-            if self._mutant == "tie_last":
-                return challenger >= holder
-            return challenger > holder
+        wins = self._wins
 
         # Reduction tree over the lanes of this beat; nodes are (score, lane, valid) signals.
         level = []
@@ -179,6 +181,8 @@ class Argmax(wiring.Component):
                 self.o_stream.payload.cls.eq(new_cls),
                 self.o_stream.payload.score.eq(new_score),
             ]
+        if self._scores:
+            self._collect(m, accept, last, beat if nb > 1 else None)
         with m.Elif(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
         with m.If(accept):
@@ -189,6 +193,30 @@ class Argmax(wiring.Component):
                     m.d.sync += [beat.eq(beat + 1), base.eq(base + p)]
             m.d.sync += [best_score.eq(new_score), best_cls.eq(new_cls)]
         return m
+
+    @staticmethod
+    def _wins(challenger, holder):
+        """Strictly greater: ties stay with the lower index (the golden tie rule)."""
+        return challenger > holder
+
+    def _collect(self, m, accept, last, beat):
+        """``scores=True``: every lane of every beat into a work register; on the last beat the
+        whole vector moves to the output payload (held with the class until accepted)."""
+        p, c, w = self._lanes, self._classes, self._width
+        nb = self.beats
+        work = [Signal(signed(w), name=f"work{j}") for j in range(c)]
+        ins = self.i_stream.payload.scores
+        with m.If(accept):
+            for j in range(c):
+                b, i = divmod(j, p)
+                if b == nb - 1:
+                    continue  # the last beat goes straight to the output
+                with m.If(Const(1) if beat is None else (beat == b)):
+                    m.d.sync += work[j].eq(ins[i])
+        with m.If(accept & last):
+            for j in range(c):
+                b, i = divmod(j, p)
+                m.d.sync += self.o_stream.payload.scores[j].eq(ins[i] if b == nb - 1 else work[j])
 
 
 def build(*, width: int = 16, classes: int = 10, lanes: int = 1) -> Argmax:

@@ -2,8 +2,9 @@
 
 The component computes exactly :func:`bitswarm.golden.layer.preact` — the integer
 pre-activations ``z[j]`` of a :class:`~bitswarm.golden.layer.LayerConfig` — for a stream of
-input vectors, with PE output neurons and SIMD input elements per clock cycle and the layer's
-weights in a ROM built from the golden weight tensor.
+input vectors, with PE output neurons and SIMD input elements per clock cycle (a
+:class:`~bitswarm.hw.plan.LayerFold`) and the layer's weights in a ROM built from the golden
+weight tensor.
 
 Schedule (one input vector)
 ---------------------------
@@ -18,10 +19,9 @@ With ``SF = ceil(N / SIMD)`` input folds, ``NF = ceil(M / PE)`` neuron folds and
 Step ``(nf, b, sf)`` XNORs (B = 1) or ANDs (B > 1) plane ``b`` of input slice ``sf`` with
 all S swarm bit-planes of the PE neurons' weights for slice ``sf``, popcounts the S·SIMD
 product bits of each PE neuron in one pipelined adder tree, and adds the count, shifted left
-by ``b``, into that neuron's accumulator. The first pass (``nf = 0, b = 0``) takes the slices
-from ``i_stream`` and stores them in an input buffer (a ``SF``-word memory, a register when
-``SF = 1``, absent when ``NF·B = 1``); every later pass reads them back from the buffer, so
-each vector is sent exactly once.
+by ``b``, into that neuron's accumulator. Slices arrive once per vector and are stored in an
+input buffer of three banks (``3·SF`` words): while one bank is computed the next vectors fill
+the others, so the array never waits for its producer in steady state.
 
 Arithmetic (exact, SPEC §3): with ``T_j = sum_b 2**b sum_s popcount(f(x_b, w_sj))`` and
 ``U = sum_b 2**b popcount(x_b)``,
@@ -45,13 +45,17 @@ from amaranth.lib.wiring import In, Out
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.layer import LayerConfig
 
+from .plan import BUFFER_BANKS, LayerFold, weight_planes
+
 __all__ = ["MACArray", "build"]
 
-_MUTANTS = (None, "mask", "stall")
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
+#: yosys memory-mapping attributes per fold ``mem`` style.
+_MEM_ATTRS = {
+    "auto": {},
+    "bram": {"ram_style": "block", "rom_style": "block"},
+    "lutram": {"ram_style": "distributed", "rom_style": "distributed"},
+    "logic": {"ram_style": "logic", "rom_style": "logic"},
+}
 
 
 def _is_int(v) -> bool:
@@ -61,12 +65,6 @@ def _is_int(v) -> bool:
 def _idx(n: int):
     """Shape of an index into ``n`` items, at least 1 bit (no 0-width signals in the Verilog)."""
     return unsigned(max(1, (n - 1).bit_length()))
-
-
-def _tree_depth(n: int) -> int:
-    """Adder-tree levels for ``n`` bits: one level of 4-input LUT popcounts, then binary adds."""
-    leaves = _ceil_div(n, 4)
-    return 1 + (leaves - 1).bit_length()
 
 
 def _popcount4(bits):
@@ -90,16 +88,12 @@ class MACArray(wiring.Component):
         ``[M, N]`` trits in {-1, 0, +1} (ternary). Stored in a ROM
         (:class:`amaranth.lib.memory.Memory`, ``NF·SF`` words of ``PE·P·SIMD`` bits, P = S
         planes, or 2 for ternary (mask, sign)); a one-word ROM becomes a constant, which
-        synthesis folds into the XNOR gates.
-    pe : int
-        Output neurons computed in parallel, 1..M.
-    simd : int
-        Input elements consumed per cycle, 1..N.
-    pipeline : int
-        Register stages inside each popcount adder tree, 0..``tree_depth`` (the tree has one
-        level of 4-input popcounts and then ``ceil(log2(ceil(S·SIMD/4)))`` adder levels;
-        ``pipeline = tree_depth`` registers every level: fully pipelined). Registers are spread
-        evenly over the levels.
+        synthesis folds into the XNOR gates. ``fold.mem`` sets the ROM's memory style.
+    fold : LayerFold, optional
+        PE (neurons in parallel, 1..M), SIMD (inputs per cycle, 1..N), pipeline (register
+        stages inside each popcount adder tree, 0..``tree_depth``; registers are spread evenly
+        over the levels) and memory style. Without it, the keywords ``pe`` (default 1),
+        ``simd`` (default N) and ``pipeline`` (default 0) build one.
 
     Members
     -------
@@ -116,26 +110,22 @@ class MACArray(wiring.Component):
     Timing
     ------
     Throughput: :meth:`cycles_per_vector` ``= NF · B · SF`` cycles per vector, exactly, when
-    ``i_stream`` has a slice ready whenever the first pass asks for one and ``o_stream`` is
-    always ready; one output group every ``B · SF`` cycles. ``i_stream.ready`` is high only
-    during the first pass of a vector (the first SF steps), so a new vector's slices are
-    accepted right after the previous vector's last step (no double buffering).
+    the next vector's slices have arrived by the time the current one finishes and ``o_stream``
+    is always ready; one output group every ``B · SF`` cycles. ``i_stream.ready`` is high while
+    a buffer bank is free (three vectors may be buffered), a register.
 
-    Latency: :attr:`latency` ``= pipeline + 3`` cycles from the cycle a group's last step is
-    issued (for ``NF·B = 1``: the cycle of the vector's last input handshake) to the cycle its
-    result is valid on ``o_stream``: 1 (ROM / buffer read) + ``pipeline`` (tree registers) + 1
-    (accumulator) + 1 (output register, the head of the skid buffer, which also forms
-    ``2T - S·U``). For V vectors streamed back to back without stalls, the first input
-    handshake in cycle 0 puts the last output handshake in cycle
-    ``V · cycles_per_vector() - 1 + latency`` (:meth:`cycles`).
+    Latency: a vector's steps start the cycle after its last slice is accepted (the bank's full
+    flag); :attr:`latency` ``= pipeline + 3`` cycles pass from a group's last step to its result
+    on ``o_stream``: 1 (ROM / buffer read) + ``pipeline`` (tree registers) + 1 (accumulator) +
+    1 (output register, the head of the skid buffer, which also forms ``2T - S·U``). For V
+    vectors offered back to back, the first input handshake in cycle 0 puts the last output
+    handshake in cycle ``SF + V · cycles_per_vector() + latency - 1`` (:meth:`cycles`).
 
-    Backpressure: the whole pipeline advances with one enable, a register that is high while
+    Backpressure: the compute pipeline advances with one enable, a register that is high while
     the 2-entry output skid buffer has room after the current cycle. When ``o_stream`` stalls,
-    results fill the buffer, then everything stops (including ``i_stream.ready``) until the
-    consumer takes one; a stall costs no throughput while ``o_stream.ready`` returns within a
-    cycle. ``i_stream.ready`` (``enable AND first pass``) does not depend combinationally on
-    ``o_stream.ready``; ``o_stream.valid`` and the payload come straight from registers. Idle
-    input cycles in the first pass insert bubbles. No data is dropped or reordered.
+    results fill the buffer, then the steps stop until the consumer takes one; the input side
+    keeps filling free banks. ``o_stream.valid`` and the payload come straight from registers.
+    No data is dropped or reordered.
 
     Widths and overflow: tree sums are sized exactly; ``T`` and ``U`` accumulators are
     unsigned, ``bit_length(N · S · x_max)`` and ``bit_length(N · x_max)`` bits; ``z`` is
@@ -151,29 +141,34 @@ class MACArray(wiring.Component):
     """
 
     @staticmethod
-    def check(cfg: LayerConfig, weights, *, pe: int = 1, simd: int | None = None,
-              pipeline: int = 0, _mutant: str | None = None):
+    def check(cfg: LayerConfig, weights, fold: LayerFold | None = None, *, pe: int = 1,
+              simd: int | None = None, pipeline: int = 0):
         """Validate constructor arguments without building anything (so a failed ``build()``
-        leaves no half-made component behind); returns ``(weights, simd, tree_depth)``."""
+        leaves no half-made component behind); returns ``(weights, fold)``."""
         if not isinstance(cfg, LayerConfig):
             raise TypeError(f"cfg must be a LayerConfig, not {cfg!r}")
-        if simd is None:
-            simd = cfg.n_in
-        for name, v, hi in (("pe", pe, cfg.n_out), ("simd", simd, cfg.n_in)):
+        if fold is None:
+            if simd is None:
+                simd = cfg.n_in
+            for name, v in (("pe", pe), ("simd", simd), ("pipeline", pipeline)):
+                if not _is_int(v):
+                    raise TypeError(f"{name} must be an integer, not {v!r}")
+            fold = LayerFold(pe, simd, pipeline)
+        elif not isinstance(fold, LayerFold):
+            raise TypeError(f"fold must be a LayerFold, not {fold!r}")
+        for name, v, hi in (("pe", fold.pe, cfg.n_out), ("simd", fold.simd, cfg.n_in)):
             if not _is_int(v):
                 raise TypeError(f"{name} must be an integer, not {v!r}")
             if not 1 <= v <= hi:
                 raise ConfigError(f"{name} must be in 1..{hi} for this layer, not {v}")
-        # bits per tree: S*SIMD products (binary), SIMD (ternary: mask and sign are one term)
-        depth = _tree_depth((cfg.swarm if cfg.weights == "binary" else 1) * simd)
-        if not _is_int(pipeline):
-            raise TypeError(f"pipeline must be an integer, not {pipeline!r}")
-        if not 0 <= pipeline <= depth:
+        depth = fold.tree_depth(cfg)
+        if not _is_int(fold.pipeline):
+            raise TypeError(f"pipeline must be an integer, not {fold.pipeline!r}")
+        if not 0 <= fold.pipeline <= depth:
             raise ConfigError(
                 f"pipeline must be in 0..{depth} (the adder tree's depth for "
-                f"S*SIMD = {cfg.swarm * simd}), not {pipeline}")
-        if _mutant not in _MUTANTS:
-            raise ConfigError(f"_mutant must be one of {_MUTANTS}, not {_mutant!r}")
+                f"S*SIMD = {cfg.swarm * fold.simd}), not {fold.pipeline}")
+        fold.check(cfg)
         w = np.asarray(weights.cpu() if hasattr(weights, "cpu") else weights)
         if tuple(w.shape) != cfg.weight_shape():
             raise ConfigError(f"weights must have shape {cfg.weight_shape()}, found {tuple(w.shape)}")
@@ -181,22 +176,19 @@ class MACArray(wiring.Component):
         if w.size and (w.min() < lo or w.max() > 1 or not np.issubdtype(w.dtype, np.integer)):
             kind = "bits 0/1" if cfg.weights == "binary" else "trits -1/0/+1"
             raise ConfigError(f"{cfg.weights} weights must be integer {kind}")
-        return w, simd, depth
+        return w, fold
 
-    def __init__(self, cfg: LayerConfig, weights, *, pe: int = 1, simd: int | None = None,
-                 pipeline: int = 0, _mutant: str | None = None):
-        w, simd, depth = self.check(cfg, weights, pe=pe, simd=simd, pipeline=pipeline,
-                                    _mutant=_mutant)
-        planes = cfg.swarm if cfg.weights == "binary" else 2
+    def __init__(self, cfg: LayerConfig, weights, fold: LayerFold | None = None, *,
+                 pe: int = 1, simd: int | None = None, pipeline: int = 0):
+        w, fold = self.check(cfg, weights, fold, pe=pe, simd=simd, pipeline=pipeline)
         self._cfg = cfg
-        self._pe, self._simd, self._pipeline = pe, simd, pipeline
-        self._planes = planes
-        self._depth = depth
-        self._mutant = _mutant
+        self._fold = fold
+        self._planes = weight_planes(cfg)
         self._w = w.astype(np.int8)
-        self._i_layout = data.StructLayout({"x": data.ArrayLayout(unsigned(cfg.input_bits), simd)})
+        self._i_layout = data.StructLayout({"x": data.ArrayLayout(unsigned(cfg.input_bits),
+                                                                  fold.simd)})
         self._o_layout = data.StructLayout({
-            "z": data.ArrayLayout(signed(cfg.z_width), pe),
+            "z": data.ArrayLayout(signed(cfg.z_width), fold.pe),
             "group": _idx(self.nf),
             "last": 1,
         })
@@ -211,65 +203,70 @@ class MACArray(wiring.Component):
         return self._cfg
 
     @property
+    def fold(self) -> LayerFold:
+        return self._fold
+
+    @property
     def pe(self) -> int:
-        return self._pe
+        return self._fold.pe
 
     @property
     def simd(self) -> int:
-        return self._simd
+        return self._fold.simd
 
     @property
     def pipeline(self) -> int:
-        return self._pipeline
+        return self._fold.pipeline
 
     @property
     def sf(self) -> int:
         """Input folds per bit-plane, ``ceil(N / SIMD)``."""
-        return _ceil_div(self._cfg.n_in, self._simd)
+        return self._fold.sf(self._cfg)
 
     @property
     def nf(self) -> int:
         """Neuron folds (output groups per vector), ``ceil(M / PE)``."""
-        return _ceil_div(self._cfg.n_out, self._pe)
+        return self._fold.nf(self._cfg)
 
     @property
     def tree_depth(self) -> int:
         """Levels of each popcount adder tree; the largest allowed ``pipeline``."""
-        return self._depth
+        return self._fold.tree_depth(self._cfg)
 
     @property
     def latency(self) -> int:
         """Cycles from issuing a group's last step to its result being valid: ``pipeline + 3``."""
-        return self._pipeline + 3
+        return self._fold.mac_latency()
 
     def cycles_per_vector(self) -> int:
         """Cycles per input vector at full rate: ``ceil(M/PE) · B · ceil(N/SIMD)``."""
-        return self.nf * self._cfg.input_bits * self.sf
+        return self._fold.cycles_per_vector(self._cfg)
 
     def cycles(self, n_vectors: int) -> int:
         """Cycles from the first input handshake to the last output handshake, inclusive, for
-        ``n_vectors`` vectors at full rate (no idle input, no backpressure)."""
-        return n_vectors * self.cycles_per_vector() + self.latency
+        ``n_vectors`` vectors offered back to back (no idle input, no backpressure)."""
+        return self.sf + n_vectors * self.cycles_per_vector() + self.latency
+
 
     # -- software helpers for drivers and checkers -------------------------------------------
     def to_slices(self, x) -> np.ndarray:
         """Input vectors ``[batch, N]`` as the stream's lane values ``[batch, SF, SIMD]``
         (padding lanes 0)."""
         x = np.asarray(x.cpu() if hasattr(x, "cpu") else x).astype(np.int64)
-        out = np.zeros((x.shape[0], self.sf * self._simd), dtype=np.int64)
+        out = np.zeros((x.shape[0], self.sf * self.simd), dtype=np.int64)
         out[:, : self._cfg.n_in] = x
-        return out.reshape(x.shape[0], self.sf, self._simd)
+        return out.reshape(x.shape[0], self.sf, self.simd)
 
     def to_groups(self, z) -> np.ndarray:
         """Golden ``z [batch, M]`` as the output transfers' lanes ``[batch, NF, PE]``
         (padding lanes 0)."""
         z = np.asarray(z.cpu() if hasattr(z, "cpu") else z).astype(np.int64)
-        out = np.zeros((z.shape[0], self.nf * self._pe), dtype=np.int64)
+        out = np.zeros((z.shape[0], self.nf * self.pe), dtype=np.int64)
         out[:, : self._cfg.n_out] = z
-        return out.reshape(z.shape[0], self.nf, self._pe)
+        return out.reshape(z.shape[0], self.nf, self.pe)
 
     def _rom_init(self) -> list[int]:
-        cfg, pe, simd, P = self._cfg, self._pe, self._simd, self._planes
+        cfg, pe, simd, P = self._cfg, self._fold.pe, self._fold.simd, self._planes
         if cfg.weights == "binary":
             pl = self._w.astype(np.uint8)  # [S, M, N]
         else:
@@ -284,106 +281,123 @@ class MACArray(wiring.Component):
 
     # -- gateware ----------------------------------------------------------------------------
     def elaborate(self, platform):
-        cfg, pe, simd, P = self._cfg, self._pe, self._simd, self._planes
-        S, B, N = cfg.swarm, cfg.input_bits, cfg.n_in
-        SF, NF = self.sf, self.nf
-        ternary = cfg.weights == "ternary"
         m = Module()
-
         # Global pipeline enable, a register: high while the 2-entry output skid buffer has room
-        # (so the enable net, fanning out to every pipeline register, starts at a flip-flop and
-        # i_stream.ready does not depend combinationally on o_stream.ready).
+        # (the enable net starts at a flip-flop; i_stream.ready never depends on o_stream.ready).
         adv = Signal(init=1)
+        word, rom_rd = self._weight_rom(m, adv)
+        buf_data, go, ctl1 = self._sequencer(m, adv, rom_rd)
+        t_out, u_out, ctl = self._products(m, adv, word, buf_data, ctl1)
+        fin = self._accumulate(m, adv, t_out, u_out, ctl)
+        self._output(m, adv, *fin)
+        return m
 
-        # -- weight ROM and input buffer ------------------------------------------------------
-        # A one-word ROM is a constant and a one-slice buffer a register (no 0-width addresses).
+    def _weight_rom(self, m, adv):
+        """The weight ROM (``NF·SF`` words; a one-word ROM is a constant)."""
         init = self._rom_init()
-        if len(init) > 1:
-            m.submodules.rom = rom = memory.Memory(
-                shape=unsigned(pe * P * simd), depth=NF * SF, init=init)
-            rom_rd = rom.read_port()
-            word = rom_rd.data
-        else:
-            rom_rd = None
-            word = Const(init[0], pe * P * simd)
-        reuse = NF * B > 1
-        if reuse and SF > 1:
-            m.submodules.ibuf = ibuf = memory.Memory(shape=unsigned(B * simd), depth=SF, init=[])
-            buf_wr = ibuf.write_port()
-            buf_rd = ibuf.read_port()
-            buf_data = buf_rd.data
-        elif reuse:
-            buf_data = Signal(B * simd)
+        width = self._fold.rom_width(self._cfg)
+        if len(init) == 1:
+            return Const(init[0], width), None
+        attrs = _MEM_ATTRS[self._fold.mem]
+        m.submodules.rom = rom = memory.Memory(shape=unsigned(width), depth=len(init),
+                                               init=init, attrs=attrs)
+        rd = rom.read_port()
+        m.d.comb += rd.en.eq(adv)
+        return rd.data, rd
 
-        # -- stage 0: sequencer ---------------------------------------------------------------
-        sf = Signal(_idx(SF))
-        b = Signal(_idx(B))
-        nf = Signal(_idx(NF))
-        base = Signal(_idx(NF * SF))  # nf * SF
-        first_pass = Signal(init=1)  # (nf == 0) & (b == 0), kept as a register for timing
+    def _sequencer(self, m, adv, rom_rd):
+        """Input buffer (three banks of SF slices) and the step sequencer.
+
+        Write side: slices of a vector go into the next free bank; ``i_stream.ready`` is high
+        while that bank is free (a register). Read side: the bank of the oldest complete vector
+        is walked ``(nf, b, sf)``, one step per cycle while ``adv``; its last step frees it.
+        """
+        cfg, simd = self._cfg, self._fold.simd
+        B = cfg.input_bits
+        SF, NF, K = self.sf, self.nf, BUFFER_BANKS
+        m.submodules.ibuf = ibuf = memory.Memory(shape=unsigned(B * simd), depth=K * SF, init=[])
+        wr, rd = ibuf.write_port(), ibuf.read_port()
+        full = Signal(K)
+        wb = Signal(range(K))
+        wsf = Signal(_idx(SF))
+        waddr = Signal(range(K * SF))
+        rb = Signal(range(K))
+        ins = self.i_stream
+        w_ok = Signal()
+        m.d.comb += [w_ok.eq(~full.bit_select(wb, 1)), ins.ready.eq(w_ok)]
+        m.d.comb += [wr.addr.eq(waddr), wr.data.eq(ins.payload.x.as_value()),
+                     wr.en.eq(ins.valid & w_ok)]
+        w_last = Signal()
+        m.d.comb += w_last.eq(ins.valid & w_ok & (wsf == SF - 1))
+        with m.If(ins.valid & w_ok):
+            m.d.sync += waddr.eq(Mux(waddr == K * SF - 1, 0, waddr + 1))
+            with m.If(wsf == SF - 1):
+                m.d.sync += [wsf.eq(0), wb.eq(Mux(wb == K - 1, 0, wb + 1))]
+            with m.Else():
+                m.d.sync += wsf.eq(wsf + 1)
+
+        # read side: counters and address registers (no adders in the memory address paths)
+        sf, b, nf = Signal(_idx(SF)), Signal(_idx(B)), Signal(_idx(NF))
+        raddr = Signal(_idx(NF * SF))  # weight word nf*SF + sf
+        baddr = Signal(range(K * SF))  # buffer word rb*SF + sf
         go = Signal()
-        m.d.comb += [
-            go.eq(adv & (~first_pass | self.i_stream.valid)),
-            self.i_stream.ready.eq(adv & first_pass),
-        ]
+        m.d.comb += go.eq(adv & full.bit_select(rb, 1))
         if rom_rd is not None:
-            m.d.comb += [rom_rd.addr.eq(base + sf), rom_rd.en.eq(adv)]
-        if reuse and SF > 1:
-            m.d.comb += [
-                buf_rd.addr.eq(sf),
-                buf_rd.en.eq(adv),
-                buf_wr.addr.eq(sf),
-                buf_wr.data.eq(self.i_stream.payload.x.as_value()),
-                buf_wr.en.eq(go & first_pass),
-            ]
-        elif reuse:
-            with m.If(go & first_pass):
-                m.d.sync += buf_data.eq(self.i_stream.payload.x.as_value())
+            m.d.comb += rom_rd.addr.eq(raddr)
+        m.d.comb += [rd.addr.eq(baddr), rd.en.eq(adv)]
+        end_plane = sf == SF - 1
+        end_group = end_plane & (b == B - 1)
+        end_vec = end_group & (nf == NF - 1)
         with m.If(go):
-            with m.If(sf == SF - 1):
+            with m.If(end_plane):
                 m.d.sync += sf.eq(0)
                 with m.If(b == B - 1):
                     m.d.sync += b.eq(0)
                     with m.If(nf == NF - 1):
-                        m.d.sync += [nf.eq(0), base.eq(0), first_pass.eq(1)]
+                        m.d.sync += [nf.eq(0), raddr.eq(0), rb.eq(Mux(rb == K - 1, 0, rb + 1)),
+                                     baddr.eq(Mux(rb == K - 1, 0, baddr + 1))]
                     with m.Else():
-                        m.d.sync += [nf.eq(nf + 1), base.eq(base + SF), first_pass.eq(0)]
+                        m.d.sync += [nf.eq(nf + 1), raddr.eq(raddr + 1), baddr.eq(baddr - (SF - 1))]
                 with m.Else():
-                    m.d.sync += [b.eq(b + 1), first_pass.eq(0)]
+                    m.d.sync += [b.eq(b + 1), raddr.eq(raddr - (SF - 1)),
+                                 baddr.eq(baddr - (SF - 1))]
             with m.Else():
-                m.d.sync += sf.eq(sf + 1)
+                m.d.sync += [sf.eq(sf + 1), raddr.eq(raddr + 1), baddr.eq(baddr + 1)]
+        for k in range(K):  # a bank is filled and freed in different cycles (never both)
+            with m.If(w_last & (wb == k)):
+                m.d.sync += full[k].eq(1)
+            with m.Elif(go & end_vec & (rb == k)):
+                m.d.sync += full[k].eq(0)
 
-        ctl_layout = data.StructLayout({
-            "valid": 1, "b": _idx(B), "first": 1, "last": 1, "group": _idx(NF),
-        })
-        ctl1 = Signal(ctl_layout)
-        tail1 = Signal()
-        fp1 = Signal()
-        x1 = Signal(B * simd)
+        ctl1 = Signal(_CtlLayout(B, NF))
         with m.If(adv):
             m.d.sync += [
                 ctl1.valid.eq(go),
                 ctl1.b.eq(b),
                 ctl1.first.eq((sf == 0) & (b == 0)),
-                ctl1.last.eq((sf == SF - 1) & (b == B - 1)),
+                ctl1.last.eq(end_group),
                 ctl1.group.eq(nf),
-                tail1.eq(sf == SF - 1),
-                fp1.eq(first_pass),
-                x1.eq(self.i_stream.payload.x.as_value()),
+                ctl1.tail.eq(end_plane),
             ]
+        return rd.data, go, ctl1
 
-        # -- stage 1: plane select, mask, XNOR/AND, popcount trees ---------------------------
-        slice_ = Signal(B * simd)
-        if reuse:
-            m.d.comb += slice_.eq(Mux(fp1, x1, buf_data))
-        else:
-            m.d.comb += slice_.eq(x1)
-        tail_lanes = N - (SF - 1) * simd  # valid lanes in the last slice
+    def _lane_mask(self, m, ctl1):
+        """Lanes of the current slice that hold elements (the last slice may be partial)."""
+        simd, SF, N = self._fold.simd, self.sf, self._cfg.n_in
+        tail_lanes = N - (SF - 1) * simd
         lane_ok = Signal(simd)
-        if tail_lanes == simd or self._mutant == "mask":
+        if tail_lanes == simd:
             m.d.comb += lane_ok.eq((1 << simd) - 1)
         else:
-            m.d.comb += lane_ok.eq(Mux(tail1, (1 << tail_lanes) - 1, (1 << simd) - 1))
+            m.d.comb += lane_ok.eq(Mux(ctl1.tail, (1 << tail_lanes) - 1, (1 << simd) - 1))
+        return lane_ok
+
+    def _products(self, m, adv, word, slice_, ctl1):
+        """Stage 1: plane select, mask, XNOR/AND, then the pipelined popcount trees."""
+        cfg, pe, simd, P = self._cfg, self._fold.pe, self._fold.simd, self._planes
+        S, B = cfg.swarm, cfg.input_bits
+        ternary = cfg.weights == "ternary"
+        lane_ok = self._lane_mask(m, ctl1)
         a = Signal(simd)  # plane b of the slice, masked
         for i in range(simd):
             elem = slice_[i * B:(i + 1) * B]
@@ -412,17 +426,19 @@ class MACArray(wiring.Component):
         if not ternary and B > 1:
             u_bits.append([a[i] for i in range(simd)])  # shared by all PEs
 
-        depth = _tree_depth(len(t_bits[0]))
-        k = self._pipeline
+        depth, k = self.tree_depth, self._fold.pipeline
         reg_after = {((i + 1) * depth) // k for i in range(k)} if k else set()
         trees = _Trees(m, adv, reg_after, depth)
         t_out = [trees.add(f"t{p}", bits) for p, bits in enumerate(t_bits)]
         u_out = [trees.add(f"u{p}", bits) for p, bits in enumerate(u_bits)]
-        ctl = trees.carry(ctl1, ctl_layout)
-        t_out = [trees.result(x) for x in t_out]
-        u_out = [trees.result(x) for x in u_out]
+        ctl = trees.carry(ctl1, _CtlLayout(B, self.nf))
+        return [trees.result(x) for x in t_out], [trees.result(x) for x in u_out], ctl
 
-        # -- accumulators ---------------------------------------------------------------------
+    def _accumulate(self, m, adv, t_out, u_out, ctl):
+        """Accumulators over the (b, sf) steps of a group; ``fin`` holds a finished group."""
+        cfg, pe = self._cfg, self._fold.pe
+        S, B, N = cfg.swarm, cfg.input_bits, cfg.n_in
+        ternary = cfg.weights == "ternary"
         xmax = cfg.x_max
         t_max = N * xmax * (S if not ternary else 1)
         u_max = N * xmax
@@ -431,14 +447,14 @@ class MACArray(wiring.Component):
         t_fin = [Signal(t_max.bit_length(), name=f"t_fin{p}") for p in range(pe)]
         u_fin = [Signal(u_max.bit_length(), name=f"u_fin{p}") for p in range(len(u_out))]
         fin_valid = Signal()
-        fin_group = Signal(_idx(NF))
+        fin_group = Signal(_idx(self.nf))
         with m.If(adv):
             m.d.sync += fin_valid.eq(ctl.valid & ctl.last)
             with m.If(ctl.valid):
                 m.d.sync += fin_group.eq(ctl.group)
                 for acc, fin, val in zip(t_acc + u_acc, t_fin + u_fin, t_out + u_out, strict=True):
                     nxt = Signal.like(acc, name=f"{acc.name}_nxt")
-                    if SF * B == 1:  # one step per group: no accumulation, no shift
+                    if self.sf * B == 1:  # one step per group: no accumulation, no shift
                         m.d.comb += nxt.eq(val)
                     else:
                         term = val if B == 1 else (val << ctl.b)
@@ -446,8 +462,17 @@ class MACArray(wiring.Component):
                         m.d.sync += acc.eq(nxt)
                     with m.If(ctl.last):
                         m.d.sync += fin.eq(nxt)
+        return t_fin, u_fin, fin_valid, fin_group
 
-        # -- output skid buffer (2 entries): z = 2T - S*U -------------------------------------
+    def _advance(self, m, adv, nxt_count):
+        """The enable's next value: advance while the skid buffer will have room."""
+        m.d.sync += adv.eq(nxt_count != 2)
+
+    def _output(self, m, adv, t_fin, u_fin, fin_valid, fin_group):
+        """Output skid buffer (2 entries) holding ``z = 2T - S·U`` per lane."""
+        cfg, pe = self._cfg, self._fold.pe
+        S, B, N, NF = cfg.swarm, cfg.input_bits, cfg.n_in, self.nf
+        ternary = cfg.weights == "ternary"
         o = self.o_stream
         last_lanes = cfg.n_out - (NF - 1) * pe
         new = Signal(self._o_layout)
@@ -476,17 +501,19 @@ class MACArray(wiring.Component):
         nxt_count = Signal(range(3))
         m.d.comb += nxt_count.eq(count + push - pop)
         m.d.sync += count.eq(nxt_count)
-        if self._mutant == "stall":  # broken on purpose: ignores a full buffer, drops results
-            m.d.sync += adv.eq(1)
-        else:
-            m.d.sync += adv.eq(nxt_count != 2)
+        self._advance(m, adv, nxt_count)
         with m.If(pop & (count == 2)):
             m.d.sync += head.eq(tail)
         with m.Elif(push & ((count == 0) | pop)):
             m.d.sync += head.eq(new)
         with m.Elif(push):
             m.d.sync += tail.eq(new)
-        return m
+
+
+def _CtlLayout(B: int, NF: int) -> data.StructLayout:
+    """Control word travelling beside the products through the tree registers."""
+    return data.StructLayout({"valid": 1, "b": _idx(B), "first": 1, "last": 1,
+                              "group": _idx(NF), "tail": 1})
 
 
 class _Trees:
@@ -549,7 +576,7 @@ class _Trees:
 
 def build(n_in: int = 64, n_out: int = 16, swarm: int = 1, input_bits: int = 1,
           weights: str = "binary", pe: int = 4, simd: int = 16, pipeline: int = -1,
-          seed: int = 0) -> MACArray:
+          mem: str = "auto", seed: int = 0) -> MACArray:
     """A :class:`MACArray` with random weights (``seed``) for ``bitswarm verilog``.
 
     ``pipeline = -1`` means fully pipelined (``tree_depth`` stages).
@@ -568,7 +595,7 @@ def build(n_in: int = 64, n_out: int = 16, swarm: int = 1, input_bits: int = 1,
         if not _is_int(v) or not 1 <= v <= hi:
             raise ConfigError(f"{name} must be an integer in 1..{hi}, not {v!r}")
     if pipeline == -1:
-        planes = swarm if weights == "binary" else 1
-        pipeline = _tree_depth(planes * simd)
-    MACArray.check(cfg, w, pe=pe, simd=simd, pipeline=pipeline)
-    return MACArray(cfg, w, pe=pe, simd=simd, pipeline=pipeline)
+        pipeline = LayerFold(pe, simd, 0).tree_depth(cfg)
+    fold = LayerFold(pe, simd, pipeline, mem)
+    MACArray.check(cfg, w, fold)
+    return MACArray(cfg, w, fold)

@@ -1,32 +1,66 @@
-"""Accelerator plan: per-layer folding and the cycle model (no Amaranth needed).
+"""The hardware/software contract: per-layer folding, the fold file, the cycle model.
 
-One :class:`AccelPlan` describes how a golden model maps onto the accelerator: for each layer
-the MAC array's ``pe`` (output neurons per cycle), ``simd`` (input elements per cycle) and adder
-tree ``pipeline`` stages. The gateware (:mod:`bitswarm.hw.accel`), the virtual accelerator
-(:mod:`bitswarm.sim.virtual`) and the Verilator driver all take their timing from here, and the
-tests assert that the RTL's measured cycle counts equal it exactly.
+This module needs no Amaranth. The gateware (:mod:`bitswarm.hw.accel`, built from it), the
+virtual accelerator and the Verilator driver (:mod:`bitswarm.sim`) and the resource model and
+fold optimizer (:mod:`bitswarm.hw.resources`) all take their folding and timing from here, and
+the tests assert that the RTL's measured cycle counts equal it exactly. ``hw/`` never imports
+``sim/``; ``sim/`` imports this module.
 
-Cycle model (one inference in isolation: input slices offered whenever asked for, output always
-ready). Layer ``i``'s MAC array takes ``cpv_i = ceil(M_i/PE_i) · B_i · ceil(N_i/SIMD_i)``
-cycles per vector and has ``lat_i = pipeline_i + 3`` cycles of latency; each glue stage
-(threshold-and-pack between layers, scores-and-argmax after the last) adds one register::
+Folding
+-------
+One :class:`LayerFold` per layer: ``pe`` output neurons and ``simd`` input elements per cycle,
+``pipeline`` register stages in each popcount adder tree, and ``mem``, the weight memory style
+(``auto``: the synthesis tool decides; ``bram``: block RAM; ``lutram``: distributed RAM;
+``logic``: LUT logic, which lets synthesis fold constant weights into the XNOR gates). Between
+layers the activation bits of ``pe_{i-1}``-neuron groups are repacked into ``simd_i``-element
+slices, so ``simd_i`` must be a multiple of ``pe_{i-1}`` (FINN's MVAU has the analogous rule
+for its data-width converters).
 
-    latency = sum_i (cpv_i + lat_i)
+Fold file (JSON, like FINN's folding config)::
 
-cycles from the first input handshake to the output handshake. Streaming images back to back,
-the accelerator is a dataflow pipeline whose initiation interval is bounded below by the
-slowest stage, ``max_i cpv_i``; the measured interval is reported by the benchmarks.
+    {"format": "bitswarm-fold", "version": 1, "arch": [64, 512, 10],
+     "layers": [{"pe": 8, "simd": 16, "pipeline": 2, "mem": "auto"}, ...]}
+
+Cycle model (exact; asserted against Verilator)
+-----------------------------------------------
+Layer ``i``'s MAC array takes ``cpv_i = ceil(M_i/PE_i) · B_i · ceil(N_i/SIMD_i)`` cycles per
+vector. Its input buffer holds three vectors (one computing, two filling), so every stage runs
+as soon as its input is complete and the streaming **initiation interval** of back-to-back
+images is exactly the slowest stage::
+
+    interval = max_i cpv_i
+
+The **latency** of an isolated image, from its first input handshake to its output handshake::
+
+    latency = SF_0 + sum_i (cpv_i + pipeline_i) + 2 + 5 (L - 1) + 2
+
+(``SF_0`` slices fill layer 0's buffer; each MAC array adds its steps, ``pipeline_i`` tree
+registers and 2 more (buffer read, accumulator, output register, one of them overlapping the
+handshake); each of the ``L - 1`` threshold-and-repack stages adds 5 cycles (threshold register,
+repack register, the buffer-full flag, read, accumulator/output); the score stage and the argmax
+add 2.)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.layer import LayerConfig
-from bitswarm.golden.model import ModelConfig
+from bitswarm.golden.model import PIXEL_BITS, ModelConfig
 
-__all__ = ["LayerFold", "AccelPlan", "tree_depth"]
+__all__ = ["MEM_STYLES", "FOLD_FORMAT", "LayerFold", "AccelPlan", "tree_depth", "tree_terms",
+           "weight_planes", "class_width", "load_fold", "BUFFER_BANKS"]
+
+#: Weight memory styles a fold may request.
+MEM_STYLES = ("auto", "bram", "lutram", "logic")
+FOLD_FORMAT = "bitswarm-fold"
+#: Vectors each MAC array's input buffer holds (one computing, two filling).
+BUFFER_BANKS = 3
 
 
 def _is_int(v) -> bool:
@@ -39,35 +73,88 @@ def tree_depth(n_bits: int) -> int:
     return 1 + (leaves - 1).bit_length()
 
 
+def weight_planes(lay: LayerConfig) -> int:
+    """Bit-planes stored per weight: S swarm planes (binary) or 2 (ternary: mask, sign)."""
+    return lay.swarm if lay.weights == "binary" else 2
+
+
+def tree_terms(lay: LayerConfig, simd: int) -> int:
+    """Product bits per popcount tree: ``S · SIMD`` (binary) or ``SIMD`` (ternary)."""
+    return (lay.swarm if lay.weights == "binary" else 1) * simd
+
+
+def class_width(n_classes: int) -> int:
+    """Width of a class index (at least 1 bit)."""
+    return max(1, (n_classes - 1).bit_length())
+
+
 @dataclass(frozen=True)
 class LayerFold:
-    """Folding of one layer: ``pe`` neurons and ``simd`` inputs per cycle, tree ``pipeline``."""
+    """Folding of one layer: ``pe`` neurons and ``simd`` inputs per cycle, tree ``pipeline``
+    register stages, weight memory style ``mem`` (one of :data:`MEM_STYLES`)."""
 
     pe: int
     simd: int
     pipeline: int
+    mem: str = "auto"
 
-    def check(self, lay: LayerConfig, i: int) -> None:
+    def check(self, lay: LayerConfig, i: int = 0) -> None:
         for name, v, hi in (("pe", self.pe, lay.n_out), ("simd", self.simd, lay.n_in)):
             if not _is_int(v) or not 1 <= v <= hi:
                 raise ConfigError(f"layer {i}: {name} must be an integer in 1..{hi}, not {v!r}")
-        terms = (lay.swarm if lay.weights == "binary" else 1) * self.simd
-        depth = tree_depth(terms)
+        depth = self.tree_depth(lay)
         if not _is_int(self.pipeline) or not 0 <= self.pipeline <= depth:
             raise ConfigError(f"layer {i}: pipeline must be in 0..{depth}, not {self.pipeline!r}")
+        if self.mem not in MEM_STYLES:
+            raise ConfigError(f"layer {i}: mem must be one of {', '.join(MEM_STYLES)}, "
+                              f"not {self.mem!r}")
 
+    # -- geometry, derived once --------------------------------------------------------------
     def sf(self, lay: LayerConfig) -> int:
+        """Input slices per bit-plane, ``ceil(N / SIMD)``."""
         return -(-lay.n_in // self.simd)
 
     def nf(self, lay: LayerConfig) -> int:
+        """Output groups per vector, ``ceil(M / PE)``."""
         return -(-lay.n_out // self.pe)
+
+    def tree_depth(self, lay: LayerConfig) -> int:
+        return tree_depth(tree_terms(lay, self.simd))
 
     def cycles_per_vector(self, lay: LayerConfig) -> int:
         return self.nf(lay) * lay.input_bits * self.sf(lay)
 
-    @property
-    def latency(self) -> int:
+    def mac_latency(self) -> int:
+        """Cycles from a group's last step being issued to its result on the output."""
         return self.pipeline + 3
+
+    def weight_bits(self, lay: LayerConfig) -> int:
+        """Weight ROM bits including fold padding: ``NF·SF`` words of ``PE·P·SIMD`` bits."""
+        return self.nf(lay) * self.sf(lay) * self.rom_width(lay)
+
+    def rom_width(self, lay: LayerConfig) -> int:
+        return self.pe * weight_planes(lay) * self.simd
+
+    def to_dict(self) -> dict:
+        return {"pe": self.pe, "simd": self.simd, "pipeline": self.pipeline, "mem": self.mem}
+
+    @classmethod
+    def from_dict(cls, d, i: int = 0) -> "LayerFold":
+        if isinstance(d, (list, tuple)) and len(d) in (3, 4):
+            d = dict(zip(("pe", "simd", "pipeline", "mem"), d, strict=False))
+        if not isinstance(d, dict):
+            raise ConfigError(f"layer {i}: a fold entry is an object with pe, simd, pipeline, "
+                              f"not {d!r}")
+        extra = set(d) - {"pe", "simd", "pipeline", "mem"}
+        if extra:
+            raise ConfigError(f"layer {i}: unknown fold key(s) {', '.join(sorted(extra))}")
+        missing = [k for k in ("pe", "simd", "pipeline") if k not in d]
+        if missing:
+            raise ConfigError(f"layer {i}: fold entry lacks {', '.join(missing)}")
+        for k in ("pe", "simd", "pipeline"):
+            if not _is_int(d[k]):
+                raise ConfigError(f"layer {i}: {k} must be an integer, not {d[k]!r}")
+        return cls(d["pe"], d["simd"], d["pipeline"], d.get("mem", "auto"))
 
 
 @dataclass(frozen=True)
@@ -76,6 +163,7 @@ class AccelPlan:
 
     cfg: ModelConfig
     folds: tuple[LayerFold, ...]
+    source: str = field(default="explicit", compare=False)
 
     def __post_init__(self):
         if not isinstance(self.cfg, ModelConfig):
@@ -85,8 +173,17 @@ class AccelPlan:
         if len(folds) != len(self.cfg.layers):
             raise ConfigError(f"need {len(self.cfg.layers)} layer folds, found {len(folds)}")
         for i, (f, lay) in enumerate(zip(folds, self.cfg.layers, strict=True)):
+            if not isinstance(f, LayerFold):
+                raise TypeError(f"layer {i}: fold must be a LayerFold, not {f!r}")
             f.check(lay, i)
+        for i in range(1, len(folds)):
+            if folds[i].simd % folds[i - 1].pe:
+                raise ConfigError(
+                    f"layer {i}: simd = {folds[i].simd} must be a multiple of layer {i - 1}'s "
+                    f"pe = {folds[i - 1].pe} (groups of pe activation bits are repacked into "
+                    f"simd-wide slices)")
 
+    # -- construction ------------------------------------------------------------------------
     @classmethod
     def auto(
         cls,
@@ -99,15 +196,23 @@ class AccelPlan:
     ) -> "AccelPlan":
         """A plan from uniform requests, each clipped to the layer (``None`` = automatic).
 
-        Automatic folding balances the layers: SIMD is the largest divisor-friendly width up to
-        ``max_simd`` that covers the input, PE is chosen so every layer's cycles per vector is
-        close to the first layer's (the dataflow pipeline's slowest stage sets throughput).
+        Automatic folding balances the layers: SIMD is the input width up to ``max_simd``
+        (rounded to a multiple of the previous layer's PE), PE is chosen so every layer's cycles
+        per vector is close to the first layer's (the slowest stage sets the interval).
         Automatic ``pipeline`` registers every other adder-tree level (at least one).
+        :func:`bitswarm.hw.resources.optimize` finds folds that fit a device instead.
         """
-        folds = []
+        folds: list[LayerFold] = []
         target = None
-        for lay in cfg.layers:
+        for i, lay in enumerate(cfg.layers):
             s = min(lay.n_in, simd if simd is not None else max_simd)
+            if i > 0:  # a multiple of the previous PE (repacking), at most N
+                prev = folds[-1].pe
+                s = max(prev, s - s % prev)
+                if s > lay.n_in:
+                    raise ConfigError(
+                        f"layer {i}: no simd <= {lay.n_in} is a multiple of layer {i - 1}'s "
+                        f"pe = {prev}; choose a smaller pe")
             if pe is not None:
                 p = min(lay.n_out, pe)
             else:
@@ -117,26 +222,76 @@ class AccelPlan:
                     target = -(-lay.n_out // p) * sf
                 else:
                     p = min(lay.n_out, max_pe, max(1, -(-lay.n_out * sf // target)))
-            terms = (lay.swarm if lay.weights == "binary" else 1) * s
-            d = tree_depth(terms)
+            d = tree_depth(tree_terms(lay, s))
             pl = min(d, pipeline) if pipeline is not None else max(1, d // 2)
             folds.append(LayerFold(pe=p, simd=s, pipeline=max(0, pl)))
-        return cls(cfg, tuple(folds))
+        return cls(cfg, tuple(folds), source="auto")
+
+    @classmethod
+    def from_dict(cls, cfg: ModelConfig, d) -> "AccelPlan":
+        """A plan from a fold file's content (or the older ``{"folds": [[pe, simd, pipe]]}``)."""
+        if not isinstance(d, dict):
+            raise ConfigError("a fold file holds a JSON object")
+        if "folds" in d and "layers" not in d:
+            entries = d["folds"]
+        else:
+            if d.get("format") != FOLD_FORMAT:
+                raise ConfigError(f"not a fold file: format must be {FOLD_FORMAT!r}, "
+                                  f"found {d.get('format')!r}")
+            if d.get("version") != 1:
+                raise ConfigError(f"unsupported fold file version {d.get('version')!r} "
+                                  "(this bitswarm reads version 1)")
+            arch = d.get("arch")
+            if arch is not None and list(arch) != list(cfg.arch):
+                raise ConfigError(f"the fold file is for architecture {'-'.join(map(str, arch))}, "
+                                  f"the model is {'-'.join(map(str, cfg.arch))}")
+            entries = d.get("layers")
+        if not isinstance(entries, list):
+            raise ConfigError("a fold file needs a list of per-layer entries ('layers')")
+        if len(entries) != len(cfg.layers):
+            raise ConfigError(f"the fold file has {len(entries)} layer entries, the model "
+                              f"{len(cfg.layers)} layers")
+        folds = tuple(LayerFold.from_dict(e, i) for i, e in enumerate(entries))
+        return cls(cfg, folds, source="file")
+
+    def to_dict(self) -> dict:
+        """The fold file's content."""
+        return {"format": FOLD_FORMAT, "version": 1, "arch": list(self.cfg.arch),
+                "layers": [f.to_dict() for f in self.folds]}
+
+    def write(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the fold file atomically; refuses an existing file unless ``overwrite``."""
+        from bitswarm.golden.model import atomic_write_bytes
+
+        p = Path(path)
+        if p.exists() and not overwrite:
+            raise ConfigError(f"{p} exists; pass --overwrite to replace it")
+        if p.parent and not p.parent.exists():
+            raise ConfigError(f"folder {p.parent} does not exist")
+        atomic_write_bytes(p, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+        return p
 
     # -- the cycle model -------------------------------------------------------------------
+    def _pairs(self):
+        return zip(self.folds, self.cfg.layers, strict=True)
+
     def layer_cycles(self) -> list[int]:
-        return [f.cycles_per_vector(lay) for f, lay in zip(self.folds, self.cfg.layers, strict=True)]
+        return [f.cycles_per_vector(lay) for f, lay in self._pairs()]
 
     def latency_cycles(self) -> int:
-        """Cycles from an isolated inference's first input handshake to its output handshake."""
-        return sum(
-            f.cycles_per_vector(lay) + f.latency
-            for f, lay in zip(self.folds, self.cfg.layers, strict=True)
-        )
+        """Cycles from an isolated image's first input handshake to its output handshake."""
+        n = len(self.folds)
+        body = sum(f.cycles_per_vector(lay) + f.pipeline for f, lay in self._pairs())
+        return self.input_slices() + body + 2 + 5 * (n - 1) + 2
 
-    def interval_bound(self) -> int:
-        """Lower bound of the streaming initiation interval: the slowest MAC array."""
+    def interval_cycles(self) -> int:
+        """Streaming initiation interval of back-to-back images: the slowest MAC array."""
         return max(self.layer_cycles())
+
+    interval_bound = interval_cycles  # the name the older reports used
+
+    def images_per_s(self, clock_hz: float) -> float:
+        return clock_hz / self.interval_cycles()
 
     def input_slices(self) -> int:
         """Input transfers per image: ``ceil(N_0 / SIMD_0)`` slices of ``SIMD_0`` pixels."""
@@ -144,15 +299,42 @@ class AccelPlan:
 
     def weight_memory_bits(self) -> int:
         """Bits of weight ROM including fold padding."""
-        total = 0
-        for f, lay in zip(self.folds, self.cfg.layers, strict=True):
-            planes = lay.swarm if lay.weights == "binary" else 2
-            total += f.nf(lay) * f.sf(lay) * f.pe * planes * f.simd
-        return total
+        return sum(f.weight_bits(lay) for f, lay in self._pairs())
+
+    def ports(self) -> dict:
+        """The accelerator top's ports (the datasheet's table, also in every JSON report)."""
+        lays = self.cfg.layers
+        simd0, last = self.folds[0].simd, lays[-1]
+        cw = class_width(last.n_out)
+        return {
+            "clk": {"dir": "in", "width": 1, "doc": "clock; everything is synchronous to its "
+                    "rising edge"},
+            "rst": {"dir": "in", "width": 1, "doc": "active-high synchronous reset; hold it for "
+                    "at least 2 cycles (from time 0 in a SystemVerilog-mode simulator)"},
+            "i_stream__valid": {"dir": "in", "width": 1, "doc": "input slice offered"},
+            "i_stream__ready": {"dir": "out", "width": 1, "doc": "input slice accepted on a "
+                                "rising edge with valid and ready both high"},
+            "i_stream__payload": {
+                "dir": "in", "width": PIXEL_BITS * simd0,
+                "doc": f"{simd0} raw 8-bit pixels: pixel k of the slice at bits [8k+7:8k]; slice "
+                       f"s carries flattened pixels s*{simd0}..s*{simd0}+{simd0 - 1}; "
+                       f"{self.input_slices()} slices per image in order; lanes past the image "
+                       "are ignored; raw 8-bit pixels even when the first layer uses fewer bits "
+                       f"(it keeps the top {lays[0].input_bits})"},
+            "o_stream__valid": {"dir": "out", "width": 1, "doc": "result offered; held with its "
+                                "payload until accepted"},
+            "o_stream__ready": {"dir": "in", "width": 1, "doc": "result accepted"},
+            "o_stream__payload": {
+                "dir": "out", "width": cw + last.z_width * last.n_out,
+                "doc": f"bits [{cw - 1}:0] the class (argmax, ties to the lowest index); then "
+                       f"score j = z_j - theta_j as {last.z_width}-bit two's complement at bits "
+                       f"[{cw}+{last.z_width}j+{last.z_width - 1}:{cw}+{last.z_width}j], "
+                       f"j = 0..{last.n_out - 1}"},
+        }
 
     def report(self) -> dict:
         return {
-            "arch": self.cfg.arch,
+            "arch": list(self.cfg.arch),
             "layers": [
                 {
                     "layer": i,
@@ -163,23 +345,46 @@ class AccelPlan:
                     "pe": f.pe,
                     "simd": f.simd,
                     "pipeline": f.pipeline,
+                    "mem": f.mem,
                     "cycles_per_vector": f.cycles_per_vector(lay),
-                    "latency": f.latency,
                 }
-                for i, (f, lay) in enumerate(zip(self.folds, self.cfg.layers, strict=True))
+                for i, (f, lay) in enumerate(self._pairs())
             ],
+            "fold": self.to_dict(),
             "cycles_per_inference": self.latency_cycles(),
-            "interval_bound_cycles": self.interval_bound(),
+            "latency_cycles": self.latency_cycles(),
+            "interval_cycles": self.interval_cycles(),
+            "interval_bound_cycles": self.interval_cycles(),
             "weight_memory_bits": self.weight_memory_bits(),
             "input_slices": self.input_slices(),
+            "cycle_model": {
+                "latency_cycles": "cycles from an isolated image's first input handshake to its "
+                                  "output handshake (inputs offered every cycle, output ready)",
+                "interval_cycles": "initiation interval of back-to-back images: cycles between "
+                                   "consecutive output handshakes when inputs are offered every "
+                                   "cycle and the output is always ready (= max cycles per "
+                                   "vector over the layers)",
+            },
         }
 
-    def to_dict(self) -> dict:
-        return {"folds": [[f.pe, f.simd, f.pipeline] for f in self.folds]}
 
-    @classmethod
-    def from_dict(cls, cfg: ModelConfig, d: dict) -> "AccelPlan":
-        try:
-            return cls(cfg, tuple(LayerFold(*map(int, x)) for x in d["folds"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"invalid accelerator plan: {e}") from None
+def load_fold(path: str | os.PathLike, cfg: ModelConfig) -> AccelPlan:
+    """Read and validate a fold file for ``cfg``; every problem is one ConfigError line."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"fold file {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read fold file {p}: {e}") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"fold file {p} is not valid JSON: {e}") from None
+    try:
+        return AccelPlan.from_dict(cfg, d)
+    except ConfigError as e:
+        raise ConfigError(f"fold file {p}: {e}") from None
+
+
+_ = math  # (kept for formulas in docstrings)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from bitswarm.golden.errors import ConfigError
@@ -31,7 +31,6 @@ from bitswarm.golden.layer import LayerConfig, signed_width
 
 __all__ = ["Threshold", "build"]
 
-_MUTANTS = (None, "gt")
 
 
 def _is_int(v) -> bool:
@@ -39,34 +38,39 @@ def _is_int(v) -> bool:
 
 
 class Threshold(wiring.Component):
-    """Folded threshold/compare unit with per-neuron thresholds and inverts in a ROM.
+    """Folded threshold unit with per-neuron thresholds and inverts in a ROM.
 
     Parameters
     ----------
     layer : :class:`~bitswarm.golden.layer.LayerConfig`
-        A hidden layer (``output=False``); ``z`` is ``layer.z_width`` bits signed, thresholds
-        ``signed_width(layer.theta_bound)`` bits.
+        A hidden layer: each lane fires ``((z - theta) >= 0) XOR invert``; or the output
+        layer: each lane gives the score ``z - theta``. ``z`` is ``layer.z_width`` bits signed,
+        thresholds ``signed_width(layer.theta_bound)`` bits.
     lanes : int
-        Neurons per transfer, P; must divide ``layer.n_out``.
+        Neurons per transfer, P, 1..n_out. When P does not divide ``n_out`` the last transfer's
+        lanes past neuron ``n_out - 1`` use threshold 0 and no invert (don't-care outputs).
     theta : sequence of int, optional
         ``n_out`` thresholds, each in ``-theta_bound..theta_bound`` (default all 0).
     invert : sequence of int, optional
-        ``n_out`` invert flags, 0 or 1 (default all 0).
+        ``n_out`` invert flags, 0 or 1 (default all 0; must be 0 for the output layer).
 
     Members
     -------
     i_stream : ``In(stream.Signature(StructLayout({"z": ArrayLayout(signed(z_width), P)})))``
-        Pre-activations, P neurons per transfer, folds in order.
-    o_stream : ``Out(stream.Signature(StructLayout({"bits": unsigned(P)})))``
-        Activation bits; bit ``i`` belongs to lane ``i`` of the matching input transfer.
+        Pre-activations, P neurons per transfer, folds in order (``ceil(n_out / P)`` per sample).
+    o_stream : ``Out(stream.Signature(StructLayout({"bits": unsigned(P)})))`` (hidden layer) or
+    ``Out(stream.Signature(StructLayout({"scores": ArrayLayout(signed(z_width), P)})))`` (output)
+        Bit / score ``i`` belongs to lane ``i`` of the matching input transfer.
 
     Notes
     -----
     Latency 1 cycle (registered output). Throughput one transfer per cycle. Backpressure: a
     one-entry output register; ``i_stream.ready = ~o_stream.valid | o_stream.ready`` (a
-    combinational path from ``o_stream.ready`` to ``i_stream.ready``). Overflow: none;
-    ``z - theta`` is computed one bit wider than its operands, exact for every input value
-    (not only for ``|z| <= z_bound``).
+    combinational path from ``o_stream.ready`` to ``i_stream.ready``). With more than one fold
+    the table is a synchronous ROM (block RAM on FPGAs) addressed one cycle ahead by the fold
+    counter's next value, so its word is ready when the transfer arrives. Overflow: none;
+    ``z - theta`` is computed one bit wider than its operands, exact for every input value;
+    scores are ``z_width`` bits, exact while ``|z| <= z_bound`` (golden's range).
 
     Raises
     ------
@@ -74,8 +78,8 @@ class Threshold(wiring.Component):
         If ``layer`` is not a ``LayerConfig``, ``lanes`` not an integer, or theta/invert not
         sequences of integers.
     ConfigError
-        If ``layer`` is an output layer, ``lanes`` does not divide ``n_out``, or a theta /
-        invert has the wrong length or an out-of-range value.
+        If ``lanes`` is out of range, a theta / invert has the wrong length or an out-of-range
+        value, or an output layer has an invert set.
     """
 
     def __init__(
@@ -85,20 +89,13 @@ class Threshold(wiring.Component):
         lanes: int = 1,
         theta: Sequence[int] | None = None,
         invert: Sequence[int] | None = None,
-        _mutant: str | None = None,
     ):
         if not isinstance(layer, LayerConfig):
             raise TypeError(f"layer must be a LayerConfig, not {type(layer).__name__}")
-        if layer.output:
-            raise ConfigError(
-                "Threshold needs a hidden layer; the output layer yields scores (use Argmax)"
-            )
         if not _is_int(lanes):
             raise TypeError(f"lanes must be an integer, not {lanes!r}")
-        if lanes < 1 or layer.n_out % lanes:
-            raise ConfigError(
-                f"lanes must be a positive divisor of n_out = {layer.n_out}, not {lanes!r}"
-            )
+        if not 1 <= lanes <= layer.n_out:
+            raise ConfigError(f"lanes must be in 1..n_out = {layer.n_out}, not {lanes!r}")
         m = layer.n_out
         theta = [0] * m if theta is None else _int_list("theta", theta)
         invert = [0] * m if invert is None else _int_list("invert", invert)
@@ -114,14 +111,13 @@ class Threshold(wiring.Component):
         bad = [v for v in invert if v not in (0, 1)]
         if bad:
             raise ConfigError(f"invert must be 0 or 1, found {bad[0]}")
-        if _mutant not in _MUTANTS:  # test-only: deliberately broken hardware
-            raise ConfigError(f"_mutant must be one of {_MUTANTS}, not {_mutant!r}")
+        if layer.output and any(invert):
+            raise ConfigError("the output layer has no invert bits (its scores are z - theta)")
         self._layer, self._lanes = layer, lanes
         self._theta, self._invert = tuple(theta), tuple(invert)
-        self._mutant = _mutant
         super().__init__({
             "i_stream": In(stream.Signature(self.i_layout(layer, lanes))),
-            "o_stream": Out(stream.Signature(self.o_layout(lanes))),
+            "o_stream": Out(stream.Signature(self.o_layout(lanes, layer))),
         })
 
     @staticmethod
@@ -129,7 +125,9 @@ class Threshold(wiring.Component):
         return data.StructLayout({"z": data.ArrayLayout(signed(layer.z_width), lanes)})
 
     @staticmethod
-    def o_layout(lanes: int) -> data.StructLayout:
+    def o_layout(lanes: int, layer: LayerConfig | None = None) -> data.StructLayout:
+        if layer is not None and layer.output:
+            return data.StructLayout({"scores": data.ArrayLayout(signed(layer.z_width), lanes)})
         return data.StructLayout({"bits": lanes})
 
     @property
@@ -142,8 +140,8 @@ class Threshold(wiring.Component):
 
     @property
     def folds(self) -> int:
-        """Transfers per sample, ``n_out / lanes``."""
-        return self._layer.n_out // self._lanes
+        """Transfers per sample, ``ceil(n_out / lanes)``."""
+        return -(-self._layer.n_out // self._lanes)
 
     @property
     def z_width(self) -> int:
@@ -161,43 +159,52 @@ class Threshold(wiring.Component):
     def invert(self) -> tuple[int, ...]:
         return self._invert
 
-    def elaborate(self, platform):
-        m = Module()
+    def _fire(self, diff):
+        """Activation of one lane from ``z - theta``: ``diff >= 0`` (the sign bit clear)."""
+        return ~diff[-1]
+
+    def _table(self, m, accept):
+        """The (theta, invert) row of the fold now on ``i_stream``."""
         p, f = self._lanes, self.folds
         entry = data.StructLayout({"theta": signed(self.theta_width), "invert": 1})
-        accept = self.i_stream.valid & self.i_stream.ready
-        if f == 1:  # one fold: the thresholds are constants
-            rom_data = data.ArrayLayout(entry, p).const(
-                [{"theta": self._theta[i], "invert": self._invert[i]} for i in range(p)]
-            )
-        else:  # a ROM of one row per fold; its address register is the fold counter
-            rom_init = [
-                [{"theta": self._theta[r * p + i], "invert": self._invert[r * p + i]}
-                 for i in range(p)]
-                for r in range(f)
-            ]
-            m.submodules.rom = rom = memory.Memory(
-                shape=data.ArrayLayout(entry, p), depth=f, init=rom_init
-            )
-            rd = rom.read_port(domain="comb")
-            rom_data = rd.data
-            with m.If(accept):
-                with m.If(rd.addr == f - 1):
-                    m.d.sync += rd.addr.eq(0)
-                with m.Else():
-                    m.d.sync += rd.addr.eq(rd.addr + 1)
+        n = self._layer.n_out
 
-        bits = Signal(p)
+        def row(r):
+            return [{"theta": self._theta[r * p + i] if r * p + i < n else 0,
+                     "invert": self._invert[r * p + i] if r * p + i < n else 0}
+                    for i in range(p)]
+
+        if f == 1:  # one fold: the thresholds are constants
+            return data.ArrayLayout(entry, p).const(row(0))
+        m.submodules.rom = rom = memory.Memory(
+            shape=data.ArrayLayout(entry, p), depth=f, init=[row(r) for r in range(f)])
+        rd = rom.read_port()
+        cnt = Signal(range(f), name="fold")
+        nxt = Signal(range(f), name="fold_next")
+        m.d.comb += nxt.eq(cnt)
+        with m.If(accept):
+            m.d.comb += nxt.eq(Mux(cnt == f - 1, 0, cnt + 1))
+        m.d.sync += cnt.eq(nxt)
+        m.d.comb += rd.addr.eq(nxt)  # read one cycle ahead: rd.data is row `cnt`
+        return rd.data
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._lanes
+        accept = self.i_stream.valid & self.i_stream.ready
+        rom_data = self._table(m, accept)
+        out = Signal(self.o_stream.payload.shape())
         for i in range(p):
             diff = self.i_stream.payload.z[i] - rom_data[i].theta  # exact: one bit wider
-            fire = (diff > 0) if self._mutant == "gt" else ~diff[-1]  # diff >= 0
-            m.d.comb += bits[i].eq(fire ^ rom_data[i].invert)
-
+            if self._layer.output:
+                m.d.comb += out.scores[i].eq(diff)
+            else:
+                m.d.comb += out.bits[i].eq(self._fire(diff) ^ rom_data[i].invert)
         m.d.comb += self.i_stream.ready.eq(~self.o_stream.valid | self.o_stream.ready)
         with m.If(accept):
             m.d.sync += [
                 self.o_stream.valid.eq(1),
-                self.o_stream.payload.bits.eq(bits),
+                self.o_stream.payload.eq(out),
             ]
         with m.Elif(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
