@@ -21,7 +21,8 @@ all S swarm bit-planes of the PE neurons' weights for slice ``sf``, popcounts th
 product bits of each PE neuron in one pipelined adder tree, and adds the count, shifted left
 by ``b``, into that neuron's accumulator. Slices arrive once per vector and are stored in an
 input buffer of three banks (``3·SF`` words): while one bank is computed the next vectors fill
-the others, so the array never waits for its producer in steady state.
+the others, so the array never waits for its producer in steady state. When every slice is
+used once (``NF·B = 1``) there is no buffer: each accepted slice is one step.
 
 Arithmetic (exact, SPEC §3): with ``T_j = sum_b 2**b sum_s popcount(f(x_b, w_sj))`` and
 ``U = sum_b 2**b popcount(x_b)``,
@@ -114,12 +115,14 @@ class MACArray(wiring.Component):
     is always ready; one output group every ``B · SF`` cycles. ``i_stream.ready`` is high while
     a buffer bank is free (three vectors may be buffered), a register.
 
-    Latency: a vector's steps start the cycle after its last slice is accepted (the bank's full
-    flag); :attr:`latency` ``= pipeline + 3`` cycles pass from a group's last step to its result
+    Latency: a vector's steps start two cycles after its last slice is accepted (the registered
+    write, then the bank's full flag); :attr:`latency` ``= pipeline + 3`` cycles pass from a group's last step to its result
     on ``o_stream``: 1 (ROM / buffer read) + ``pipeline`` (tree registers) + 1 (accumulator) +
     1 (output register, the head of the skid buffer, which also forms ``2T - S·U``). For V
     vectors offered back to back, the first input handshake in cycle 0 puts the last output
-    handshake in cycle ``SF + V · cycles_per_vector() + latency - 1`` (:meth:`cycles`).
+    handshake in cycle ``SF + V · cycles_per_vector() + latency`` (:meth:`cycles`). Without a
+    buffer (``NF·B = 1``) a step is issued in the cycle its slice is accepted, so the last
+    output handshake is in cycle ``V · cycles_per_vector() + latency - 1``.
 
     Backpressure: the compute pipeline advances with one enable, a register that is high while
     the 2-entry output skid buffer has room after the current cycle. When ``o_stream`` stalls,
@@ -238,6 +241,11 @@ class MACArray(wiring.Component):
         """Cycles from issuing a group's last step to its result being valid: ``pipeline + 3``."""
         return self._fold.mac_latency()
 
+    @property
+    def buffered(self) -> bool:
+        """Whether the array has an input buffer (slices are reused: ``NF·B > 1``)."""
+        return self._fold.buffered(self._cfg)
+
     def cycles_per_vector(self) -> int:
         """Cycles per input vector at full rate: ``ceil(M/PE) · B · ceil(N/SIMD)``."""
         return self._fold.cycles_per_vector(self._cfg)
@@ -245,7 +253,9 @@ class MACArray(wiring.Component):
     def cycles(self, n_vectors: int) -> int:
         """Cycles from the first input handshake to the last output handshake, inclusive, for
         ``n_vectors`` vectors offered back to back (no idle input, no backpressure)."""
-        return self.sf + n_vectors * self.cycles_per_vector() + self.latency
+        if not self.buffered:
+            return n_vectors * self.cycles_per_vector() + self.latency
+        return self.sf + 1 + n_vectors * self.cycles_per_vector() + self.latency
 
 
     # -- software helpers for drivers and checkers -------------------------------------------
@@ -286,7 +296,10 @@ class MACArray(wiring.Component):
         # (the enable net starts at a flip-flop; i_stream.ready never depends on o_stream.ready).
         adv = Signal(init=1)
         word, rom_rd = self._weight_rom(m, adv)
-        buf_data, go, ctl1 = self._sequencer(m, adv, rom_rd)
+        if self.buffered:
+            buf_data, go, ctl1 = self._sequencer(m, adv, rom_rd)
+        else:
+            buf_data, go, ctl1 = self._direct(m, adv, rom_rd)
         t_out, u_out, ctl = self._products(m, adv, word, buf_data, ctl1)
         fin = self._accumulate(m, adv, t_out, u_out, ctl)
         self._output(m, adv, *fin)
@@ -308,40 +321,50 @@ class MACArray(wiring.Component):
     def _sequencer(self, m, adv, rom_rd):
         """Input buffer (three banks of SF slices) and the step sequencer.
 
-        Write side: slices of a vector go into the next free bank; ``i_stream.ready`` is high
-        while that bank is free (a register). Read side: the bank of the oldest complete vector
-        is walked ``(nf, b, sf)``, one step per cycle while ``adv``; its last step frees it.
+        Write side: slices of a vector go into the next free bank through one register stage
+        (data, address and enable are registered before the memory write, so no decode sits on
+        the handshake path); ``i_stream.ready`` is a register, high while fewer than three banks
+        are taken. Read side: the bank of the oldest complete vector is walked ``(nf, b, sf)``,
+        one step per cycle while ``adv``; its last step frees it.
         """
         cfg, simd = self._cfg, self._fold.simd
         B = cfg.input_bits
         SF, NF, K = self.sf, self.nf, BUFFER_BANKS
         m.submodules.ibuf = ibuf = memory.Memory(shape=unsigned(B * simd), depth=K * SF, init=[])
         wr, rd = ibuf.write_port(), ibuf.read_port()
-        full = Signal(K)
-        wb = Signal(range(K))
+        ins = self.i_stream
+        ready = Signal(init=1)
+        m.d.comb += ins.ready.eq(ready)
+        accept = Signal()
+        m.d.comb += accept.eq(ins.valid & ready)
         wsf = Signal(_idx(SF))
         waddr = Signal(range(K * SF))
-        rb = Signal(range(K))
-        ins = self.i_stream
-        w_ok = Signal()
-        m.d.comb += [w_ok.eq(~full.bit_select(wb, 1)), ins.ready.eq(w_ok)]
-        m.d.comb += [wr.addr.eq(waddr), wr.data.eq(ins.payload.x.as_value()),
-                     wr.en.eq(ins.valid & w_ok)]
-        w_last = Signal()
-        m.d.comb += w_last.eq(ins.valid & w_ok & (wsf == SF - 1))
-        with m.If(ins.valid & w_ok):
+        taken = Signal(range(K + 1))  # banks accepted in full and not yet freed
+        a_last = Signal()
+        m.d.comb += a_last.eq(accept & (wsf == SF - 1))
+        with m.If(accept):
             m.d.sync += waddr.eq(Mux(waddr == K * SF - 1, 0, waddr + 1))
-            with m.If(wsf == SF - 1):
-                m.d.sync += [wsf.eq(0), wb.eq(Mux(wb == K - 1, 0, wb + 1))]
-            with m.Else():
-                m.d.sync += wsf.eq(wsf + 1)
+            m.d.sync += wsf.eq(Mux(wsf == SF - 1, 0, wsf + 1))
+        # registered write stage
+        w_en, w_last = Signal(), Signal()
+        w_addr = Signal.like(waddr)
+        w_data = Signal(B * simd)
+        m.d.sync += [w_en.eq(accept), w_last.eq(a_last), w_addr.eq(waddr),
+                     w_data.eq(ins.payload.x.as_value())]
+        m.d.comb += [wr.addr.eq(w_addr), wr.data.eq(w_data), wr.en.eq(w_en)]
+        wb = Signal(range(K))  # bank of the registered write
+        with m.If(w_last):
+            m.d.sync += wb.eq(Mux(wb == K - 1, 0, wb + 1))
 
         # read side: counters and address registers (no adders in the memory address paths)
         sf, b, nf = Signal(_idx(SF)), Signal(_idx(B)), Signal(_idx(NF))
+        rb = Signal(range(K))  # bank being computed
         raddr = Signal(_idx(NF * SF))  # weight word nf*SF + sf
         baddr = Signal(range(K * SF))  # buffer word rb*SF + sf
+        full = Signal(K)
+        full_rb = Signal()  # full[rb], kept as a register
         go = Signal()
-        m.d.comb += go.eq(adv & full.bit_select(rb, 1))
+        m.d.comb += go.eq(adv & full_rb)
         if rom_rd is not None:
             m.d.comb += rom_rd.addr.eq(raddr)
         m.d.comb += [rd.addr.eq(baddr), rd.en.eq(adv)]
@@ -363,11 +386,19 @@ class MACArray(wiring.Component):
                                  baddr.eq(baddr - (SF - 1))]
             with m.Else():
                 m.d.sync += [sf.eq(sf + 1), raddr.eq(raddr + 1), baddr.eq(baddr + 1)]
+        free = Signal()
+        m.d.comb += free.eq(go & end_vec)
+        full_nxt = Signal(K)
         for k in range(K):  # a bank is filled and freed in different cycles (never both)
-            with m.If(w_last & (wb == k)):
-                m.d.sync += full[k].eq(1)
-            with m.Elif(go & end_vec & (rb == k)):
-                m.d.sync += full[k].eq(0)
+            m.d.comb += full_nxt[k].eq(Mux(w_last & (wb == k), 1,
+                                           Mux(free & (rb == k), 0, full[k])))
+        m.d.sync += full.eq(full_nxt)
+        rb_nxt = Signal.like(rb)
+        m.d.comb += rb_nxt.eq(Mux(free, Mux(rb == K - 1, 0, rb + 1), rb))
+        m.d.sync += full_rb.eq(full_nxt.bit_select(rb_nxt, 1))
+        taken_nxt = Signal.like(taken)
+        m.d.comb += taken_nxt.eq(taken + a_last - free)
+        m.d.sync += [taken.eq(taken_nxt), ready.eq(taken_nxt < K)]
 
         ctl1 = Signal(_CtlLayout(B, NF))
         with m.If(adv):
@@ -380,6 +411,32 @@ class MACArray(wiring.Component):
                 ctl1.tail.eq(end_plane),
             ]
         return rd.data, go, ctl1
+
+    def _direct(self, m, adv, rom_rd):
+        """No input buffer (``NF·B = 1``: every slice is used once): a step per accepted slice.
+
+        ``i_stream.ready = adv`` (a register); the slice is registered beside the ROM read.
+        """
+        SF = self.sf
+        ins = self.i_stream
+        sf = Signal(_idx(SF))
+        go = Signal()
+        m.d.comb += [ins.ready.eq(adv), go.eq(adv & ins.valid)]
+        if rom_rd is not None:
+            m.d.comb += rom_rd.addr.eq(sf)
+        with m.If(go):
+            m.d.sync += sf.eq(Mux(sf == SF - 1, 0, sf + 1))
+        ctl1 = Signal(_CtlLayout(1, 1))
+        x1 = Signal(len(ins.payload.x.as_value()))
+        with m.If(adv):
+            m.d.sync += [
+                ctl1.valid.eq(go),
+                ctl1.first.eq(sf == 0),
+                ctl1.last.eq(sf == SF - 1),
+                ctl1.tail.eq(sf == SF - 1),
+                x1.eq(ins.payload.x.as_value()),
+            ]
+        return x1, go, ctl1
 
     def _lane_mask(self, m, ctl1):
         """Lanes of the current slice that hold elements (the last slice may be partial)."""

@@ -32,13 +32,13 @@ images is exactly the slowest stage::
 
 The **latency** of an isolated image, from its first input handshake to its output handshake::
 
-    latency = SF_0 + sum_i (cpv_i + pipeline_i) + 2 + 5 (L - 1) + 2
+    latency = (SF_0 - 1) + T_0 + sum_{i>0} (2 + T_i) + 2
 
-(``SF_0`` slices fill layer 0's buffer; each MAC array adds its steps, ``pipeline_i`` tree
-registers and 2 more (buffer read, accumulator, output register, one of them overlapping the
-handshake); each of the ``L - 1`` threshold-and-repack stages adds 5 cycles (threshold register,
-repack register, the buffer-full flag, read, accumulator/output); the score stage and the argmax
-add 2.)
+``T_i`` is layer ``i``'s tail, from its last input slice to its last output group: with an input
+buffer (``NF·B > 1``) ``cpv_i + pipeline_i + 4`` (registered write, the bank's full flag, the
+steps, then buffer/ROM read, tree registers, accumulator, output register); without
+(``NF·B = 1``, each slice is one step) ``pipeline_i + 3``. Each threshold-and-repack stage adds
+2 registers, the final threshold (scores) and argmax 2.
 """
 
 from __future__ import annotations
@@ -123,6 +123,16 @@ class LayerFold:
 
     def cycles_per_vector(self, lay: LayerConfig) -> int:
         return self.nf(lay) * lay.input_bits * self.sf(lay)
+
+    def buffered(self, lay: LayerConfig) -> bool:
+        """Whether the MAC array buffers its input (slices are reused: ``NF·B > 1``)."""
+        return self.nf(lay) * lay.input_bits > 1
+
+    def tail_cycles(self, lay: LayerConfig) -> int:
+        """Cycles from the vector's last input handshake to its last output handshake."""
+        if self.buffered(lay):  # registered write, full flag, the steps, read .. output
+            return self.cycles_per_vector(lay) + self.pipeline + 4
+        return self.pipeline + 3
 
     def mac_latency(self) -> int:
         """Cycles from a group's last step being issued to its result on the output."""
@@ -280,9 +290,8 @@ class AccelPlan:
 
     def latency_cycles(self) -> int:
         """Cycles from an isolated image's first input handshake to its output handshake."""
-        n = len(self.folds)
-        body = sum(f.cycles_per_vector(lay) + f.pipeline for f, lay in self._pairs())
-        return self.input_slices() + body + 2 + 5 * (n - 1) + 2
+        tails = [f.tail_cycles(lay) for f, lay in self._pairs()]
+        return self.input_slices() - 1 + tails[0] + sum(2 + t for t in tails[1:]) + 2
 
     def interval_cycles(self) -> int:
         """Streaming initiation interval of back-to-back images: the slowest MAC array."""

@@ -22,8 +22,16 @@ from .bench import TB, CocotbSim, golden_mutant
 PATTERNS = (("full", "full"), ("1110", "random"), ("random", "1110"), ("sparse", "sparse"))
 
 
-def make(p: dict, **kw) -> Argmax:
-    return Argmax(p["width"], p["classes"], lanes=p["lanes"], **kw)
+class BrokenArgmax(Argmax):
+    """Fault injection for the mutation checks: ties go to the highest index."""
+
+    @staticmethod
+    def _wins(challenger, holder):
+        return challenger >= holder
+
+
+def make(p: dict, broken: bool = False) -> Argmax:
+    return (BrokenArgmax if broken else Argmax)(p["width"], p["classes"], lanes=p["lanes"])
 
 
 async def argmax_bench(sim, p: dict, src: str, sink: str, samples: int = 40, seed: int = 0,

@@ -35,9 +35,17 @@ def rom_of(p: dict) -> tuple[list[int], list[int]]:
     return theta, invert
 
 
-def make(p: dict, **kw) -> Threshold:
+class BrokenThreshold(Threshold):
+    """Fault injection for the mutation checks: fires on ``z - theta > 0`` (not ``>= 0``)."""
+
+    def _fire(self, diff):
+        return ~diff[-1] & diff.any()
+
+
+def make(p: dict, broken: bool = False) -> Threshold:
     theta, invert = rom_of(p)
-    return Threshold(layer_of(p), lanes=p["lanes"], theta=theta, invert=invert, **kw)
+    cls = BrokenThreshold if broken else Threshold
+    return cls(layer_of(p), lanes=p["lanes"], theta=theta, invert=invert)
 
 
 async def threshold_bench(sim, p: dict, src: str, sink: str, samples: int = 40, seed: int = 0,

@@ -98,8 +98,11 @@ def test_plan_cycle_model_formula():
     # layer 0: ceil(128/8)=16 groups x 8 planes x ceil(64/16)=4 slices = 512 cycles, pipeline 2
     # layer 1: ceil(10/2)=5 groups x 1 plane x ceil(128/32)=4 slices = 20 cycles, pipeline 1
     assert plan.layer_cycles() == [512, 20]
-    # 4 input slices fill layer 0's buffer; +2 per MAC array, +5 for the repack stage, +2 out
-    assert plan.latency_cycles() == 4 + (512 + 2) + 2 + 5 + (20 + 1) + 2
+    # 4 input slices fill layer 0's buffer; +3 per MAC array, +3 for the repack stage, +2 out
+    assert plan.latency_cycles() == 3 + (512 + 2 + 4) + 2 + (20 + 1 + 4) + 2
+    # a layer without reuse (NF·B = 1) streams its slices: tail = pipeline + 3
+    flat = AccelPlan(m.cfg, (LayerFold(8, 16, 2), LayerFold(10, 32, 1)))
+    assert flat.latency_cycles() == 3 + (512 + 2 + 4) + 2 + (1 + 3) + 2
     assert plan.interval_cycles() == 512
     auto = AccelPlan.auto(m.cfg)
     assert AccelPlan.from_dict(m.cfg, auto.to_dict()) == auto

@@ -50,8 +50,6 @@ def test_init_wrong_values():
         Argmax(8, 0)
     with pytest.raises(ConfigError, match=r"lanes must be in 1..classes = 10, not 11"):
         Argmax(8, 10, lanes=11)
-    with pytest.raises(ConfigError, match=r"_mutant must be one of"):
-        Argmax(8, 10, _mutant="x")
 
 
 @pytest.mark.parametrize("p", PARAMS + SIM_ONLY,
@@ -81,7 +79,7 @@ def test_sim_golden_mutant_fails():
 @pytest.mark.parametrize("p", PARAMS[1:], ids=IDS[1:])
 def test_sim_broken_component_fails(p):
     with pytest.raises(AssertionError, match="golden"):
-        amaranth_run(make(p, _mutant="tie_last"),
+        amaranth_run(make(p, broken=True),
                      lambda sim: argmax_bench(sim, p, "random", "random", 30))
 
 
@@ -94,7 +92,7 @@ def test_lint(p, tmp_path):
 def _multi():
     """One Verilator build: every parameter set, plus a broken instance."""
     duts = {f"p{i}": make(p) for i, p in enumerate(PARAMS)}
-    duts["mut"] = make(PARAMS[1], _mutant="tie_last")
+    duts["mut"] = make(PARAMS[1], broken=True)
     params = {"instances": {f"p{i}": p for i, p in enumerate(PARAMS)}, "mutant": ["mut", PARAMS[1]]}
     return Multi(duts), params
 

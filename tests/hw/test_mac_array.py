@@ -11,13 +11,14 @@ import random
 import numpy as np
 import pytest
 import torch
-from amaranth.hdl import Fragment, Module, signed
+from amaranth.hdl import Fragment, Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 from amaranth.sim import Simulator
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.layer import LayerConfig, preact, preact_packed
 from bitswarm.hw.mac_array import MACArray, build
+from bitswarm.hw.plan import LayerFold
 
 
 def _case(n_in, n_out, swarm=1, input_bits=1, weights="binary", seed=0, batch=3):
@@ -89,7 +90,9 @@ def test_init():
     assert dut.tree_depth == 4  # 32 bits: 8 LUT4 popcounts, then 3 adder levels
     assert dut.latency == 5
     assert dut.cycles_per_vector() == 3 * 1 * 5
-    assert dut.cycles(4) == 4 * 15 + 5
+    assert dut.cycles(4) == 5 + 1 + 4 * 15 + 5  # SF slices fill the first bank (+1: write)
+    assert dut.fold == LayerFold(2, 8, 2)
+    assert MACArray(cfg, w, LayerFold(2, 8, 2, "bram")).fold.mem == "bram"
     assert dut.cfg is cfg
     assert len(dut.i_stream.payload.x.as_value()) == 8
     assert dut.o_stream.payload.z[0].shape() == signed(cfg.z_width)
@@ -118,7 +121,6 @@ def test_init_wrong_cfg():
         ({"simd": 8, "pipeline": 5}, ConfigError, r"pipeline must be in 0\.\.4 .*, not 5"),
         ({"pipeline": -1}, ConfigError, r"pipeline must be in 0\.\.\d+ .*, not -1"),
         ({"pipeline": "2"}, TypeError, r"pipeline must be an integer, not '2'"),
-        ({"_mutant": "x"}, ConfigError, r"_mutant must be one of"),
     ],
 )
 def test_init_wrong_params(kw, exc, msg):
@@ -172,7 +174,7 @@ def test_sim_matches_golden(case):
     assert meta == [(g, int(g == dut.nf - 1)) for _ in range(x.shape[0]) for g in range(dut.nf)]
 
 
-@pytest.mark.parametrize("case", SIM_CASES[:3], ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("case", SIM_CASES[:3] + SIM_CASES[4:5], ids=lambda c: "-".join(map(str, c)))
 def test_sim_cycles(case):
     """At full rate the RTL takes exactly ``cycles(V)`` cycles (the cycle model's contract)."""
     n_in, n_out, swarm, bits, kind, pe, simd, pipe = case
@@ -205,8 +207,24 @@ VL_CASES = {
     "b8_s32_full": (19, 7, 32, 8, "binary", 3, 2, 5),
     "ternary_b8": (13, 4, 1, 8, "ternary", 4, 5, 1),
 }
-#: Deliberately broken DUTs (``MACArray(_mutant=...)``) for the mutation check.
-VL_MUTANTS = {"mutant_mask": ("b1_s4_fold", "mask"), "mutant_stall": ("b1_s4_fold", "stall")}
+class _NoMask(MACArray):
+    """Fault injection: the last slice's lanes past N are not masked."""
+
+    def _lane_mask(self, m, ctl1):
+        lane_ok = Signal(self.simd)
+        m.d.comb += lane_ok.eq((1 << self.simd) - 1)
+        return lane_ok
+
+
+class _NoStall(MACArray):
+    """Fault injection: the pipeline ignores a full output buffer (drops results)."""
+
+    def _advance(self, m, adv, nxt_count):
+        m.d.sync += adv.eq(1)
+
+
+#: Deliberately broken DUTs (test subclasses) for the mutation check.
+VL_MUTANTS = {"mutant_mask": ("b1_s4_fold", _NoMask), "mutant_stall": ("b1_s4_fold", _NoStall)}
 VL_BATCH = 12
 
 
@@ -227,10 +245,10 @@ class _Bench(wiring.Component):
         super().__init__({name: Out(d.signature) for name, d in self.duts.items()})
 
     @staticmethod
-    def _dut(case, mutant=None):
+    def _dut(case, cls=MACArray):
         n_in, n_out, swarm, bits, kind, pe, simd, pipe = case
         cfg, w, _ = _case(n_in, n_out, swarm, bits, kind, seed=7, batch=VL_BATCH)
-        return MACArray(cfg, w, pe=pe, simd=simd, pipeline=pipe, _mutant=mutant)
+        return cls(cfg, w, pe=pe, simd=simd, pipeline=pipe)
 
     def elaborate(self, platform):
         m = Module()

@@ -42,18 +42,19 @@ def test_init():
 def test_init_wrong_layer():
     with pytest.raises(TypeError, match=r"layer must be a LayerConfig, not dict"):
         Threshold({"n_in": 4})
-    with pytest.raises(ConfigError, match=r"Threshold needs a hidden layer"):
-        Threshold(LayerConfig(4, 2, output=True))
+    with pytest.raises(ConfigError, match=r"the output layer has no invert bits"):
+        Threshold(LayerConfig(4, 2, output=True), invert=[0, 1])
 
 
 def test_init_wrong_lanes():
     lay = LayerConfig(4, 6)
     with pytest.raises(TypeError, match=r"lanes must be an integer, not 2.0"):
         Threshold(lay, lanes=2.0)
-    with pytest.raises(ConfigError, match=r"lanes must be a positive divisor of n_out = 6, not 4"):
-        Threshold(lay, lanes=4)
-    with pytest.raises(ConfigError, match=r"lanes must be a positive divisor of n_out = 6, not 0"):
+    with pytest.raises(ConfigError, match=r"lanes must be in 1..n_out = 6, not 7"):
+        Threshold(lay, lanes=7)
+    with pytest.raises(ConfigError, match=r"lanes must be in 1..n_out = 6, not 0"):
         Threshold(lay, lanes=0)
+    assert Threshold(lay, lanes=4).folds == 2  # a non-dividing fold: the last one is padded
 
 
 def test_init_wrong_theta_invert():
@@ -70,8 +71,6 @@ def test_init_wrong_theta_invert():
         Threshold(lay, invert=[1])
     with pytest.raises(ConfigError, match=r"invert must be 0 or 1, found 2"):
         Threshold(lay, invert=[0, 2])
-    with pytest.raises(ConfigError, match=r"_mutant must be one of"):
-        Threshold(lay, _mutant="x")
 
 
 @pytest.mark.parametrize("p", PARAMS, ids=IDS)
@@ -99,7 +98,7 @@ def test_sim_golden_mutant_fails():
 def test_sim_broken_component_fails():
     p = PARAMS[1]
     with pytest.raises(AssertionError, match="golden"):
-        amaranth_run(make(p, _mutant="gt"),
+        amaranth_run(make(p, broken=True),
                      lambda sim: threshold_bench(sim, p, "random", "random", 20))
 
 
@@ -112,7 +111,7 @@ def test_lint(p, tmp_path):
 def _multi():
     """One Verilator build: every parameter set, plus a broken instance."""
     duts = {f"p{i}": make(p) for i, p in enumerate(PARAMS)}
-    duts["mut"] = make(PARAMS[1], _mutant="gt")
+    duts["mut"] = make(PARAMS[1], broken=True)
     params = {"instances": {f"p{i}": p for i, p in enumerate(PARAMS)}, "mutant": ["mut", PARAMS[1]]}
     return Multi(duts), params
 
