@@ -68,7 +68,8 @@ class Threshold(wiring.Component):
     one-entry output register; ``i_stream.ready = ~o_stream.valid | o_stream.ready`` (a
     combinational path from ``o_stream.ready`` to ``i_stream.ready``). With more than one fold
     the table is a synchronous ROM (block RAM on FPGAs) addressed one cycle ahead by the fold
-    counter's next value, so its word is ready when the transfer arrives. Overflow: none;
+    counter's next value, so its word is ready when the transfer arrives (``i_stream.ready`` is
+    held low until the first clock edge has read it). Overflow: none;
     ``z - theta`` is computed one bit wider than its operands, exact for every input value;
     scores are ``z_width`` bits, exact while ``|z| <= z_bound`` (golden's range).
 
@@ -175,7 +176,7 @@ class Threshold(wiring.Component):
                     for i in range(p)]
 
         if f == 1:  # one fold: the thresholds are constants
-            return data.ArrayLayout(entry, p).const(row(0))
+            return data.ArrayLayout(entry, p).const(row(0)), 1
         m.submodules.rom = rom = memory.Memory(
             shape=data.ArrayLayout(entry, p), depth=f, init=[row(r) for r in range(f)])
         rd = rom.read_port()
@@ -186,13 +187,15 @@ class Threshold(wiring.Component):
             m.d.comb += nxt.eq(Mux(cnt == f - 1, 0, cnt + 1))
         m.d.sync += cnt.eq(nxt)
         m.d.comb += rd.addr.eq(nxt)  # read one cycle ahead: rd.data is row `cnt`
-        return rd.data
+        primed = Signal()  # rd.data is valid from the first clock edge on
+        m.d.sync += primed.eq(1)
+        return rd.data, primed
 
     def elaborate(self, platform):
         m = Module()
         p = self._lanes
         accept = self.i_stream.valid & self.i_stream.ready
-        rom_data = self._table(m, accept)
+        rom_data, primed = self._table(m, accept)
         out = Signal(self.o_stream.payload.shape())
         for i in range(p):
             diff = self.i_stream.payload.z[i] - rom_data[i].theta  # exact: one bit wider
@@ -200,7 +203,7 @@ class Threshold(wiring.Component):
                 m.d.comb += out.scores[i].eq(diff)
             else:
                 m.d.comb += out.bits[i].eq(self._fire(diff) ^ rom_data[i].invert)
-        m.d.comb += self.i_stream.ready.eq(~self.o_stream.valid | self.o_stream.ready)
+        m.d.comb += self.i_stream.ready.eq(primed & (~self.o_stream.valid | self.o_stream.ready))
         with m.If(accept):
             m.d.sync += [
                 self.o_stream.valid.eq(1),
