@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export AMARANTH_USE_YOSYS := builtin
 JOBS    ?= 2
 
-.PHONY: venv demo test test-long test-verilator synth-report bitstream-icebreaker bitstream-ulx3s bench-boards bench bench-train bench-zoo bench-sim bench-onchip bench-kernel lint clean
+.PHONY: venv demo test test-long test-verilator synth-report bitstream-icebreaker bitstream-ulx3s bench-boards bench-resources bench bench-train bench-zoo bench-sim bench-onchip bench-kernel lint clean
 
 venv: $(STAMP)
 
@@ -35,19 +35,23 @@ synth-report: $(STAMP)
 
 # Board builds (YoWASP place and route, minutes). Models are trained once into out/boards/.
 BOARDS_DIR := out/boards
-$(BOARDS_DIR)/digits-64-128-10.bsm: $(STAMP)
-	$(PY) -m bitswarm train --dataset digits --arch 64-128-10 --epochs 15 --out $@ --quiet --no-plots --overwrite
-$(BOARDS_DIR)/mnist5k-784-256-10.bsm: $(STAMP)
-	$(PY) -m bitswarm train --dataset mnist5k --arch 784-256-10 --out $@ --quiet --no-plots --overwrite
+$(BOARDS_DIR)/digits-64-512-10.bsm: $(STAMP)
+	$(PY) -m bitswarm train --dataset digits --arch 64-512-10 --out $@ --quiet --no-plots --overwrite
+$(BOARDS_DIR)/mnist5k-sfc-b1.bsm: $(STAMP)
+	$(PY) -m bitswarm train --dataset mnist5k --arch 784-256-256-256-10 --input-bits 1 --epochs 20 --out $@ --quiet --no-plots --overwrite
 
-bitstream-icebreaker: $(BOARDS_DIR)/digits-64-128-10.bsm
-	$(PY) -m bitswarm bitstream $< --board icebreaker --pe 1 --simd 16 -o $(BOARDS_DIR)/icebreaker --json
+# Default folds: the optimizer's for the board (bitswarm fold MODEL --board B).
+bitstream-icebreaker: $(BOARDS_DIR)/digits-64-512-10.bsm
+	$(PY) -m bitswarm bitstream $< --board icebreaker -o $(BOARDS_DIR)/icebreaker --json
 
-bitstream-ulx3s: $(BOARDS_DIR)/mnist5k-784-256-10.bsm
-	$(PY) -m bitswarm bitstream $< --board ulx3s --pe 4 --simd 64 -o $(BOARDS_DIR)/ulx3s --json
+bitstream-ulx3s: $(BOARDS_DIR)/mnist5k-sfc-b1.bsm
+	$(PY) -m bitswarm bitstream $< --board ulx3s -o $(BOARDS_DIR)/ulx3s --json
 
 bench-boards: $(STAMP)
-	$(PY) bench/bench_boards.py --keep $(BOARDS_DIR)/bench
+	$(PY) bench/bench_boards.py --keep $(BOARDS_DIR)
+
+bench-resources: $(STAMP)
+	$(PY) bench/calibrate_resources.py --fit
 
 bench: bench-train bench-sim
 

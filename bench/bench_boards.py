@@ -3,9 +3,10 @@
 For each configuration below: a model (trained with ``bitswarm train`` unless given), its golden
 test accuracy, and a full board build through :func:`bitswarm.hw.bitstream.build_bitstream`
 (YoWASP yosys + nextpnr + pack via amaranth-boards): LUT cells, FFs, block RAMs, Fmax, the
-clock it runs at, whether timing is met, images/s (clock ÷ the plan's cycles per inference) and
-images/s per LUT, next to FINN's LFC W1A1 reference (356,633 images/s on 28,360 LUTs,
-≈ 12.6 images/s per LUT; Umuroglu et al., FINN, FPGA 2017, ZC706).
+clock it runs at, whether timing is met, images/s (clock ÷ the streaming interval) and
+images/s per LUT, next to FINN's figures for the same networks: LFC W1A1 (356,633 images/s on
+30,249 LUTs, 11.8 images/s per LUT, Pynq-Z1) and SFC-max (12.3 M images/s on ~91k LUTs at
+200 MHz, ~135 images/s per LUT). The streaming interval is also measured in Verilator.
 
 Results: ``bench/results/boards.json`` and ``bench/results/boards.md``.
 
@@ -23,40 +24,46 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-FINN = {"name": "FINN LFC W1A1 (MNIST, 784-1024-1024-1024-10, ZC706)", "images_per_s": 356633,
-        "luts": 28360}
-FINN["images_per_s_per_lut"] = FINN["images_per_s"] / FINN["luts"]
+#: FINN's published figures (Umuroglu et al., FINN, FPGA 2017; Blott et al., FINN-R, 2018).
+FINN = {
+    "lfc": {"name": "FINN LFC W1A1 (784-1024-1024-1024-10, Pynq-Z1)", "images_per_s": 356633,
+            "luts": 30249, "accuracy": 0.9769},
+    "sfc": {"name": "FINN SFC-max (784-256-256-256-10, ZC706, 200 MHz)", "images_per_s": 12.3e6,
+            "luts": 91131, "accuracy": 0.9583},
+}
+for _f in FINN.values():
+    _f["images_per_s_per_lut"] = _f["images_per_s"] / _f["luts"]
 
-#: model id -> (data set, arch, epochs)
+#: model id -> (data set, arch, epochs, input bits)
 MODELS = {
-    "digits-64-128-10": ("digits", "64-128-10", 15),
-    "digits-64-512-10": ("digits", "64-512-10", 30),
-    "mnist5k-784-256-10": ("mnist5k", "784-256-10", 30),
+    "digits-64-512-10": ("digits", "64-512-10", 30, None),
+    "mnist5k-sfc-b1": ("mnist5k", "784-256-256-256-10", 20, 1),
+    "mnist5k-lfc-b1": ("mnist5k", "784-1024-1024-1024-10", 10, 1),
 }
 
-#: (config id, board, model id, plan (pe, simd), clock MHz or None = the board's default, note)
+#: (config id, board, model id, FINN reference or None, fill of the part for the optimizer,
+#: clock MHz or None = the board's default, note)
 CONFIGS = [
-    ("icebreaker-digits128", "icebreaker", "digits-64-128-10", (1, 16), None,
-     "default iCEBreaker build (make bitstream-icebreaker)"),
-    ("icebreaker-digits512", "icebreaker", "digits-64-512-10", (1, 16), None,
-     "the default 64-512-10 digits model: does not fit a UP5K (synthesis alone gives ~3.4k "
-     "LUT4 + ~1.9k FF: the 512 layer-0 thresholds sit in an asynchronously read ROM, i.e. LUTs, "
-     "and the 512-bit repack buffer in FFs)"),
-    ("ulx3s-mnist256", "ulx3s", "mnist5k-784-256-10", (4, 64), None,
-     "default ULX3S build (make bitstream-ulx3s)"),
+    ("icebreaker-digits", "icebreaker", "digits-64-512-10", None, None, None,
+     "the default digits model, default fold (the optimizer's for the UP5K)"),
+    ("ulx3s-sfc", "ulx3s", "mnist5k-sfc-b1", "sfc", 0.75, None,
+     "SFC-class MLP, binarized input, the fastest fold the optimizer fits"),
+    ("ulx3s-lfc", "ulx3s", "mnist5k-lfc-b1", "lfc", 0.75, None,
+     "LFC-class MLP, binarized input, the fastest fold the optimizer fits"),
 ]
 
 
 def _train(mid: str, work: Path) -> Path:
     import subprocess
 
-    ds, arch, epochs = MODELS[mid]
+    ds, arch, epochs, bits = MODELS[mid]
     out = work / f"{mid}.bsm"
     if not out.exists():
         print(f"[train] {mid}", flush=True)
+        extra = ["--input-bits", str(bits)] if bits else []
         subprocess.run([sys.executable, "-m", "bitswarm", "train", "--dataset", ds, "--arch", arch,
                         "--epochs", str(epochs), "--out", str(out), "--quiet", "--no-plots",
-                        "--overwrite"], check=True)
+                        "--overwrite", *extra], check=True)
     return out
 
 
@@ -71,56 +78,71 @@ def _accuracy(model, ds_name: str) -> float:
     return float(np.mean(pred == ds.y_test))
 
 
+def _measured_interval(model, plan, n: int = 24) -> dict:
+    """Stream ``n`` random images through the accelerator on Verilator: the measured interval
+    between output handshakes and the isolated latency (both must equal the plan's model)."""
+    import numpy as np
+    from bitswarm.hw.accel import Accelerator
+    from bitswarm.sim.bulk import VerilatorAccelerator
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (n, model.cfg.layers[0].n_in), dtype=np.uint8)
+    va = VerilatorAccelerator(Accelerator(model, plan))
+    t = time.time()
+    r = va.run(x, stream=True)
+    iv = sorted(set(np.diff(r.out_cycle)[4:].tolist()))
+    lat = sorted(set(va.run(x[:3]).latencies.tolist()))
+    return {"interval_measured": iv[0] if len(iv) == 1 else iv, "latency_measured":
+            lat[0] if len(lat) == 1 else lat, "verilator_seconds": round(time.time() - t, 1)}
+
+
 def markdown(res: dict) -> str:
     L = [
-        "# Board builds",
+        "# Board builds vs FINN",
         "",
         f"Generated by `make bench-boards` (`python bench/bench_boards.py`) on {res['date']} "
         "with the YoWASP tools from PyPI through the amaranth-boards platforms "
-        "(`bitswarm bitstream MODEL --board B`; nextpnr `--timing-allow-fail --seed 1`, the "
-        "verdict is ours: timing met = Fmax ≥ the clock the design runs at).",
+        "(`bitswarm bitstream MODEL --board B`, fold from the optimizer; nextpnr "
+        "`--timing-allow-fail --seed 1`, the verdict is ours: timing met = Fmax ≥ the clock "
+        "the design runs at).",
         "",
-        "LUT: iCE40 logic cells (`ICESTORM_LC`, one LUT4 + FF each) / ECP5 LUT4s "
-        "(`TRELLIS_COMB`) after place and route, UART link included. images/s = clock ÷ cycles "
-        "per inference of the plan (an isolated image; the UART at 115200 baud limits the "
-        "board's real rate to the `UART img/s` column).",
+        "LUT: iCE40 logic cells (`ICESTORM_LC`) / ECP5 LUT4s (`TRELLIS_COMB`) after place and "
+        "route, UART link included; the estimate is the resource model's (`hw/resources.py`). "
+        "images/s = clock ÷ the streaming interval (cycles between back-to-back images), "
+        "measured in Verilator and equal to the plan's model (column `interval`: model / "
+        "measured). The UART at 115200 baud limits a board's real rate to a few hundred "
+        "images/s; the figure is the accelerator's.",
         "",
-        "| config | board | model (test acc.) | plan L0 (pe, simd) | LUT | FF | BRAM | Fmax MHz |"
-        " clock MHz | timing | cycles/inf. | images/s | images/s per LUT | UART img/s |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| config | model (test acc.) | fold (pe, simd) per layer | LUT est. / actual | FF | BRAM |"
+        " Fmax MHz | clock MHz | interval | latency | images/s | images/s per LUT | FINN |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for cid, r in res["configs"].items():
         if "error" in r:
-            L.append(f"| {cid} | {r['board']} | {r['model']} ({r['accuracy']:.1%}) | "
-                     f"{r['plan_req']} | — | — | — | — |"
-                     f" — | **not built**: {r['error']} | | | | |")
+            L.append(f"| {cid} | {r['model']} ({r['accuracy']:.1%}) | — | — | — | — | — | — | "
+                     f"— | — | **not built**: {r['error']} | | |")
             continue
+        fold = ", ".join(f"({x['pe']}, {x['simd']})" for x in r["fold"]["layers"])
+        finn = r.get("finn")
+        fref = (f"{finn['images_per_s_per_lut']:.1f} img/s/LUT, {finn['accuracy']:.1%} "
+                f"({finn['name']})" if finn else "—")
         L.append(
-            f"| {cid} | {r['board']} | {r['model']} ({r['accuracy']:.1%}) | {r['plan'][0][:2]} | "
-            f"{r['luts']} / {r['lut_total']} | {r['ffs']} | {r['brams']} / {r['bram_total']} | "
-            f"{r['fmax_mhz']} | {r['clock_mhz']:g} | {'met' if r['timing_met'] else 'NOT met'} | "
-            f"{r['cycles_per_inference']} | {r['images_per_s']:,.0f} | "
-            f"{r['images_per_s_per_lut']:.3f} | {r['uart_images_per_s']} |")
-    f = res["finn"]
-    L += [
-        f"| FINN | ZC706 | {f['name']} | — | {f['luts']} | | | | 200 | | | "
-        f"{f['images_per_s']:,} | {f['images_per_s_per_lut']:.1f} | |",
-        "",
-        "Notes:",
-        "",
-    ]
+            f"| {cid} | {r['model']} ({r['accuracy']:.1%}) | {fold} | "
+            f"{r['estimate']['luts']} / {r['luts']} | {r['ffs']} | {r['brams']} | "
+            f"{r['fmax_mhz']} | {r['clock_mhz']:g}{'' if r['timing_met'] else ' (NOT met)'} | "
+            f"{r['interval_cycles']} / {r.get('interval_measured', '—')} | "
+            f"{r['latency_cycles']} | {r['images_per_s']:,.0f} | "
+            f"{r['images_per_s_per_lut']:.2f} | {fref} |")
+    L += ["", "Notes:", ""]
     for cid, r in res["configs"].items():
-        L.append(f"- **{cid}**: {r['note']}." + (
-            f" PLL {r['pll']}." if r.get("pll") else " Board clock, no PLL." if "error" not in r
-            else ""))
+        L.append(f"- **{cid}**: {r['note']}." + (f" PLL {r['pll']}." if r.get("pll") else ""))
     L += [
         "",
-        "FINN's figure is a fully unfolded 3x1024 network at 200 MHz on a Zynq-7045; the "
-        "boards here run folded datapaths (few PEs, narrow SIMD) on far smaller FPGAs, so "
-        "images/s per LUT is the fair axis, and even that favours FINN's full unfolding "
-        "(its LUTs all work every cycle) over folds chosen to fit.",
+        "FINN's accuracies come from full MNIST (60,000 training images); mnist5k has 4,000 "
+        "training images, so the accuracy columns are not comparable one to one.",
         "",
-        "Reproduce one row: `bitswarm bitstream MODEL --board B --pe P --simd S -o DIR --json`.",
+        "Reproduce one row: `bitswarm bitstream MODEL --board B -o DIR --json` (add "
+        "`--fold FILE` with the row's fold file to pin the fold).",
         "",
     ]
     return "\n".join(L)
@@ -130,7 +152,7 @@ def main(argv=None) -> int:
     from bitswarm.golden.errors import BitswarmError
     from bitswarm.golden.model import load_model
     from bitswarm.hw.bitstream import build_bitstream
-    from bitswarm.hw.plan import AccelPlan
+    from bitswarm.hw.resources import board_fold
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", default=[], metavar="ID=PATH",
@@ -138,22 +160,31 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", help="config ids to run")
     ap.add_argument("--keep", help="keep models and build folders here")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--no-verilator", action="store_true",
+                    help="skip the Verilator measurement of interval and latency")
     args = ap.parse_args(argv)
     given = dict(kv.split("=", 1) for kv in args.model)
     ctx = tempfile.TemporaryDirectory(prefix="bitswarm-boards-") if not args.keep else None
     work = Path(args.keep or ctx.name)
     work.mkdir(parents=True, exist_ok=True)
+    old = Path(args.out) / "boards.json"
     res = {"date": time.strftime("%Y-%m-%d"), "host": platform.platform(), "finn": FINN,
            "configs": {}}
+    if args.only and old.exists():  # keep the other rows
+        res["configs"] = {k: v for k, v in json.loads(old.read_text()).get("configs", {}).items()
+                          if k in {c[0] for c in CONFIGS}}
     try:
-        for cid, board, mid, (pe, simd), clk, note in CONFIGS:
+        for cid, board, mid, fref, fill, clk, note in CONFIGS:
             if args.only and cid not in args.only:
                 continue
             path = Path(given[mid]) if mid in given else _train(mid, work)
             model = load_model(path)
-            plan = AccelPlan.auto(model.cfg, pe=pe, simd=simd)
-            entry = {"board": board, "model": mid, "note": note, "plan_req": [pe, simd]}
-            print(f"[{cid}] {board}, {mid}, pe={pe} simd={simd}", flush=True)
+            plan = board_fold(model.cfg, board) if fill is None else board_fold(
+                model.cfg, board, fill=fill)
+            entry = {"board": board, "model": mid, "note": note,
+                     "finn": FINN[fref] if fref else None}
+            print(f"[{cid}] {board}, {mid}, fold "
+                  + ", ".join(f"({f.pe},{f.simd})" for f in plan.folds), flush=True)
             entry["accuracy"] = _accuracy(model, MODELS[mid][0])
             entry["arch"] = list(model.cfg.arch)
             try:
@@ -165,19 +196,29 @@ def main(argv=None) -> int:
             else:
                 entry.update(rec)
                 entry["images_per_s_per_lut"] = rec["images_per_s"] / rec["luts"]
-                print(f"  {rec['luts']} LUT, {rec['ffs']} FF, {rec['brams']} BRAM, Fmax "
-                      f"{rec['fmax_mhz']} MHz at {rec['clock_mhz']} MHz, "
-                      f"{rec['images_per_s']} images/s ({rec['seconds']} s)", flush=True)
+                print(f"  {rec['luts']} LUT (est. {rec['estimate']['luts']}), {rec['ffs']} FF, "
+                      f"{rec['brams']} BRAM, Fmax {rec['fmax_mhz']} MHz at {rec['clock_mhz']} "
+                      f"MHz, {rec['images_per_s']:,.0f} images/s ({rec['seconds']} s)", flush=True)
+                if not args.no_verilator:
+                    entry.update(_measured_interval(model, plan))
+                    print(f"  Verilator: interval {entry['interval_measured']} (model "
+                          f"{plan.interval_cycles()}), latency {entry['latency_measured']} "
+                          f"(model {plan.latency_cycles()})", flush=True)
             res["configs"][cid] = entry
+            _write(Path(args.out), res)
     finally:
         if ctx is not None:
             ctx.cleanup()
-    out = Path(args.out)
+    out = _write(Path(args.out), res)
+    print(f"wrote {out / 'boards.json'} and {out / 'boards.md'}")
+    return 0
+
+
+def _write(out: Path, res: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "boards.json").write_text(json.dumps(res, indent=2) + "\n")
     (out / "boards.md").write_text(markdown(res))
-    print(f"wrote {out / 'boards.json'} and {out / 'boards.md'}")
-    return 0
+    return out
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "loadavg_start": _load(1)},
         "model": {"arch": model.cfg.arch, "swarm": model.cfg.layers[0].swarm,
-                  "plan": plan.to_dict()["folds"]},
+                  "fold": plan.to_dict()},
         "images": int(len(x)),
         "cycles_per_inference": plan.latency_cycles(),
         "interval_bound_cycles": plan.interval_bound(),

@@ -3,16 +3,16 @@
 ::
 
     pixels ─► >> (8-B) ─► MACArray 0 ─► Threshold 0 ─► Repack 0 ─► MACArray 1 ─► ...
-                 ... ─► MACArray L-1 ─► Threshold L-1 (scores z - θ) ─► Argmax ─► class, scores
+        ... ─► MACArray L-1 ─► Threshold L-1 (scores z - θ) ─► Serializer ─► Argmax ─► class, scores
 
 Each layer is a :class:`~bitswarm.hw.mac_array.MACArray` with its weights in ROM (initialised
 from the model file), folded by its :class:`~bitswarm.hw.plan.LayerFold`. Between layers the
 tested :class:`~bitswarm.hw.threshold.Threshold` applies the golden activation
 ``((z - θ) >= 0) XOR invert`` (SPEC §7) to each ``PE``-neuron group and :class:`Repack`
 collects the groups into the next layer's ``SIMD``-wide slices. After the last layer the same
-:class:`~bitswarm.hw.threshold.Threshold` forms the scores ``z - θ`` and the tested
-:class:`~bitswarm.hw.argmax.Argmax` picks the class (ties to the lowest index) and carries all
-scores. Every stage holds its output until accepted, so backpressure never loses data.
+:class:`~bitswarm.hw.threshold.Threshold` forms the scores ``z - θ``, :class:`Serializer` hands
+them on one per cycle and the tested :class:`~bitswarm.hw.argmax.Argmax` picks the class (ties
+to the lowest index) and carries all scores. Every stage holds its output until accepted, so backpressure never loses data.
 
 Timing: see :mod:`bitswarm.hw.plan` (the cycle model the tests check against Verilator).
 """
@@ -30,7 +30,7 @@ from .mac_array import MACArray
 from .plan import AccelPlan, class_width
 from .threshold import Threshold
 
-__all__ = ["Repack", "Accelerator"]
+__all__ = ["Repack", "Serializer", "Accelerator"]
 
 
 class Repack(wiring.Component):
@@ -96,6 +96,59 @@ class Repack(wiring.Component):
         return m
 
 
+class Serializer(wiring.Component):
+    """Score groups of ``pe`` lanes in, one score per transfer out (classes in order).
+
+    Parameters
+    ----------
+    classes : int
+        Scores per vector, C; the last group's lanes past class ``C - 1`` are dropped.
+    pe : int
+        Lanes per incoming group.
+    width : int
+        Signed score width.
+
+    Members
+    -------
+    i_stream : ``{"scores": ArrayLayout(signed(width), pe)}`` (the output layer's Threshold).
+    o_stream : ``{"scores": ArrayLayout(signed(width), 1)}`` (an :class:`Argmax` with one lane).
+
+    Timing: a group is taken into a shift register and leaves one lane per cycle from the next
+    cycle on; the next group is accepted in the cycle its predecessor's last lane leaves, so
+    groups ``pe`` cycles apart stream without a bubble. Serializing keeps the argmax to one
+    comparison per cycle (its critical path does not grow with ``pe``).
+    """
+
+    def __init__(self, classes: int, *, pe: int, width: int):
+        self._c, self._pe, self._w = classes, pe, width
+        super().__init__({
+            "i_stream": In(stream.Signature(data.StructLayout({
+                "scores": data.ArrayLayout(signed(width), pe)}))),
+            "o_stream": Out(stream.Signature(data.StructLayout({
+                "scores": data.ArrayLayout(signed(width), 1)}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c, pe, w = self._c, self._pe, self._w
+        nf = -(-c // pe)
+        tail = c - (nf - 1) * pe  # lanes of the last group
+        ins, outs = self.i_stream, self.o_stream
+        sr = Signal(pe * w)
+        left = Signal(range(pe + 1))  # lanes still to send
+        g = Signal(range(max(2, nf)))
+        m.d.comb += [outs.valid.eq(left != 0), outs.payload.scores.as_value().eq(sr[:w])]
+        take = outs.valid & outs.ready
+        m.d.comb += ins.ready.eq((left == 0) | (take & (left == 1)))
+        with m.If(take):
+            m.d.sync += [sr.eq(sr >> w), left.eq(left - 1)]
+        with m.If(ins.valid & ins.ready):
+            last = g == nf - 1
+            m.d.sync += [sr.eq(ins.payload.scores.as_value()), left.eq(Mux(last, tail, pe)),
+                         g.eq(Mux(last, 0, g + 1))]
+        return m
+
+
 class Accelerator(wiring.Component):
     """A whole golden model in hardware: pixels in, class and integer scores out.
 
@@ -131,6 +184,8 @@ class Accelerator(wiring.Component):
         if self._plan.cfg.to_dict() != model.cfg.to_dict():
             self._MustUse__silence = True
             raise ConfigError("the plan was made for a different model configuration")
+        self._macs = [MACArray(lay, model.weights[i], f) for i, (lay, f)
+                      in enumerate(zip(model.cfg.layers, self._plan.folds, strict=True))]
         simd0 = self._plan.folds[0].simd
         last = model.cfg.layers[-1]
         super().__init__({
@@ -150,14 +205,18 @@ class Accelerator(wiring.Component):
     def model(self) -> Model:
         return self._model
 
+    @property
+    def macs(self) -> list[MACArray]:
+        """The layers' MAC arrays (submodules ``mac0`` …), e.g. for a per-layer trace."""
+        return list(self._macs)
+
     def elaborate(self, platform):
         m = Module()
         model, plan = self._model, self._plan
         lays = model.cfg.layers
-        macs = []
-        for i, (lay, f) in enumerate(zip(lays, plan.folds, strict=True)):
-            m.submodules[f"mac{i}"] = mac = MACArray(lay, model.weights[i], f)
-            macs.append(mac)
+        macs = self._macs
+        for i, mac in enumerate(macs):
+            m.submodules[f"mac{i}"] = mac
         # pixels -> first layer's B-bit inputs (the top B bits of each pixel)
         b0 = lays[0].input_bits
         mac0 = macs[0]
@@ -179,9 +238,11 @@ class Accelerator(wiring.Component):
             wiring.connect(m, thr=thr.o_stream, repack=rp.i_stream)
             wiring.connect(m, repack=rp.o_stream, mac=macs[i + 1].i_stream)
         last = lays[-1]
-        m.submodules.argmax = am = Argmax(last.z_width, last.n_out, lanes=plan.folds[-1].pe,
-                                          scores=True)
-        wiring.connect(m, thr=thr.o_stream, argmax=am.i_stream)
+        m.submodules.serializer = ser = Serializer(last.n_out, pe=plan.folds[-1].pe,
+                                                   width=last.z_width)
+        m.submodules.argmax = am = Argmax(last.z_width, last.n_out, lanes=1, scores=True)
+        wiring.connect(m, thr=thr.o_stream, serializer=ser.i_stream)
+        wiring.connect(m, serializer=ser.o_stream, argmax=am.i_stream)
         o = self.o_stream
         m.d.comb += [
             o.valid.eq(am.o_stream.valid),

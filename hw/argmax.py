@@ -26,7 +26,7 @@ from bitswarm.golden.errors import ConfigError
 
 from .plan import class_width
 
-__all__ = ["Argmax", "build"]
+__all__ = ["Argmax", "argmax_tree", "build"]
 
 MAX_WIDTH = 64
 MAX_CLASSES = 65536
@@ -217,6 +217,41 @@ class Argmax(wiring.Component):
             for j in range(c):
                 b, i = divmod(j, p)
                 m.d.sync += self.o_stream.payload.scores[j].eq(ins[i] if b == nb - 1 else work[j])
+
+
+def argmax_tree(m: Module, scores: list, width: int):
+    """Combinational argmax over signed ``scores`` with ties to the lowest index.
+
+    Returns ``(index, value)``; ``value`` is ``None`` at the root (only the index is built). A balanced tree of comparators: at each node the right
+    candidate wins only if strictly greater, and the left subtree always holds lower indices.
+    """
+    cands = []
+    for i, s in enumerate(scores):
+        idx = Signal(range(max(2, len(scores))), name=f"am_i{i}")
+        m.d.comb += idx.eq(i)
+        cands.append((idx, s))
+    k = 0
+    while len(cands) > 1:
+        nxt = []
+        for j in range(0, len(cands) - 1, 2):
+            (ia, va), (ib, vb) = cands[j], cands[j + 1]
+            root = len(cands) == 2
+            iw = Signal.like(ia, name=f"am_w{k}_i")
+            vw = None if root else Signal(signed(width), name=f"am_w{k}_v")
+            with m.If(vb > va):
+                m.d.comb += iw.eq(ib)
+                if vw is not None:
+                    m.d.comb += vw.eq(vb)
+            with m.Else():
+                m.d.comb += iw.eq(ia)
+                if vw is not None:
+                    m.d.comb += vw.eq(va)
+            nxt.append((iw, vw))
+            k += 1
+        if len(cands) % 2:
+            nxt.append(cands[-1])
+        cands = nxt
+    return cands[0]
 
 
 def build(*, width: int = 16, classes: int = 10, lanes: int = 1) -> Argmax:

@@ -112,8 +112,12 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
 
     The record: ``board``, ``bitstream`` (path, or ``None`` for Arty), ``luts``, ``ffs``,
     ``brams``, ``fmax_mhz``, ``clock_mhz``, ``timing_met``, ``images_per_s`` (core clock ÷ the
-    plan's cycles per inference), plus ``cycles_per_inference``, ``uart_images_per_s`` (the
-    link's limit at ``baud``), ``pll``, ``plan``, ``seconds`` and the tool notes.
+    streaming interval), ``interval_cycles``, ``latency_cycles``, ``estimate`` (the resource
+    model's ``luts``, ``ffs``, ``brams``), ``fold`` (the fold file's content, also written as
+    ``<name>.fold.json``), plus ``images_per_s_isolated`` (clock ÷ latency),
+    ``uart_images_per_s`` (the link's limit at ``baud``), ``pll``, ``seconds`` and the tool
+    notes. Without a ``plan`` the fold optimizer's (:func:`~bitswarm.hw.resources.board_fold`)
+    is used.
 
     Raises
     ------
@@ -127,8 +131,15 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
         raise TypeError(f"model must be a bitswarm.golden.Model, not {model!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed must be an integer, not {seed!r}")
+    if plan is None:  # the fold optimizer's plan for this board
+        from .resources import board_fold
+
+        plan = board_fold(model.cfg, board)
     top = BoardTop(model, board, plan, baud=baud, clock_hz=clock_hz)
     plan = top.plan
+    from .resources import PARTS, estimate
+
+    est = estimate(plan, PARTS[board]["family"], board=True).totals()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a folder")
@@ -140,13 +151,16 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
         "device": spec.platform.split(":")[1],
         "bitstream": None,
         "clock_mhz": round(top.clock_hz / 1e6, 4),
+        "interval_cycles": plan.interval_cycles(),
+        "latency_cycles": cycles,
         "cycles_per_inference": cycles,
-        "images_per_s": round(top.clock_hz / cycles, 1),
-        "streaming_images_per_s_bound": round(top.clock_hz / plan.interval_bound(), 1),
+        "images_per_s": round(top.clock_hz / plan.interval_cycles(), 1),
+        "images_per_s_isolated": round(top.clock_hz / cycles, 1),
+        "estimate": est,
         "baud": baud,
         "uart_images_per_s": round(baud / 10 / (1 + lay[0].n_in + reply), 1),
         "pll": top.pll,
-        "plan": plan.to_dict()["folds"],
+        "fold": plan.to_dict(),
         "arch": list(model.cfg.arch),
         "weight_memory_bits": plan.weight_memory_bits(),
     }
@@ -170,6 +184,7 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
                 nextpnr_opts=f"--timing-allow-fail --seed {seed} --report report.json",
                 script_after_synth="tee -q -o stat.json stat -json")
             bplan.extract(work)
+            (work / f"{name}.fold.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
             log = work / "build.log"
             with open(log, "w") as fh:
                 try:
@@ -188,7 +203,8 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
             rec.update(summarize(spec.family, report, _cells(work / "stat.json"), top.clock_hz))
             ext = spec.artifact
             keep = [f"{name}.{ext}", "report.json", "stat.json", f"{name}.tim", f"{name}.rpt",
-                    "build.log", f"{name}.{'pcf' if spec.family == 'ice40' else 'lpf'}"]
+                    "build.log", f"{name}.{'pcf' if spec.family == 'ice40' else 'lpf'}",
+                    f"{name}.fold.json"]
             rec["bitstream"] = str(out / f"{name}.{ext}")
             rec["note"] = "built with YoWASP yosys + nextpnr + " + (
                 "icepack" if spec.family == "ice40" else "ecppack")

@@ -37,21 +37,19 @@ framing error.
 import importlib
 from dataclasses import dataclass
 
-from amaranth.hdl import ClockDomain, ClockSignal, Const, Instance, Module, Signal, signed
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Instance, Module, Signal, signed
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.model import Model
 
 from .accel import Accelerator
-from .plan import AccelPlan
+from .plan import REPLY, SYNC, AccelPlan
 from .uart import UARTRx, UARTTx, _check_divisor, uart_divisor
 
 __all__ = ["SYNC", "REPLY", "BoardSpec", "BOARDS", "UARTAccelerator", "BoardTop", "ice40_pll",
            "ecp5_pll", "board_spec"]
 
-SYNC = 0xA5
-REPLY = 0x5A
 _POR_BITS = 10
 
 
@@ -278,26 +276,25 @@ class UARTAccelerator(wiring.Component):
                 m.d.sync += remaining.eq(remaining - 1)
                 shift_in(byte)
 
-        # -- reply serializer: bytes straight from the (held) accelerator result ----------
+        # -- reply serializer: the whole reply loaded into a shift register, one byte out at a
+        # time (no byte-select multiplexer between the accelerator's result and the UART) -----
         ao = accel.o_stream
-        reply = [Const(REPLY, 8), ao.payload.cls.as_unsigned()]
+        cls8 = Signal(8)
+        m.d.comb += cls8.eq(ao.payload.cls)
+        reply = [Const(REPLY, 8), cls8]
         for j in range(classes):
             ext = Signal(signed(8 * sb), name=f"score_ext{j}")
             m.d.comb += ext.eq(ao.payload.scores[j])
             reply += [ext[8 * k:8 * k + 8] for k in range(sb)]
-        idx = Signal(range(len(reply)))
-        with m.Switch(idx):
-            for k, v in enumerate(reply):
-                with m.Case(k):
-                    m.d.comb += utx.i_stream.payload.data.eq(v)
-        m.d.comb += utx.i_stream.valid.eq(ao.valid)
+        sreg = Signal(8 * len(reply))
+        left = Signal(range(len(reply) + 1))  # bytes still to send
+        m.d.comb += [utx.i_stream.payload.data.eq(sreg[:8]), utx.i_stream.valid.eq(left != 0)]
         with m.If(utx.i_stream.valid & utx.i_stream.ready):
-            with m.If(idx == len(reply) - 1):
-                m.d.sync += idx.eq(0)
-                m.d.comb += ao.ready.eq(1)
-                m.d.sync += self.led[0].eq(~self.led[0])
-            with m.Else():
-                m.d.sync += idx.eq(idx + 1)
+            m.d.sync += [sreg.eq(sreg >> 8), left.eq(left - 1)]
+        with m.If((left == 0) & ao.valid):
+            m.d.comb += ao.ready.eq(1)
+            m.d.sync += [sreg.eq(Cat(*reply)), left.eq(len(reply)),
+                         self.led[0].eq(~self.led[0])]
         with m.If(urx.overrun | urx.frame_err):
             m.d.sync += self.led[1].eq(1)
         return m

@@ -1,5 +1,5 @@
-"""``bitswarm bitstream`` (board builds with the open tools) and ``bitswarm run`` (a board over
-the UART host link, compared with golden)."""
+"""``bitswarm bitstream`` (board builds with the open tools) and ``bitswarm fold`` (the fold
+optimizer). ``bitswarm run`` (a board over its UART link) is host software: :mod:`bitswarm.sim.cli`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ BOARD_CHOICES = ("icebreaker", "ulx3s", "arty")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from bitswarm.sim.cli import add_fold_args
+    from .plan import add_fold_args
 
     p = sub.add_parser(
         "bitstream", help="build a board bitstream (iCEBreaker, ULX3S) or Vivado sources (Arty)")
@@ -27,27 +27,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_fold_args(p)
     p.set_defaults(func=_cmd_bitstream)
 
-    r = sub.add_parser("run", help="classify a data set on a board over its UART host link")
-    r.add_argument("model", help="model file (.bsm) the board was built from")
-    r.add_argument("--port", required=True,
-                   help="serial port (e.g. /dev/ttyUSB1) or a pyserial URL")
-    r.add_argument("--baud", type=int, default=115200)
-    r.add_argument("--dataset", default="digits", help="digits, mnist5k, fashion or npz:PATH")
-    r.add_argument("--data-dir", default=None, help="folder of IDX files for --dataset fashion")
-    r.add_argument("--limit", type=int, default=None, help="only the first N test images")
-    r.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply")
-    r.add_argument("--json", action="store_true", help="print one JSON object")
-    r.set_defaults(func=_cmd_run)
+    f = sub.add_parser(
+        "fold", help="the fold optimizer: write the fold that maximizes streaming throughput "
+        "on a board (or a LUT/BRAM budget)",
+        description="Write a fold file (JSON, one entry per layer: pe, simd, pipeline, mem) for "
+        "MODEL: the fastest streaming interval whose resource estimate fits the board's part "
+        f"(planning for {int(100 * 0.75)} %% of its LUTs, UART link included) or the given "
+        "budget; with --target-fps, the most folded plan (fewest LUTs) that reaches it.")
+    f.add_argument("model", help="model file (.bsm)")
+    f.add_argument("--board", choices=BOARD_CHOICES, default=None)
+    f.add_argument("--luts", type=int, default=None, help="LUT budget (instead of --board)")
+    f.add_argument("--brams", type=int, default=None, help="block RAM budget (with --luts)")
+    f.add_argument("--family", choices=("ice40", "ecp5"), default="ecp5",
+                   help="resource model for --luts/--brams (default ecp5)")
+    f.add_argument("--target-fps", type=float, default=None,
+                   help="images per second to reach with the fewest LUTs (at --clock-mhz)")
+    f.add_argument("--clock-mhz", type=float, default=None,
+                   help="clock for --target-fps (default: the board's core clock)")
+    f.add_argument("-o", "--out", required=True, metavar="FILE", help="fold file to write")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing fold file")
+    f.add_argument("--json", action="store_true", help="print one JSON object")
+    f.set_defaults(func=_cmd_fold)
 
 
 def _cmd_bitstream(args) -> int:
     from bitswarm.golden.model import load_model
-    from bitswarm.sim.cli import plan_from_args
 
     from .bitstream import build_bitstream
+    from .plan import plan_from_args
+
+    from .resources import board_fold
 
     model = load_model(args.model)
-    plan = plan_from_args(model.cfg, args)
+    plan = plan_from_args(model.cfg, args, default=lambda cfg: board_fold(cfg, args.board))
     clock = args.clock_mhz * 1e6 if args.clock_mhz is not None else None
     rec = build_bitstream(model, args.board, args.out, plan=plan, clock_hz=clock,
                           baud=args.baud, seed=args.seed)
@@ -57,50 +69,63 @@ def _cmd_bitstream(args) -> int:
     if args.json:
         print(json.dumps(out))
     elif rec["bitstream"]:
-        print(f"{rec['bitstream']}: {rec['luts']}/{rec['lut_total']} LUT cells, {rec['ffs']} FF, "
-              f"{rec['brams']}/{rec['bram_total']} BRAM, Fmax {rec['fmax_mhz']} MHz at "
+        e = rec["estimate"]
+        print(f"{rec['bitstream']}: {rec['luts']}/{rec['lut_total']} LUT cells (estimate "
+              f"{e['luts']}), {rec['ffs']} FF (estimate {e['ffs']}), {rec['brams']}/"
+              f"{rec['bram_total']} BRAM (estimate {e['brams']}), Fmax {rec['fmax_mhz']} MHz at "
               f"{rec['clock_mhz']} MHz (timing {'met' if rec['timing_met'] else 'NOT met'}), "
-              f"{rec['images_per_s']} images/s")
+              f"interval {rec['interval_cycles']} cycles: {rec['images_per_s']} images/s "
+              f"streaming, latency {rec['latency_cycles']} cycles; fold in "
+              f"{args.out}/bitswarm_board.fold.json")
     else:
         print(f"{args.out}: {rec['note']}")
     return 0 if rec["timing_met"] is not False else 1
 
 
-def _cmd_run(args) -> int:
-    import numpy as np
+def _cmd_fold(args) -> int:
     from bitswarm.golden.errors import ConfigError
     from bitswarm.golden.model import load_model
-    from bitswarm.sim.driver import evaluate
-    from bitswarm.sim.hostlink import BoardBackend, HostLink, LinkFormat, SerialTransport
-    from bitswarm.train.data import load_dataset
 
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, not {args.limit}")
+    from .board import board_spec
+    from .resources import FILL, PARTS, estimate, optimize
+
+    if (args.board is None) == (args.luts is None):
+        raise ConfigError("give either --board or --luts (with --brams)")
+    if args.luts is not None and args.brams is None:
+        raise ConfigError("--luts needs --brams")
     model = load_model(args.model)
-    ds = load_dataset(args.dataset, args.data_dir)
-    if ds.n_inputs != model.cfg.layers[0].n_in:
-        raise ConfigError(f"{args.dataset} samples have {ds.n_inputs} pixels but the model takes "
-                          f"{model.cfg.layers[0].n_in}")
-    x, y = ds.x_test, ds.y_test
-    if args.limit:
-        x, y = x[: args.limit], y[: args.limit]
-    x = np.asarray(x).reshape((len(x),) + tuple(model.cfg.input_shape))
-    tr = SerialTransport(args.port, args.baud, timeout=args.timeout)
-    try:
-        link = HostLink(LinkFormat.for_model(model), tr)
-        link.resync()
-        rep = evaluate(BoardBackend(model, link), x, y)
-    finally:
-        tr.close()
-    bad = rep.pop("_bad_images")
-    out = {"port": args.port, "n": rep["n"], "accuracy": rep["accuracy"],
-           "mismatches": rep["mismatches"], "mismatched_images": [int(i) for i in bad[:20]],
-           "images_per_s_link": round(rep.get("images_per_s_host", 0.0), 1)}
+    if args.board is not None:
+        part = PARTS[args.board]
+        family, luts, brams = part["family"], int(part["luts"] * FILL), part["brams"]
+        clock = args.clock_mhz * 1e6 if args.clock_mhz else board_spec(args.board).clock_hz
+    else:
+        family, luts, brams = args.family, args.luts, args.brams
+        clock = args.clock_mhz * 1e6 if args.clock_mhz else None
+    target = None
+    if args.target_fps is not None:
+        if not args.target_fps > 0:
+            raise ConfigError(f"--target-fps must be positive, not {args.target_fps}")
+        if clock is None or not clock > 0:
+            raise ConfigError("--target-fps with --luts needs --clock-mhz")
+        target = max(1, int(clock // args.target_fps))
+    plan = optimize(model.cfg, luts=luts, brams=brams, family=family, target_interval=target,
+                    board=args.board is not None)
+    plan.write(args.out, overwrite=args.overwrite)
+    est = estimate(plan, family, board=args.board is not None)
+    out = {"fold_file": args.out, "fold": plan.to_dict(), "interval_cycles": plan.interval_cycles(),
+           "latency_cycles": plan.latency_cycles(), "estimate": est.totals(),
+           "stages": est.table(), "budget": {"luts": luts, "brams": brams, "family": family}}
+    if clock:
+        out["clock_mhz"] = clock / 1e6
+        out["images_per_s"] = round(clock / plan.interval_cycles(), 1)
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"accuracy {out['accuracy']:.4f} on {out['n']} images over {args.port}, "
-              f"mismatches vs golden {out['mismatches']}"
-              + (f" (images {out['mismatched_images']})" if out["mismatches"] else "")
-              + f", {out['images_per_s_link']} images/s over the link")
-    return 1 if out["mismatches"] else 0
+        t = est.totals()
+        print(f"wrote {args.out}: " + ", ".join(
+            f"L{i}(pe={f.pe},simd={f.simd},pipeline={f.pipeline})" for i, f in enumerate(plan.folds))
+            + f"; interval {plan.interval_cycles()} cycles"
+            + (f" = {out['images_per_s']:,} images/s at {clock / 1e6:g} MHz" if clock else "")
+            + f"; estimate {t['luts']} LUTs, {t['ffs']} FFs, {t['brams']} BRAMs "
+              f"(budget {luts} LUTs, {brams} BRAMs, {family})")
+    return 0

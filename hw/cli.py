@@ -27,6 +27,8 @@ from pathlib import Path
 
 from bitswarm.golden.errors import ConfigError
 
+from .plan import add_fold_args
+
 __all__ = [
     "COMPONENTS",
     "register",
@@ -59,9 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "model", nargs="?", metavar="MODEL",
         help="model file (.bsm): generate the whole accelerator",
     )
-    p.add_argument("--pe", type=int, default=None, help="MODEL: output neurons per cycle per layer (default auto)")
-    p.add_argument("--simd", type=int, default=None, help="MODEL: input elements per cycle per layer (default auto)")
-    p.add_argument("--pipeline", type=int, default=None, help="MODEL: adder-tree register stages (default auto)")
+    add_fold_args(p)
+    p.add_argument("--asic", action="store_true",
+                   help="MODEL: also an SDC clock constraint and a yosys generic-cell synthesis "
+                   "report (cell counts, transistor estimate, longest path) for ASIC flows")
+    p.add_argument("--clock-mhz", type=float, default=100.0,
+                   help="MODEL --asic: clock of the SDC constraint (default 100 MHz)")
     p.add_argument("--json", action="store_true", help="MODEL: print the report as JSON")
     p.add_argument("--component", metavar="NAME", help=f"one of: {', '.join(COMPONENTS)}")
     p.add_argument(
@@ -213,21 +218,31 @@ def _cmd_verilog_model(args) -> int:
     import json
 
     from bitswarm.golden.model import load_model
-    from bitswarm.sim.cli import plan_from_args
 
     from .export import export_accelerator
+    from .plan import plan_from_args
 
     if args.param:
-        raise ConfigError("--param applies to --component; use --pe/--simd/--pipeline with a MODEL")
+        raise ConfigError("--param applies to --component; use --fold or --pe/--simd/--pipeline "
+                          "with a MODEL")
     model = load_model(args.model)
     plan = plan_from_args(model.cfg, args)
-    rep = export_accelerator(model, plan, args.out)
+    if args.asic and not args.clock_mhz > 0:
+        raise ConfigError(f"--clock-mhz must be a positive number, not {args.clock_mhz}")
+    rep = export_accelerator(model, plan, args.out, asic_clock_mhz=args.clock_mhz if args.asic
+                             else None)
     if args.json:
         print(json.dumps(rep))
     else:
-        print(f"wrote {args.out}/{rep['verilog']} and {rep['top']}.json: "
-              f"{rep['cycles_per_inference']} cycles per inference, "
+        print(f"wrote {args.out}/{rep['verilog']}, {rep['top']}.json and {rep['fold_file']}: "
+              f"latency {rep['latency_cycles']} cycles, interval {rep['interval_cycles']} "
+              f"cycles per image, "
               f"{rep['weight_memory_bits']} weight memory bits, folding "
               + ", ".join(f"L{r['layer']}(pe={r['pe']},simd={r['simd']},pipeline={r['pipeline']})"
                           for r in rep["layers"]))
+        if "asic" in rep:
+            a = rep["asic"]
+            print(f"ASIC estimate ({a['label']}): {a['cells']} cells, {a['flip_flops']} flip-flops, "
+                  f"~{a['transistors_estimate']} transistors, longest path "
+                  f"{a['longest_path_cells']} cells; SDC at {a['clock_mhz']:g} MHz")
     return 0

@@ -10,38 +10,63 @@ from bitswarm.golden.model import Model, atomic_write_bytes
 
 from .plan import AccelPlan
 
-__all__ = ["export_accelerator"]
+__all__ = ["export_accelerator", "to_verilog"]
+
+
+def to_verilog(component, name: str) -> str:
+    """Verilog text of an Amaranth ``wiring.Component`` (ports from its signature)."""
+    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
+    from amaranth.back import verilog
+
+    return verilog.convert(component, name=name, emit_src=False)
 
 
 def export_accelerator(model: Model, plan: AccelPlan, out_dir: str | os.PathLike,
-                       name: str = "bitswarm_accel") -> dict:
-    """Generate ``DIR/<name>.v`` and ``DIR/<name>.json``; returns the report.
+                       name: str = "bitswarm_accel", *,
+                       asic_clock_mhz: float | None = None) -> dict:
+    """Generate ``DIR/<name>.v``, ``DIR/<name>.json`` and the fold file
+    ``DIR/<name>.fold.json``; returns the report.
 
-    The report holds the cycle model (cycles per inference, streaming interval bound), weight
-    memory bits and the per-layer folding, plus the top's port widths. Both files are written
+    The report holds the cycle model (latency, streaming interval), weight memory bits, the
+    per-layer folding, the resource estimate for iCE40 and ECP5 and the top's ports (the
+    datasheet: :meth:`AccelPlan.ports`). With ``asic_clock_mhz`` also an SDC constraint and a
+    yosys generic-cell synthesis report (:func:`bitswarm.hw.asic.export_asic`). Files are written
     atomically after the whole design has been generated, so an error leaves nothing behind.
     """
-    from bitswarm.sim.verilator import to_verilog
-
     from .accel import Accelerator
+    from .resources import estimate
 
     accel = Accelerator(model, plan)
     text = to_verilog(accel, name)
     rep = plan.report()
-    lay = model.cfg.layers
     rep.update({
         "top": name,
         "verilog": f"{name}.v",
-        "ports": {
-            "i_stream__payload": 8 * plan.folds[0].simd,
-            "o_stream__payload": max(1, (lay[-1].n_out - 1).bit_length()) + lay[-1].z_width * lay[-1].n_out,
-            "o_stream fields": "cls (low bits), then scores[0..C-1] as signed z_width each",
-        },
+        "fold_file": f"{name}.fold.json",
+        "verilog_dialect": "Verilog-2005 (amaranth.back.verilog via yosys); a simulator in "
+                           "SystemVerilog mode must hold rst high for at least 2 cycles from time 0",
+        "ports": plan.ports(),
+        "estimate": {fam: estimate(plan, fam).totals() for fam in ("ice40", "ecp5")},
         "input_shape": list(model.cfg.input_shape),
         "meta": dict(model.cfg.meta),
     })
+    asic = None
+    if asic_clock_mhz is not None:
+        import tempfile
+
+        from .asic import export_asic
+
+        with tempfile.TemporaryDirectory() as td:
+            asic = export_asic(text, name, Path(td) / "asic", clock_mhz=asic_clock_mhz)
+            asic_files = {f: (Path(td) / "asic" / f).read_bytes() for f in asic["files"]
+                          if f != f"{name}.v"}
+        rep["asic"] = {k: v for k, v in asic.items() if k != "cells_by_type"}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / f"{name}.v", text.encode())
+    atomic_write_bytes(out / f"{name}.fold.json", (json.dumps(plan.to_dict(), indent=2) + "\n").encode())
+    if asic is not None:
+        for f, data in asic_files.items():
+            atomic_write_bytes(out / f, data)
     atomic_write_bytes(out / f"{name}.json", (json.dumps(rep, indent=2) + "\n").encode())
     return rep

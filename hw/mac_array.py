@@ -46,17 +46,10 @@ from amaranth.lib.wiring import In, Out
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.layer import LayerConfig
 
-from .plan import BUFFER_BANKS, LayerFold, weight_planes
+from .plan import BUFFER_BANKS, MEM_ATTRS, LayerFold, auto_mem_style, weight_planes
 
 __all__ = ["MACArray", "build"]
 
-#: yosys memory-mapping attributes per fold ``mem`` style.
-_MEM_ATTRS = {
-    "auto": {},
-    "bram": {"ram_style": "block", "rom_style": "block"},
-    "lutram": {"ram_style": "distributed", "rom_style": "distributed"},
-    "logic": {"ram_style": "logic", "rom_style": "logic"},
-}
 
 
 def _is_int(v) -> bool:
@@ -311,7 +304,7 @@ class MACArray(wiring.Component):
         width = self._fold.rom_width(self._cfg)
         if len(init) == 1:
             return Const(init[0], width), None
-        attrs = _MEM_ATTRS[self._fold.mem]
+        attrs = MEM_ATTRS[self._fold.rom_style(self._cfg)]
         m.submodules.rom = rom = memory.Memory(shape=unsigned(width), depth=len(init),
                                                init=init, attrs=attrs)
         rd = rom.read_port()
@@ -330,7 +323,9 @@ class MACArray(wiring.Component):
         cfg, simd = self._cfg, self._fold.simd
         B = cfg.input_bits
         SF, NF, K = self.sf, self.nf, BUFFER_BANKS
-        m.submodules.ibuf = ibuf = memory.Memory(shape=unsigned(B * simd), depth=K * SF, init=[])
+        style = auto_mem_style(B * simd, K * SF, writable=True)
+        m.submodules.ibuf = ibuf = memory.Memory(shape=unsigned(B * simd), depth=K * SF, init=[],
+                                                 attrs=MEM_ATTRS[style])
         wr, rd = ibuf.write_port(), ibuf.read_port()
         ins = self.i_stream
         ready = Signal(init=1)

@@ -27,7 +27,7 @@ through the flip unit's read port (one cycle latency) and processes it on all ``
                                    cycle (the last row's votes; its write-back overlaps REPORT)
     REPORT  1                      o_stream: predicted class (before the update), error flag
 
-with ``R_l = S·M_l``. :func:`bitswarm.sim.onchip.cycles_per_sample` is this table; the Verilator
+with ``R_l = S·M_l``. :func:`bitswarm.hw.plan.cycles_per_sample` is this table; the Verilator
 tests compare it with the measured interval between samples.
 
 Timing: the digits bench network 64-256-10 places and routes on an ECP5-85F at 22.4 MHz (20k
@@ -53,15 +53,15 @@ from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.model import PIXEL_BITS, Model
 from bitswarm.golden.onchip import OnChipConfig
 
-from .accel import argmax_tree
+from .argmax import argmax_tree
 from .flip_unit import FlipUnit
 from .lfsr import galois_steps
+from .plan import DEFAULT_IN_LANES
 
 __all__ = ["OnChipTrainer", "DBG_ROW", "DBG_THETA", "DBG_LFSR", "DEFAULT_IN_LANES", "build",
            "dbg_queries", "dbg_decode"]
 
 DBG_ROW, DBG_THETA, DBG_LFSR = 0, 1, 2
-DEFAULT_IN_LANES = 64
 
 
 def _bits(n: int) -> int:

@@ -10,8 +10,8 @@ Folding
 -------
 One :class:`LayerFold` per layer: ``pe`` output neurons and ``simd`` input elements per cycle,
 ``pipeline`` register stages in each popcount adder tree, and ``mem``, the weight memory style
-(``auto``: the synthesis tool decides; ``bram``: block RAM; ``lutram``: distributed RAM;
-``logic``: LUT logic, which lets synthesis fold constant weights into the XNOR gates). Between
+(``auto``: :func:`auto_mem_style` decides; ``bram``: block RAM; ``logic``: LUT logic, which lets
+synthesis fold constant weights into the XNOR gates). Between
 layers the activation bits of ``pe_{i-1}``-neuron groups are repacked into ``simd_i``-element
 slices, so ``simd_i`` must be a multiple of ``pe_{i-1}`` (FINN's MVAU has the analogous rule
 for its data-width converters).
@@ -32,13 +32,15 @@ images is exactly the slowest stage::
 
 The **latency** of an isolated image, from its first input handshake to its output handshake::
 
-    latency = (SF_0 - 1) + T_0 + sum_{i>0} (2 + T_i) + 2
+    latency = (SF_0 - 1) + T_0 + sum_{i>0} (2 + T_i) + 2 + k
 
 ``T_i`` is layer ``i``'s tail, from its last input slice to its last output group: with an input
 buffer (``NF·B > 1``) ``cpv_i + pipeline_i + 4`` (registered write, the bank's full flag, the
 steps, then buffer/ROM read, tree registers, accumulator, output register); without
 (``NF·B = 1``, each slice is one step) ``pipeline_i + 3``. Each threshold-and-repack stage adds
-2 registers, the final threshold (scores) and argmax 2.
+2 registers; after the last layer the threshold and the argmax add 2 and the serializer the
+``k`` scores of the last group, one per cycle (the ``+ 2`` above is ``+ 2 + k``). The output
+layer's PE is at most ``B·SF`` so that serializing never throttles it.
 """
 
 from __future__ import annotations
@@ -53,11 +55,26 @@ from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.layer import LayerConfig
 from bitswarm.golden.model import PIXEL_BITS, ModelConfig
 
-__all__ = ["MEM_STYLES", "FOLD_FORMAT", "LayerFold", "AccelPlan", "tree_depth", "tree_terms",
-           "weight_planes", "class_width", "load_fold", "BUFFER_BANKS"]
+__all__ = ["MEM_STYLES", "MEM_ATTRS", "auto_mem_style", "FOLD_FORMAT", "LayerFold", "AccelPlan", "tree_depth", "tree_terms",
+           "weight_planes", "class_width", "load_fold", "BUFFER_BANKS", "add_fold_args",
+           "plan_from_args", "TrainerCycles", "cycles_per_sample", "DEFAULT_IN_LANES", "SYNC",
+           "REPLY"]
 
 #: Weight memory styles a fold may request.
-MEM_STYLES = ("auto", "bram", "lutram", "logic")
+MEM_STYLES = ("auto", "bram", "logic")
+#: yosys memory-mapping attributes per resolved style.
+MEM_ATTRS = {"bram": {"ram_style": "block", "rom_style": "block"},
+             "logic": {"ram_style": "logic", "rom_style": "logic"}}
+
+
+def auto_mem_style(width: int, depth: int, *, writable: bool = False) -> str:
+    """The style ``auto`` resolves to, for every memory of the accelerator (weight ROMs, input
+    buffers, threshold tables), so that the resource model knows what synthesis builds:
+    block RAM for a memory of at least 1,024 bits that is at least 32 words deep (a writable
+    buffer: any depth), else logic (LUTs for a ROM, flip-flops for a buffer)."""
+    if width * depth >= 1024 and (writable or depth >= 32):
+        return "bram"
+    return "logic"
 FOLD_FORMAT = "bitswarm-fold"
 #: Vectors each MAC array's input buffer holds (one computing, two filling).
 BUFFER_BANKS = 3
@@ -145,6 +162,23 @@ class LayerFold:
     def rom_width(self, lay: LayerConfig) -> int:
         return self.pe * weight_planes(lay) * self.simd
 
+    def rom_depth(self, lay: LayerConfig) -> int:
+        return self.nf(lay) * self.sf(lay)
+
+    def rom_style(self, lay: LayerConfig) -> str:
+        """The weight ROM's resolved style (``const``: one word, folded into the gates)."""
+        if self.rom_depth(lay) == 1:
+            return "const"
+        if self.mem != "auto":
+            return self.mem
+        return auto_mem_style(self.rom_width(lay), self.rom_depth(lay))
+
+    def buffer_shape(self, lay: LayerConfig) -> tuple[int, int] | None:
+        """``(width, depth)`` of the input buffer, or ``None`` (no reuse, no buffer)."""
+        if not self.buffered(lay):
+            return None
+        return lay.input_bits * self.simd, BUFFER_BANKS * self.sf(lay)
+
     def to_dict(self) -> dict:
         return {"pe": self.pe, "simd": self.simd, "pipeline": self.pipeline, "mem": self.mem}
 
@@ -186,6 +220,12 @@ class AccelPlan:
             if not isinstance(f, LayerFold):
                 raise TypeError(f"layer {i}: fold must be a LayerFold, not {f!r}")
             f.check(lay, i)
+        last, fl = self.cfg.layers[-1], folds[-1]
+        if fl.pe > last.input_bits * fl.sf(last):
+            raise ConfigError(
+                f"layer {len(folds) - 1}: pe = {fl.pe} may be at most input_bits * "
+                f"ceil(n_in / simd) = {last.input_bits * fl.sf(last)} for the output layer (its "
+                "scores are serialized to the argmax, one per cycle)")
         for i in range(1, len(folds)):
             if folds[i].simd % folds[i - 1].pe:
                 raise ConfigError(
@@ -225,6 +265,8 @@ class AccelPlan:
                         f"pe = {prev}; choose a smaller pe")
             if pe is not None:
                 p = min(lay.n_out, pe)
+                if lay.output:
+                    p = min(p, lay.input_bits * -(-lay.n_in // s))
             else:
                 sf = -(-lay.n_in // s) * lay.input_bits
                 if target is None:
@@ -232,6 +274,8 @@ class AccelPlan:
                     target = -(-lay.n_out // p) * sf
                 else:
                     p = min(lay.n_out, max_pe, max(1, -(-lay.n_out * sf // target)))
+                if lay.output:
+                    p = min(p, sf)
             d = tree_depth(tree_terms(lay, s))
             pl = min(d, pipeline) if pipeline is not None else max(1, d // 2)
             folds.append(LayerFold(pe=p, simd=s, pipeline=max(0, pl)))
@@ -291,7 +335,9 @@ class AccelPlan:
     def latency_cycles(self) -> int:
         """Cycles from an isolated image's first input handshake to its output handshake."""
         tails = [f.tail_cycles(lay) for f, lay in self._pairs()]
-        return self.input_slices() - 1 + tails[0] + sum(2 + t for t in tails[1:]) + 2
+        last, fl = self.cfg.layers[-1], self.folds[-1]
+        k = last.n_out - (fl.nf(last) - 1) * fl.pe  # scores in the last group
+        return self.input_slices() - 1 + tails[0] + sum(2 + t for t in tails[1:]) + 2 + k
 
     def interval_cycles(self) -> int:
         """Streaming initiation interval of back-to-back images: the slowest MAC array."""
@@ -377,6 +423,45 @@ class AccelPlan:
         }
 
 
+# -- the on-chip trainer's cycle model (hw.onchip.OnChipTrainer; checked against Verilator) ---
+#: Pixels per input transfer of the on-chip trainer (default).
+DEFAULT_IN_LANES = 64
+
+
+@dataclass(frozen=True)
+class TrainerCycles:
+    """Cycles of one training sample per phase of the row-serial datapath (module docstring)."""
+
+    load: int
+    forward: int
+    error: int
+    backward: int
+    update: int
+    report: int
+
+    @property
+    def total(self) -> int:
+        return self.load + self.forward + self.error + self.backward + self.update + self.report
+
+
+def cycles_per_sample(cfg: ModelConfig, in_lanes: int | None = None) -> TrainerCycles:
+    """The cycle model of one training sample; ``in_lanes`` pixels per input transfer."""
+    p = min(cfg.layers[0].n_in, DEFAULT_IN_LANES) if in_lanes is None else in_lanes
+    if not isinstance(p, int) or p < 1:
+        raise ConfigError(f"in_lanes must be a positive integer, not {p!r}")
+    rows = [lay.swarm * lay.n_out for lay in cfg.layers]
+    return TrainerCycles(load=math.ceil(cfg.layers[0].n_in / p), forward=sum(rows) + 1, error=1,
+                         backward=sum(rows[1:]), update=sum(rows) + 1, report=1)
+
+
+
+# -- the host link's byte protocol (hw.board gateware, sim.hostlink host side) --------------
+#: The host starts a frame with SYNC, then the image's N raw pixels.
+SYNC = 0xA5
+#: The device's reply starts with REPLY, then the class byte and the C scores.
+REPLY = 0x5A
+
+
 def load_fold(path: str | os.PathLike, cfg: ModelConfig) -> AccelPlan:
     """Read and validate a fold file for ``cfg``; every problem is one ConfigError line."""
     p = Path(path)
@@ -396,4 +481,36 @@ def load_fold(path: str | os.PathLike, cfg: ModelConfig) -> AccelPlan:
         raise ConfigError(f"fold file {p}: {e}") from None
 
 
-_ = math  # (kept for formulas in docstrings)
+
+# -- command-line fold arguments (bitswarm verilog / bitstream / sim) ------------------------
+def add_fold_args(p) -> None:
+    """``--fold FILE`` plus the uniform shorthands ``--pe/--simd/--pipeline``."""
+    p.add_argument("--fold", metavar="FILE", default=None,
+                   help="fold file (JSON, one entry per layer: pe, simd, pipeline, mem), e.g. "
+                   "written by `bitswarm fold` or by any report; overrides the shorthands")
+    p.add_argument("--pe", type=int, default=None,
+                   help="output neurons per cycle in every layer (clipped to each layer; default auto)")
+    p.add_argument("--simd", type=int, default=None,
+                   help="input elements per cycle in every layer (clipped; default auto)")
+    p.add_argument("--pipeline", type=int, default=None,
+                   help="adder-tree register stages per layer (clipped; default auto)")
+
+
+def plan_from_args(cfg: ModelConfig, args, default=None) -> AccelPlan:
+    """The plan the fold arguments ask for; ``default(cfg)`` (e.g. the fold optimizer for a
+    board) when none is given, else :meth:`AccelPlan.auto`."""
+    fold = getattr(args, "fold", None)
+    shorthand = [n for n in ("pe", "simd", "pipeline") if getattr(args, n, None) is not None]
+    if fold is not None:
+        if shorthand:
+            raise ConfigError(f"give either --fold or --{'/--'.join(shorthand)}, not both")
+        return load_fold(fold, cfg)
+    for name in ("pe", "simd"):
+        v = getattr(args, name, None)
+        if v is not None and v < 1:
+            raise ConfigError(f"--{name} must be >= 1, not {v}")
+    if getattr(args, "pipeline", None) is not None and args.pipeline < 0:
+        raise ConfigError(f"--pipeline must be >= 0, not {args.pipeline}")
+    if not shorthand and default is not None:
+        return default(cfg)
+    return AccelPlan.auto(cfg, pe=args.pe, simd=args.simd, pipeline=args.pipeline)

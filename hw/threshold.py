@@ -29,6 +29,8 @@ from amaranth.lib.wiring import In, Out
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.layer import LayerConfig, signed_width
 
+from .plan import MEM_ATTRS, auto_mem_style
+
 __all__ = ["Threshold", "build"]
 
 
@@ -177,8 +179,10 @@ class Threshold(wiring.Component):
 
         if f == 1:  # one fold: the thresholds are constants
             return data.ArrayLayout(entry, p).const(row(0)), 1
-        m.submodules.rom = rom = memory.Memory(
-            shape=data.ArrayLayout(entry, p), depth=f, init=[row(r) for r in range(f)])
+        shape = data.ArrayLayout(entry, p)
+        style = auto_mem_style(shape.size, f)
+        m.submodules.rom = rom = memory.Memory(shape=shape, depth=f, init=[row(r) for r in range(f)],
+                                               attrs=MEM_ATTRS[style])
         rd = rom.read_port()
         cnt = Signal(range(f), name="fold")
         nxt = Signal(range(f), name="fold_next")

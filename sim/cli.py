@@ -6,29 +6,9 @@ import argparse
 import json
 import sys
 
-__all__ = ["register", "add_fold_args", "plan_from_args"]
+from bitswarm.hw.plan import add_fold_args, plan_from_args
 
-
-def add_fold_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pe", type=int, default=None,
-                   help="output neurons per cycle in every layer (clipped to each layer; default auto)")
-    p.add_argument("--simd", type=int, default=None,
-                   help="input elements per cycle in every layer (clipped; default auto)")
-    p.add_argument("--pipeline", type=int, default=None,
-                   help="adder-tree register stages per layer (clipped; default auto)")
-
-
-def plan_from_args(cfg, args):
-    from bitswarm.golden.errors import ConfigError
-    from bitswarm.hw.plan import AccelPlan
-
-    for name in ("pe", "simd"):
-        v = getattr(args, name, None)
-        if v is not None and v < 1:
-            raise ConfigError(f"--{name} must be >= 1, not {v}")
-    if getattr(args, "pipeline", None) is not None and args.pipeline < 0:
-        raise ConfigError(f"--pipeline must be >= 0, not {args.pipeline}")
-    return AccelPlan.auto(cfg, pe=args.pe, simd=args.simd, pipeline=args.pipeline)
+__all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "accuracy after training on the test split")
     add_fold_args(p)
     p.set_defaults(func=_cmd_sim)
+
+    r = sub.add_parser("run", help="classify a data set on a board over its UART host link")
+    r.add_argument("model", help="model file (.bsm) the board was built from")
+    r.add_argument("--port", required=True,
+                   help="serial port (e.g. /dev/ttyUSB1) or a pyserial URL")
+    r.add_argument("--baud", type=int, default=115200)
+    r.add_argument("--dataset", default="digits", help="digits, mnist5k, fashion or npz:PATH")
+    r.add_argument("--data-dir", default=None, help="folder of IDX files for --dataset fashion")
+    r.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    r.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.set_defaults(func=_cmd_run)
 
 
 def _cmd_sim(args) -> int:
@@ -85,7 +77,7 @@ def _cmd_sim(args) -> int:
         "mismatches": rep["mismatches"],
         "cycles_per_inference": rep["cycles_per_inference"],
         "backend": args.backend,
-        "plan": plan.to_dict()["folds"],
+        "fold": plan.to_dict(),
     }
     for k in ("images_per_s_host", "simulated_cycles_per_s"):
         if k in rep:
@@ -179,4 +171,44 @@ def _cmd_train(args, model, ds) -> int:
     else:
         print(f"trained on {out['samples']} samples ({args.backend}): mismatches {out['mismatches']}, "
               f"{out['cycles_per_sample']} cycles per sample, test accuracy after {acc:.4f}")
+    return 1 if out["mismatches"] else 0
+
+
+def _cmd_run(args) -> int:
+    import numpy as np
+    from bitswarm.golden.errors import ConfigError
+    from bitswarm.golden.model import load_model
+    from bitswarm.sim.driver import evaluate
+    from bitswarm.sim.hostlink import BoardBackend, HostLink, LinkFormat, SerialTransport
+    from bitswarm.train.data import load_dataset
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1, not {args.limit}")
+    model = load_model(args.model)
+    ds = load_dataset(args.dataset, args.data_dir)
+    if ds.n_inputs != model.cfg.layers[0].n_in:
+        raise ConfigError(f"{args.dataset} samples have {ds.n_inputs} pixels but the model takes "
+                          f"{model.cfg.layers[0].n_in}")
+    x, y = ds.x_test, ds.y_test
+    if args.limit:
+        x, y = x[: args.limit], y[: args.limit]
+    x = np.asarray(x).reshape((len(x),) + tuple(model.cfg.input_shape))
+    tr = SerialTransport(args.port, args.baud, timeout=args.timeout)
+    try:
+        link = HostLink(LinkFormat.for_model(model), tr)
+        link.resync()
+        rep = evaluate(BoardBackend(model, link), x, y)
+    finally:
+        tr.close()
+    bad = rep.pop("_bad_images")
+    out = {"port": args.port, "n": rep["n"], "accuracy": rep["accuracy"],
+           "mismatches": rep["mismatches"], "mismatched_images": [int(i) for i in bad[:20]],
+           "images_per_s_link": round(rep.get("images_per_s_host", 0.0), 1)}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"accuracy {out['accuracy']:.4f} on {out['n']} images over {args.port}, "
+              f"mismatches vs golden {out['mismatches']}"
+              + (f" (images {out['mismatched_images']})" if out["mismatches"] else "")
+              + f", {out['images_per_s_link']} images/s over the link")
     return 1 if out["mismatches"] else 0

@@ -42,7 +42,7 @@ from typing import Protocol
 import numpy as np
 from bitswarm.golden.errors import BitswarmError, ConfigError
 from bitswarm.golden.model import Model
-from bitswarm.hw.board import REPLY, SYNC
+from bitswarm.hw.plan import REPLY, SYNC
 
 from .driver import Backend, InferenceResult
 

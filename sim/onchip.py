@@ -34,48 +34,17 @@ The Verilator tests check that the interval between two streamed samples equals 
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..golden.bits import n_words, pack_bits, unpack_bits
 from ..golden.errors import ConfigError
 from ..golden.lfsr import LFSR
-from ..golden.model import PIXEL_BITS, Model, ModelConfig
+from ..golden.model import PIXEL_BITS, Model
 from ..golden.onchip import OnChipConfig
+from ..hw.plan import DEFAULT_IN_LANES, TrainerCycles, cycles_per_sample
 from .virtual import layer_preact, pack_layer
 
 __all__ = ["VirtualTrainer", "TrainerCycles", "cycles_per_sample", "DEFAULT_IN_LANES"]
-
-DEFAULT_IN_LANES = 64
-
-
-@dataclass(frozen=True)
-class TrainerCycles:
-    """Cycles of one training sample per phase of the row-serial datapath (module docstring)."""
-
-    load: int
-    forward: int
-    error: int
-    backward: int
-    update: int
-    report: int
-
-    @property
-    def total(self) -> int:
-        return self.load + self.forward + self.error + self.backward + self.update + self.report
-
-
-def cycles_per_sample(cfg: ModelConfig, in_lanes: int | None = None) -> TrainerCycles:
-    """The cycle model of one training sample; ``in_lanes`` pixels per input transfer."""
-    p = min(cfg.layers[0].n_in, DEFAULT_IN_LANES) if in_lanes is None else in_lanes
-    if not isinstance(p, int) or p < 1:
-        raise ConfigError(f"in_lanes must be a positive integer, not {p!r}")
-    rows = [lay.swarm * lay.n_out for lay in cfg.layers]
-    return TrainerCycles(load=math.ceil(cfg.layers[0].n_in / p), forward=sum(rows) + 1, error=1,
-                         backward=sum(rows[1:]), update=sum(rows) + 1, report=1)
-
 
 class VirtualTrainer:
     """Fully integer training on packed words, bit-exact with golden ``onchip_step``.

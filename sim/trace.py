@@ -28,7 +28,7 @@ def rtl_trace(accel, images, max_cycles_per_image: int | None = None) -> list[np
     pad[:, : x.shape[1]] = x
     limit = max_cycles_per_image or (plan.latency_cycles() + 64)
     # elaborate once so submodules (MAC arrays) exist, and keep handles to their outputs
-    macs = accel._macs
+    macs = accel.macs
     hidden: list[list[list[int]]] = [[[] for _ in range(len(x))] for _ in lays[:-1]]
     scores = np.zeros((len(x), lays[-1].n_out), dtype=np.int64)
 

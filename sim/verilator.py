@@ -19,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 
+from bitswarm.hw.export import to_verilog
+
 __all__ = ["setup_verilator_env", "to_verilog", "run_cocotb", "cocotb_params", "BUILD_ROOT"]
 
 #: Build directories live here, one per parameter set (``sim_build/<name>``).
@@ -40,14 +42,6 @@ def setup_verilator_env() -> None:
     os.environ["MAKEFLAGS"] = mf
     os.environ.pop("VERILATOR_ROOT", None)
     os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-
-
-def to_verilog(component, name: str) -> str:
-    """Verilog text of an Amaranth ``wiring.Component`` (ports from its signature)."""
-    os.environ.setdefault("AMARANTH_USE_YOSYS", "builtin")
-    from amaranth.back import verilog
-
-    return verilog.convert(component, name=name, emit_src=False)
 
 
 def run_cocotb(

@@ -30,10 +30,10 @@ def _random_model(arch, swarm, input_bits=8, seed=0, shape=None, ternary_first=F
 
 CASES = {
     # name: (arch, swarm, input_bits, folds (pe, simd, pipeline) per layer, ternary first layer)
-    "s1_full_parallel": ([16, 12, 5], 1, 8, [(12, 16, 3), (5, 12, 2)], False),
+    "s1_full_parallel": ([16, 12, 5], 1, 8, [(12, 16, 3), (1, 12, 2)], False),
     "s4_folded_ragged": ([20, 9, 4], 4, 8, [(2, 6, 1), (3, 4, 0)], False),
-    "s1_binary_in_pe1": ([24, 10, 6, 3], 1, 1, [(1, 5, 0), (4, 10, 3), (2, 4, 1)], False),
-    "s4_ternary_first": ([12, 8, 4], 4, 4, [(3, 5, 2), (4, 6, 1)], True),
+    "s1_binary_in_pe1": ([24, 10, 6, 3], 1, 1, [(1, 5, 0), (6, 10, 2), (1, 6, 1)], False),
+    "s4_ternary_first": ([12, 8, 4], 4, 4, [(3, 5, 2), (2, 6, 1)], True),
 }
 
 
@@ -68,7 +68,7 @@ def test_sim_accel_bit_exact_and_cycle_model(name, tmp_path_factory):
 def test_sim_accel_mutation_detected(tmp_path):
     """A broken model in the RTL (one flipped weight bit) must make the comparison fail."""
     m = _random_model([16, 12, 5], 1, 8, seed=3)
-    plan = AccelPlan(m.cfg, (LayerFold(4, 8, 1), LayerFold(5, 12, 1)))
+    plan = AccelPlan(m.cfg, (LayerFold(4, 8, 1), LayerFold(1, 12, 1)))
     broken = _random_model([16, 12, 5], 1, 8, seed=3)
     broken.weights[1] = broken.weights[1].clone()
     broken.weights[1][0, 2, 5] ^= 1
@@ -99,10 +99,13 @@ def test_plan_cycle_model_formula():
     # layer 1: ceil(10/2)=5 groups x 1 plane x ceil(128/32)=4 slices = 20 cycles, pipeline 1
     assert plan.layer_cycles() == [512, 20]
     # 4 input slices fill layer 0's buffer; +3 per MAC array, +3 for the repack stage, +2 out
-    assert plan.latency_cycles() == 3 + (512 + 2 + 4) + 2 + (20 + 1 + 4) + 2
+    # ... + 2 + the 2 scores of the last group, serialized
+    assert plan.latency_cycles() == 3 + (512 + 2 + 4) + 2 + (20 + 1 + 4) + 2 + 2
     # a layer without reuse (NF·B = 1) streams its slices: tail = pipeline + 3
-    flat = AccelPlan(m.cfg, (LayerFold(8, 16, 2), LayerFold(10, 32, 1)))
-    assert flat.latency_cycles() == 3 + (512 + 2 + 4) + 2 + (1 + 3) + 2
+    flat = AccelPlan(m.cfg, (LayerFold(8, 16, 2), LayerFold(10, 8, 1)))
+    assert flat.latency_cycles() == 3 + (512 + 2 + 4) + 2 + (1 + 3) + 2 + 10
+    with pytest.raises(ConfigError, match="may be at most input_bits"):
+        AccelPlan(m.cfg, (LayerFold(8, 16, 2), LayerFold(10, 32, 1)))
     assert plan.interval_cycles() == 512
     auto = AccelPlan.auto(m.cfg)
     assert AccelPlan.from_dict(m.cfg, auto.to_dict()) == auto

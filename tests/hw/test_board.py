@@ -43,7 +43,7 @@ def _unused(top):
 # -- constructors and parameter searches ------------------------------------------------------
 def test_init():
     m = _random_model([12, 40, 3], 4)
-    plan = AccelPlan(m.cfg, (LayerFold(3, 5, 1), LayerFold(2, 16, 1)))
+    plan = AccelPlan(m.cfg, (LayerFold(4, 5, 1), LayerFold(2, 16, 1)))
     core = UARTAccelerator(m, plan, divisor=6)
     assert (core.divisor, core.plan, core.model) == (6, plan, m)
     top = _unused(BoardTop(m, "icebreaker", plan, baud=115200))
@@ -139,7 +139,7 @@ def _sim_core(model, plan, images, divisor=4, noise=True):
 def test_sim_core_replies_equal_golden():
     # 12 pixels in slices of 5 (a zero-padded last slice), 2-byte scores, junk between frames
     m = _random_model([12, 40, 3], 4)
-    plan = AccelPlan(m.cfg, (LayerFold(3, 5, 1), LayerFold(2, 16, 1)))
+    plan = AccelPlan(m.cfg, (LayerFold(4, 5, 1), LayerFold(2, 16, 1)))
     assert LinkFormat.for_model(m).score_bytes == 2
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, size=(4, 12), dtype=np.uint8)
@@ -151,7 +151,7 @@ def test_sim_core_replies_equal_golden():
 def test_sim_core_mutation_detected():
     """A broken golden (one weight bit flipped) must not match the gateware's replies."""
     m = _random_model([12, 40, 3], 4)
-    plan = AccelPlan(m.cfg, (LayerFold(3, 5, 1), LayerFold(2, 16, 1)))
+    plan = AccelPlan(m.cfg, (LayerFold(4, 5, 1), LayerFold(2, 16, 1)))
     imgs = np.random.default_rng(1).integers(0, 256, size=(2, 12), dtype=np.uint8)
     got, _ = _sim_core(m, plan, imgs, noise=False)
     bad = _random_model([12, 40, 3], 4)

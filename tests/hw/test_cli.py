@@ -25,7 +25,8 @@ def test_verilog_mac_array_defaults(tmp_path, capsys):
     info = json.loads((tmp_path / "mac_array.json").read_text())
     assert info["component"] == "mac-array" and info["module"] == "mac_array"
     assert info["params"] == {"n_in": 64, "n_out": 16, "swarm": 1, "input_bits": 1,
-                              "weights": "binary", "pe": 4, "simd": 16, "pipeline": -1, "seed": 0}
+                              "weights": "binary", "pe": 4, "simd": 16, "pipeline": -1, "mem": "auto",
+                              "seed": 0}
     assert info["resolved"] == {"pipeline": 3}  # fully pipelined: 16 bits -> 3 tree levels
     assert info["ports"]["i_stream__payload"] == {"dir": "In", "width": 16}
     assert info["cycles_per_vector"] == 16 and info["latency"] == 6
@@ -132,6 +133,47 @@ def test_verilog_model_writes_accelerator_and_report(tmp_path, capsys):
     plan = AccelPlan.auto(cfg, pe=3, simd=8)
     assert rep["cycles_per_inference"] == plan.latency_cycles()
     assert rep["weight_memory_bits"] == plan.weight_memory_bits()
-    assert [(r["pe"], r["simd"]) for r in rep["layers"]] == [(3, 8), (3, 8)]
+    # layer 1's SIMD becomes a multiple of layer 0's PE; the output layer's PE is at most B*SF
+    assert [(r["pe"], r["simd"]) for r in rep["layers"]] == [(3, 8), (2, 6)]
     assert "module bitswarm_accel(" in (out_dir / "bitswarm_accel.v").read_text()
     assert json.loads((out_dir / "bitswarm_accel.json").read_text()) == rep
+    assert rep["interval_cycles"] == plan.interval_cycles()
+    assert rep["latency_cycles"] == plan.latency_cycles()
+    assert set(rep["estimate"]) == {"ice40", "ecp5"}
+    ports = rep["ports"]
+    assert ports["i_stream__payload"]["width"] == 8 * 8
+    assert "[8k+7:8k]" in ports["i_stream__payload"]["doc"]
+    assert "2 cycles" in ports["rst"]["doc"]
+    # the report's fold file reproduces the plan through --fold
+    fold = out_dir / "bitswarm_accel.fold.json"
+    assert json.loads(fold.read_text()) == plan.to_dict() == rep["fold"]
+    rc, out, err = _run(capsys, str(tmp_path / "m.bsm"), "--fold", str(fold), "--json",
+                        "-o", str(tmp_path / "v2"))
+    assert rc == 0, err
+    assert json.loads(out)["fold"] == plan.to_dict()
+    rc, out, err = _run(capsys, str(tmp_path / "m.bsm"), "--fold", str(fold), "--pe", "2",
+                        "-o", str(tmp_path / "v3"))
+    assert rc == 2 and "give either --fold or --pe" in err
+    rc, out, err = _run(capsys, str(tmp_path / "m.bsm"), "--fold", str(tmp_path / "no.json"),
+                        "-o", str(tmp_path / "v3"))
+    assert rc == 2 and "does not exist" in err
+
+
+def test_verilog_model_asic(tmp_path, capsys):
+    import json
+
+    from bitswarm.golden import Model, ModelConfig, save_model
+
+    save_model(Model.random(ModelConfig.mlp([8, 6, 3]), 0), tmp_path / "m.bsm")
+    rc, out, err = _run(capsys, str(tmp_path / "m.bsm"), "--asic", "--clock-mhz", "250",
+                        "--json", "-o", str(tmp_path / "a"))
+    assert rc == 0, err
+    rep = json.loads(out)["asic"]
+    assert rep["cells"] > 0 and rep["flip_flops"] > 0 and rep["transistors_estimate"] > 0
+    assert rep["longest_path_cells"] >= 1 and "estimate" in rep["label"]
+    sdc = (tmp_path / "a" / "bitswarm_accel.sdc").read_text()
+    assert "-period 4" in sdc and "get_ports clk" in sdc
+    assert (tmp_path / "a" / "bitswarm_accel_asic.md").exists()
+    rc, out, err = _run(capsys, str(tmp_path / "m.bsm"), "--asic", "--clock-mhz", "0",
+                        "-o", str(tmp_path / "b"))
+    assert rc == 2 and "--clock-mhz must be a positive number" in err

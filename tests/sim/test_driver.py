@@ -18,7 +18,7 @@ from tests.hw.test_accel import _random_model
 
 def _case():
     m = _random_model([16, 12, 5], 2, 8, seed=5)
-    plan = AccelPlan(m.cfg, (LayerFold(4, 8, 1), LayerFold(5, 6, 1)))
+    plan = AccelPlan(m.cfg, (LayerFold(3, 8, 1), LayerFold(2, 6, 1)))
     x = torch.randint(0, 256, (40, 16), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
     return m, plan, x
 

@@ -1,0 +1,374 @@
+"""Resource model and fold optimizer: LUT, FF and block RAM per stage, as formulas of the fold.
+
+:func:`estimate` prices an :class:`~bitswarm.hw.plan.AccelPlan` stage by stage (each MAC array,
+threshold, repack stage, the argmax and, for board builds, the UART link) for an FPGA family.
+Flip-flops and block RAMs are counted from the structure the gateware builds (the same
+geometry helpers of :mod:`bitswarm.hw.plan` the RTL uses; memory styles from
+:func:`~bitswarm.hw.plan.auto_mem_style`); LUTs are a linear model of structural features,
+
+    LUT = a · (product bits, weights from a ROM) + a_c · (product bits, constant weights)
+          + b · (other datapath bits) [+ d · FF on iCE40, whose logic cells hold one FF each]
+          + c,
+
+with the coefficients of :data:`COEFFS` fitted by least squares to post-place-and-route counts
+(``bench/calibrate_resources.py``, results in ``bench/results/resources.{json,md}``). The LUT
+figure is the one the bitstream reports: iCE40 logic cells (``ICESTORM_LC``), ECP5 LUT4 slots
+(``TRELLIS_COMB``).
+
+:func:`optimize` is the fold optimizer (FINN's SetFolding idea): starting from the most folded
+plan it repeatedly unfolds the slowest layer (the next PE or SIMD step that lowers its cycles
+per vector), keeping every plan that fits the budget, until the target throughput is met or
+nothing more fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bitswarm.golden.errors import ConfigError
+from bitswarm.golden.layer import LayerConfig
+from bitswarm.golden.model import PIXEL_BITS, ModelConfig
+
+from .plan import (
+    AccelPlan,
+    LayerFold,
+    auto_mem_style,
+    class_width,
+    tree_depth,
+    tree_terms,
+)
+
+__all__ = ["FAMILIES", "PARTS", "COEFFS", "StageEstimate", "Estimate", "estimate", "optimize",
+           "features", "bram_count", "board_fold", "FILL"]
+
+#: Fraction of a part's LUTs the optimizer plans for by default (room for routing and timing).
+FILL = 0.75
+
+FAMILIES = ("ice40", "ecp5")
+
+#: Budgets of the supported boards' parts: LUT-metric cells and block RAMs.
+PARTS = {
+    "icebreaker": {"family": "ice40", "part": "iCE40 UP5K", "luts": 5280, "brams": 30},
+    "ulx3s": {"family": "ecp5", "part": "ECP5-85F", "luts": 83640, "brams": 208},
+    # Arty A7-35T: 20,800 LUT6 and 50 RAMB36 (100 RAMB18); priced with the ECP5 LUT4 model
+    # (a LUT6 holds about two LUT4s), 18 kbit blocks like the DP16KD.
+    "arty": {"family": "ecp5", "part": "XC7A35T (LUT4-equivalent)", "luts": 41600, "brams": 100},
+}
+
+#: Fitted LUT coefficients per family (a, a_c, b, d, c); see the module docstring.
+COEFFS = {
+    "ice40": {"a": 1.0, "a_c": 0.6, "b": 1.0, "d": 0.5, "c": 150.0},
+    "ecp5": {"a": 1.0, "a_c": 0.6, "b": 1.0, "d": 0.0, "c": 150.0},
+}
+
+
+def bram_count(width: int, depth: int, family: str) -> int:
+    """Block RAMs for a ``width`` × ``depth`` memory: iCE40 SB_RAM40_4K (256×16 … 2048×2),
+    ECP5 DP16KD (512×36 … 16384×1); the cheapest aspect ratio."""
+    if family == "ice40":
+        shapes = [(256, 16), (512, 8), (1024, 4), (2048, 2)]
+    else:
+        shapes = [(512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)]
+    return min(-(-width // w) * -(-depth // d) for d, w in shapes)
+
+
+@dataclass
+class StageEstimate:
+    """One stage's resources and the structural features its LUT count is modelled from."""
+
+    name: str
+    ffs: int = 0
+    brams: int = 0
+    prod_var: int = 0  # product bits whose weights come from a ROM
+    prod_const: int = 0  # product bits with constant weights (folded into the gates)
+    other: int = 0  # other datapath bits (adders, muxes, compares, logic memories)
+    luts: int = 0
+
+    def price(self, k: dict) -> None:
+        self.luts = round(k["a"] * self.prod_var + k["a_c"] * self.prod_const
+                          + k["b"] * self.other + k["d"] * self.ffs)
+
+
+@dataclass
+class Estimate:
+    family: str
+    stages: list[StageEstimate] = field(default_factory=list)
+    const: int = 0
+
+    def totals(self) -> dict:
+        return {"luts": self.const + sum(s.luts for s in self.stages),
+                "ffs": sum(s.ffs for s in self.stages),
+                "brams": sum(s.brams for s in self.stages)}
+
+    def table(self) -> list[dict]:
+        return [{"stage": s.name, "luts": s.luts, "ffs": s.ffs, "brams": s.brams}
+                for s in self.stages]
+
+
+def _tree_regs(n_bits: int, depth: int, pipeline: int) -> int:
+    """Flip-flops in one popcount tree's pipeline registers (mirrors the gateware's tree)."""
+    reg_after = {((i + 1) * depth) // pipeline for i in range(pipeline)} if pipeline else set()
+    nodes = []
+    for g in range(0, n_bits, 4):
+        n = min(4, n_bits - g)
+        nodes.append(n)
+    total = sum(n.bit_length() for n in nodes) if 1 in reg_after else 0
+    level = 1
+    while level < depth:
+        nxt = [nodes[j] + nodes[j + 1] for j in range(0, len(nodes) - 1, 2)]
+        if len(nodes) % 2:
+            nxt.append(nodes[-1])
+        nodes = nxt
+        level += 1
+        if level in reg_after:
+            total += sum(n.bit_length() for n in nodes)
+    return total
+
+
+def _memory(width: int, depth: int, style: str, family: str, writable: bool) -> tuple[int, int, int]:
+    """``(ffs, brams, other_luts)`` of a memory in its style."""
+    if style == "bram":
+        return 0, bram_count(width, depth, family), 0
+    if writable:  # flip-flops, a read multiplexer and the read register
+        return width * depth + width, 0, width * max(1, depth // 3)
+    # a constant table in LUTs: each output bit is a function of the address
+    return width, 0, width * max(1, -(-depth // 16))
+
+
+def _mac(i: int, lay: LayerConfig, f: LayerFold, family: str) -> StageEstimate:
+    st = StageEstimate(f"mac{i}")
+    pe, simd, B = f.pe, f.simd, lay.input_bits
+    terms = tree_terms(lay, simd)
+    ternary = lay.weights == "ternary"
+    n_u = (pe if ternary else (1 if B > 1 else 0))
+    u_terms = simd
+    depth = tree_depth(terms)
+    prod = pe * terms + n_u * u_terms
+    style = f.rom_style(lay)
+    if style == "const":
+        st.prod_const = prod
+    else:
+        st.prod_var = prod
+        ffs, brams, other = _memory(f.rom_width(lay), f.rom_depth(lay), style, family, False)
+        st.ffs += ffs
+        st.brams += brams
+        st.other += other
+    st.ffs += pe * _tree_regs(terms, depth, f.pipeline) + n_u * _tree_regs(u_terms, depth,
+                                                                            f.pipeline)
+    nf, sf = f.nf(lay), f.sf(lay)
+    ctl = 5 + max(1, (B - 1).bit_length()) + max(1, (nf - 1).bit_length())
+    st.ffs += ctl * (1 + len({((k + 1) * depth) // f.pipeline for k in range(f.pipeline)}))
+    xmax = lay.x_max
+    t_w = (lay.n_in * xmax * (1 if ternary else lay.swarm)).bit_length()
+    u_w = (lay.n_in * xmax).bit_length()
+    accs = pe * t_w + n_u * u_w
+    accumulate = sf * B > 1
+    st.ffs += accs * (2 if accumulate else 1)
+    st.other += accs * (2 if accumulate else 0) + pe * lay.z_width  # add/mux, 2T - S·U
+    gw = max(1, (nf - 1).bit_length())
+    st.ffs += 2 * (pe * lay.z_width + gw + 1) + 4  # skid buffer, count, enable
+    st.other += pe * lay.z_width + 3 * (nf * sf).bit_length() + 40  # head/tail mux, sequencer
+    shape = f.buffer_shape(lay)
+    if shape is not None:
+        w, d = shape
+        ffs, brams, other = _memory(w, d, auto_mem_style(w, d, writable=True), family, True)
+        st.ffs += ffs + w + 2 * d.bit_length() + 8  # storage, registered write, counters
+        st.brams += brams
+        st.other += other + 2 * d.bit_length() + 12
+    else:
+        st.ffs += B * simd  # the slice register
+    if B > 1:
+        st.other += simd * max(1, B // 4)  # bit-plane select
+    return st
+
+
+def _threshold(i: int, lay: LayerConfig, pe: int, family: str) -> StageEstimate:
+    st = StageEstimate(f"thr{i}")
+    folds = -(-lay.n_out // pe)
+    tw = lay.z_width  # theta width (signed_width(z_bound)) ~ z_width - 1, plus invert
+    st.ffs = (pe * lay.z_width if lay.output else pe) + 1 + 2 * max(1, (folds - 1).bit_length())
+    st.other = pe * lay.z_width + 4
+    if folds > 1:
+        ffs, brams, other = _memory(pe * tw, folds, auto_mem_style(pe * tw, folds), family, False)
+        st.ffs += ffs
+        st.brams += brams
+        st.other += other
+    return st
+
+
+def _repack(i: int, n: int, pe: int, simd: int) -> StageEstimate:
+    st = StageEstimate(f"repack{i}")
+    nf = -(-n // pe)
+    st.ffs = 2 * simd + 1 + 2 * max(1, (nf - 1).bit_length())
+    per = simd // pe
+    tail = nf - (-(-n // simd) - 1) * per
+    st.other = simd * (2 if tail != per else 1) + 8
+    return st
+
+
+def _argmax(lay: LayerConfig, pe: int) -> StageEstimate:
+    """The serializer (``pe`` lanes to one) and the one-lane argmax with all scores."""
+    st = StageEstimate("argmax")
+    c, w = lay.n_out, lay.z_width
+    cw = class_width(c)
+    st.ffs = pe * w + 8 + (2 * c - 1) * w + 2 * (w + cw) + 1 + 2 * max(1, (c - 1).bit_length())
+    st.other = pe * w + 2 * w + c * w + c + 8
+    return st
+
+
+def _link(cfg: ModelConfig, simd0: int) -> StageEstimate:
+    """The board's UART link: receiver, transmitter, frame parser, reply shift register."""
+    st = StageEstimate("uart-link")
+    last = cfg.layers[-1]
+    reply = 2 + last.n_out * -(-last.z_width // 8)
+    st.ffs = PIXEL_BITS * simd0 + 8 * reply + 90
+    st.other = PIXEL_BITS * simd0 + 8 * reply + 120
+    return st
+
+
+def features(plan: AccelPlan, family: str, *, board: bool = False) -> list[StageEstimate]:
+    """The unpriced stages (FF, BRAM and LUT features) of ``plan``."""
+    if family not in FAMILIES:
+        raise ConfigError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
+    lays, folds = plan.cfg.layers, plan.folds
+    out = []
+    for i, (lay, f) in enumerate(zip(lays, folds, strict=True)):
+        out.append(_mac(i, lay, f, family))
+        out.append(_threshold(i, lay, f.pe, family))
+        if not lay.output:
+            out.append(_repack(i, lay.n_out, f.pe, folds[i + 1].simd))
+    out.append(_argmax(lays[-1], folds[-1].pe))
+    if board:
+        out.append(_link(plan.cfg, folds[0].simd))
+    return out
+
+
+def estimate(plan: AccelPlan, family: str, *, board: bool = False,
+             coeffs: dict | None = None) -> Estimate:
+    """Resources of ``plan`` on ``family`` (``board``: with the UART link of a board build)."""
+    stages = features(plan, family, board=board)
+    k = coeffs or COEFFS[family]
+    est = Estimate(family, stages, const=round(k["c"]))
+    for s in est.stages:
+        s.price(k)
+    return est
+
+
+# -- the fold optimizer ---------------------------------------------------------------------------
+def _divisor_steps(n: int) -> list[int]:
+    """Candidate PE / SIMD values for a dimension of ``n``: every value whose fold count
+    ``ceil(n / v)`` differs (the smallest v for each fold count), ascending."""
+    vals = {}
+    for v in range(1, n + 1):
+        vals.setdefault(-(-n // v), v)
+    return sorted(vals.values())
+
+
+def _pipeline_for(lay: LayerConfig, simd: int, stages_per_level: float) -> int:
+    """Tree registers: ``stages_per_level`` of the levels (1.0: every level), at least one."""
+    d = tree_depth(tree_terms(lay, simd))
+    return max(1, min(d, round(d * stages_per_level)))
+
+
+def _fold_for(cfg: ModelConfig, target: int, spl: float) -> AccelPlan | None:
+    """The most folded plan whose every layer takes at most ``target`` cycles per vector:
+    per layer (in order, the repack rule ties SIMD to the previous PE) the (PE, SIMD) with the
+    fewest product bits, then the fewest PE (SetFolding: SIMD before PE)."""
+    folds: list[LayerFold] = []
+    for lay in cfg.layers:
+        prev = folds[-1].pe if folds else 1
+        best = None
+        for p in _divisor_steps(lay.n_out):
+            nf = -(-lay.n_out // p)
+            if nf * lay.input_bits > target:
+                continue
+            need_sf = target // (nf * lay.input_bits)  # slices allowed
+            if lay.output and p > lay.input_bits * need_sf:
+                continue  # the serialized scores of a group must fit its cycles
+            s = -(-lay.n_in // need_sf)
+            s = -(-s // prev) * prev  # a multiple of the previous PE
+            if s > lay.n_in:
+                continue
+            key = (p * s, p)
+            if best is None or key < best[0]:
+                best = (key, p, s)
+        if best is None:
+            return None
+        _, p, s = best
+        folds.append(LayerFold(p, s, _pipeline_for(lay, s, spl)))
+    try:
+        return AccelPlan(cfg, tuple(folds), source="optimizer")
+    except ConfigError:
+        return None
+
+
+def optimize(cfg: ModelConfig, *, luts: int, brams: int, family: str,
+             target_interval: int | None = None, board: bool = True,
+             stages_per_level: float = 1.0) -> AccelPlan:
+    """The fold with the smallest streaming interval whose estimate fits ``luts`` / ``brams``
+    on ``family`` — or, with ``target_interval``, the most folded plan (fewest resources) that
+    meets it, if it fits.
+
+    As FINN's SetFolding: for a target number of cycles per image every layer gets the most
+    folded (PE, SIMD) that meets it, SIMD widened before PE, so the layers come out balanced;
+    a binary search over the achievable targets finds the fastest one that fits the budget.
+    ``stages_per_level`` sets the adder-tree registers (default 1.0: every level, for Fmax; on
+    iCE40 a register shares its logic cell with the LUT before it).
+
+    Raises
+    ------
+    ConfigError
+        A bad budget, or not even the most folded plan fits (the message gives its estimate).
+    """
+    for name, v, lo in (("luts", luts, 1), ("brams", brams, 0)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ConfigError(f"{name} must be an integer >= {lo}, not {v!r}")
+    if target_interval is not None and (not isinstance(target_interval, int)
+                                        or target_interval < 1):
+        raise ConfigError(f"target interval must be a positive integer, not {target_interval!r}")
+
+    def fits(plan):
+        t = estimate(plan, family, board=board).totals()
+        return t["luts"] <= luts and t["brams"] <= brams
+
+    slowest = _fold_for(cfg, 1 << 62, stages_per_level)
+    if not fits(slowest):
+        t = estimate(slowest, family, board=board).totals()
+        raise ConfigError(f"even the most folded plan needs ~{t['luts']} LUTs and {t['brams']} "
+                          f"BRAMs; the budget is {luts} LUTs and {brams} BRAMs")
+    if target_interval is not None:
+        plan = _fold_for(cfg, target_interval, stages_per_level)
+        if plan is None:
+            raise ConfigError(f"no fold reaches {target_interval} cycles per image")
+        if not fits(plan):
+            t = estimate(plan, family, board=board).totals()
+            raise ConfigError(f"the most folded plan at {plan.interval_cycles()} cycles per image "
+                              f"needs ~{t['luts']} LUTs and {t['brams']} BRAMs; the budget is "
+                              f"{luts} LUTs and {brams} BRAMs")
+        return plan
+    targets = sorted({f.cycles_per_vector(lay) for lay in cfg.layers
+                      for f in (LayerFold(p, s, 0) for p in _divisor_steps(lay.n_out)
+                                for s in _divisor_steps(lay.n_in))})
+    targets = [t for t in targets if t <= slowest.interval_cycles()]
+    lo, hi, best = 0, len(targets) - 1, slowest
+    while lo <= hi:  # smallest target (fastest plan) that fits
+        mid = (lo + hi) // 2
+        plan = _fold_for(cfg, targets[mid], stages_per_level)
+        if plan is not None and fits(plan):
+            best, hi = plan, mid - 1
+        else:
+            lo = mid + 1
+    return best
+
+
+def board_fold(cfg: ModelConfig, board: str, *, fill: float = FILL,
+               target_interval: int | None = None) -> AccelPlan:
+    """The optimizer's fold for ``board`` (a key of :data:`PARTS`), planning for ``fill`` of
+    its LUTs and all of its block RAMs, UART link included."""
+    if board not in PARTS:
+        raise ConfigError(f"board must be one of {', '.join(PARTS)}, not {board!r}")
+    if not 0 < fill <= 1:
+        raise ConfigError(f"fill must be in (0, 1], not {fill!r}")
+    p = PARTS[board]
+    return optimize(cfg, luts=int(p["luts"] * fill), brams=p["brams"], family=p["family"],
+                    target_interval=target_interval, board=True)
