@@ -72,7 +72,7 @@ class BoardSpec:
 
 BOARDS: dict[str, BoardSpec] = {
     "icebreaker": BoardSpec("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform",
-                            "ice40", 12e6, 12e6, "icebreaker.pcf", "bin"),
+                            "ice40", 12e6, 36e6, "icebreaker.pcf", "bin"),
     "ulx3s": BoardSpec("ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform",
                        "ecp5", 25e6, 40e6, "ulx3s.lpf", "bit"),
     "arty": BoardSpec("arty", "amaranth_boards.arty_a7:ArtyA7_35Platform",

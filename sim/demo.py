@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: train on digits, export, Verilog, Verilator + virtual runs")
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
-    p.add_argument("--clock-mhz", type=float, default=100.0,
-                   help="clock for the modeled throughput (default 100 MHz)")
+    p.add_argument("--clock-mhz", type=float, default=None,
+                   help="clock for the modeled throughput (default: the iCEBreaker core clock, "
+                   "at which the default model's fold meets timing)")
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
     p.set_defaults(func=lambda a: run_demo(a.out, a.epochs, a.clock_mhz, a.json))
 
@@ -32,18 +33,27 @@ def _step(i: int, n: int, text: str) -> float:
     return time.perf_counter()
 
 
-def run_demo(out: str, epochs: int = 30, clock_mhz: float = 100.0, as_json: bool = False) -> int:
+def run_demo(out: str, epochs: int = 30, clock_mhz: float | None = None,
+             as_json: bool = False) -> int:
     from bitswarm.golden.cli import selfcheck
     from bitswarm.golden.errors import ConfigError
     from bitswarm.golden.model import load_model
     from bitswarm.hw.export import export_accelerator
-    from bitswarm.hw.plan import AccelPlan
+    from bitswarm.hw.board import board_spec
+    from bitswarm.hw.resources import board_fold
     from bitswarm.train import TrainConfig, load_dataset, train
 
     from .driver import evaluate, make_backend
 
     if epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, not {epochs}")
+    clock_note = "chosen with --clock-mhz"
+    if clock_mhz is None:
+        clock_mhz = board_spec("icebreaker").clock_hz / 1e6
+        clock_note = ("the iCEBreaker core clock; the default model's fold meets timing there "
+                      "(bench/results/boards.md)")
+    if not clock_mhz > 0:
+        raise ConfigError(f"--clock-mhz must be positive, not {clock_mhz}")
     out_dir = Path(out)
     n = 6
     t = _step(1, n, "golden selfcheck")
@@ -64,12 +74,12 @@ def run_demo(out: str, epochs: int = 30, clock_mhz: float = 100.0, as_json: bool
           f"{model_path.stat().st_size} bytes, reloaded and validated")
 
     t = _step(4, n, f"Verilog -> {out_dir / 'verilog'}")
-    plan = AccelPlan.auto(model.cfg)
+    plan = board_fold(model.cfg, "icebreaker")  # the fold `bitswarm bitstream` builds
     rep = export_accelerator(model, plan, out_dir / "verilog")
     print("      plan " + ", ".join(f"L{i}: pe={f.pe} simd={f.simd} pipeline={f.pipeline}"
                                    for i, f in enumerate(plan.folds))
-          + f"; {rep['weight_memory_bits']} weight ROM bits; cycle model {rep['cycles_per_inference']} "
-          f"cycles/inference")
+          + f" (the iCEBreaker fold); {rep['weight_memory_bits']} weight ROM bits; latency "
+          f"{rep['latency_cycles']} cycles, streaming interval {rep['interval_cycles']} cycles")
 
     ds = load_dataset("digits")
     x = ds.x_test.reshape((len(ds.x_test),) + tuple(model.cfg.input_shape))
@@ -96,8 +106,11 @@ def run_demo(out: str, epochs: int = 30, clock_mhz: float = 100.0, as_json: bool
         "virtual": results["virtual"],
         "cycles_per_inference": plan.latency_cycles(),
         "clock_mhz": clock_mhz,
+        "clock_note": clock_note,
+        "fold": plan.to_dict(),
+        "interval_cycles": plan.interval_cycles(),
         "modeled_latency_us": plan.latency_cycles() / clock_mhz,
-        "modeled_images_per_s_streaming": f / plan.interval_bound(),
+        "modeled_images_per_s_streaming": f / plan.interval_cycles(),
         "modeled_images_per_s_isolated": f / plan.latency_cycles(),
     }
     print("\nsummary")
@@ -105,8 +118,10 @@ def run_demo(out: str, epochs: int = 30, clock_mhz: float = 100.0, as_json: bool
     print(f"  mismatches vs golden: Verilator {results['verilator']['mismatches']}, "
           f"virtual {results['virtual']['mismatches']}")
     print(f"  cycles per inference: {plan.latency_cycles()} (cycle model = Verilator)")
-    print(f"  modeled throughput at {clock_mhz:g} MHz: {summary['modeled_images_per_s_streaming']:,.0f} images/s "
-          f"streaming, {summary['modeled_images_per_s_isolated']:,.0f} images/s one at a time")
+    print(f"  throughput at {clock_mhz:g} MHz ({clock_note}): "
+          f"{summary['modeled_images_per_s_streaming']:,.0f} images/s streaming (interval "
+          f"{plan.interval_cycles()} cycles), {summary['modeled_images_per_s_isolated']:,.0f} "
+          "images/s one at a time")
     (out_dir / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     if as_json:
         print(json.dumps(summary))

@@ -198,11 +198,17 @@ def _bitstream(tmp_path, capsys, model_path, board, *extra):
 
 
 def test_bitstream_icebreaker_small(tmp_path, capsys):
+    """No fold flags: the optimizer's fold; the PLL's 36 MHz core clock; the resource estimate
+    within 20 % of the post-place-and-route LUTs; the fold file beside the bitstream."""
     m = _random_model([64, 32, 10], 1, shape=(8, 8))
     save_model(m, tmp_path / "m.bsm")
-    rec = _bitstream(tmp_path, capsys, tmp_path / "m.bsm", "icebreaker", "--pe", "1",
-                     "--simd", "16")
-    assert rec["timing_met"] and rec["clock_mhz"] == 12
+    rec = _bitstream(tmp_path, capsys, tmp_path / "m.bsm", "icebreaker")
+    assert rec["timing_met"] and rec["clock_mhz"] == 36 and rec["pll"]["f_out"] == 36e6
+    assert abs(rec["estimate"]["luts"] - rec["luts"]) <= 0.2 * rec["luts"], rec
+    assert rec["interval_cycles"] > 0 and rec["latency_cycles"] >= rec["interval_cycles"]
+    assert rec["images_per_s"] == round(36e6 / rec["interval_cycles"], 1)
+    fold = json.loads((tmp_path / "icebreaker" / "bitswarm_board.fold.json").read_text())
+    assert fold == rec["fold"] and fold["format"] == "bitswarm-fold"
 
 
 @pytest.mark.synth

@@ -47,6 +47,8 @@ def test_init():
     core = UARTAccelerator(m, plan, divisor=6)
     assert (core.divisor, core.plan, core.model) == (6, plan, m)
     top = _unused(BoardTop(m, "icebreaker", plan, baud=115200))
+    assert top.pll["f_out"] == 36e6 and top.clock_hz == 36e6 and top.divisor == 312
+    top = _unused(BoardTop(m, "icebreaker", plan, baud=115200, clock_hz=12e6))
     assert top.pll is None and top.clock_hz == 12e6 and top.divisor == 104
     top = _unused(BoardTop(m, "ulx3s", baud=1_000_000, clock_hz=50e6))
     assert top.pll["clkfb_div"] == 2 and top.divisor == 50
