@@ -181,8 +181,6 @@ class Argmax(wiring.Component):
                 self.o_stream.payload.cls.eq(new_cls),
                 self.o_stream.payload.score.eq(new_score),
             ]
-        if self._scores:
-            self._collect(m, accept, last, beat if nb > 1 else None)
         with m.Elif(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
         with m.If(accept):
@@ -192,6 +190,8 @@ class Argmax(wiring.Component):
                 with m.Else():
                     m.d.sync += [beat.eq(beat + 1), base.eq(base + p)]
             m.d.sync += [best_score.eq(new_score), best_cls.eq(new_cls)]
+        if self._scores:
+            self._collect(m, accept, last, beat if nb > 1 else None)
         return m
 
     @staticmethod
@@ -213,10 +213,13 @@ class Argmax(wiring.Component):
                     continue  # the last beat goes straight to the output
                 with m.If(Const(1) if beat is None else (beat == b)):
                     m.d.sync += work[j].eq(ins[i])
+        held = [Signal(signed(w), name=f"held{j}") for j in range(c)]  # the output vector
         with m.If(accept & last):
             for j in range(c):
                 b, i = divmod(j, p)
-                m.d.sync += self.o_stream.payload.scores[j].eq(ins[i] if b == nb - 1 else work[j])
+                m.d.sync += held[j].eq(ins[i] if b == nb - 1 else work[j])
+        for j in range(c):
+            m.d.comb += self.o_stream.payload.scores[j].eq(held[j])
 
 
 def argmax_tree(m: Module, scores: list, width: int):

@@ -41,7 +41,6 @@ from .lfsr import LFSR
 
 __all__ = ["FlipUnit", "build"]
 
-_MUTANTS = (None, "threshold", "leak", "no_forward")
 MAX_ROWS = 1 << 20
 MAX_LANES = 1024
 
@@ -136,7 +135,6 @@ class FlipUnit(wiring.Component):
         init_w=None,
         init_acc=None,
         external_draws: bool = False,
-        _mutant: str | None = None,
     ):
         if not isinstance(config, FlipRuleConfig):
             raise TypeError(f"config must be a FlipRuleConfig, not {type(config).__name__}")
@@ -145,12 +143,9 @@ class FlipUnit(wiring.Component):
                 raise TypeError(f"{name} must be an integer, not {v!r}")
             if not 1 <= v <= top:
                 raise ConfigError(f"{name} must be in 1..{top}, not {v}")
-        if _mutant not in _MUTANTS:  # test-only: deliberately broken hardware
-            raise ConfigError(f"_mutant must be one of {_MUTANTS}, not {_mutant!r}")
         self._config, self._rows, self._lanes = config, rows, lanes
         self._init_w = _grid("init_w", init_w, rows, lanes, 0, 1)
         self._init_acc = _grid("init_acc", init_acc, rows, lanes, config.acc_min, config.acc_max)
-        self._mutant = _mutant
         self._external = bool(external_draws) and config.uses_lfsr
         aw = self.addr_width
         row = self.row_layout(config, lanes)
@@ -204,6 +199,20 @@ class FlipUnit(wiring.Component):
     def addr_width(self) -> int:
         return max(1, (self._rows - 1).bit_length())
 
+    # -- pieces of the rule ----------------------------------------------------------------
+    def _forwarding(self, write_port):
+        """``transparent_for`` of a pipeline read port: the memory's write-back port, so that a
+        row read while it is being written returns the new data (the R = 1 hazard)."""
+        return (write_port,)
+
+    def _leak_shift(self) -> int:
+        """The leak shift of the rule (0: no leak)."""
+        return self._config.leak_shift
+
+    def _threshold(self) -> int:
+        """The firing threshold: a lane fires when its saturated accumulator is at least this."""
+        return self._config.threshold
+
     # -- gateware --------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()
@@ -219,9 +228,8 @@ class FlipUnit(wiring.Component):
             shape=data.ArrayLayout(signed(a_w), k), depth=depth, init=self._init_acc
         )
         w_wr, acc_wr = w_mem.write_port(), acc_mem.write_port()
-        fwd = () if self._mutant == "no_forward" else None
-        w_rd = w_mem.read_port(transparent_for=fwd if fwd is not None else (w_wr,))
-        acc_rd = acc_mem.read_port(transparent_for=fwd if fwd is not None else (acc_wr,))
+        w_rd = w_mem.read_port(transparent_for=self._forwarding(w_wr))
+        acc_rd = acc_mem.read_port(transparent_for=self._forwarding(acc_wr))
         w_dbg, acc_dbg = w_mem.read_port(), acc_mem.read_port()
 
         # Debug read: both memories at dbg_rd.addr, one cycle latency.
@@ -276,10 +284,8 @@ class FlipUnit(wiring.Component):
             m.d.sync += s1_valid.eq(0)
 
         # Stage 1: the rule, lane by lane, on the read data; write back on commit.
-        leak = cfg.leak_shift
-        if self._mutant == "leak":
-            leak = leak + 1 if leak + 1 < a_w else 1
-        thr = cfg.threshold + (1 if self._mutant == "threshold" else 0)
+        leak = self._leak_shift()
+        thr = self._threshold()
         new_w = Signal(k, name="new_w")
         new_acc = Signal(data.ArrayLayout(signed(a_w), k), name="new_acc")
         fired = Signal(k, name="fired")

@@ -32,8 +32,6 @@ from bitswarm.golden.lfsr import LFSRConfig
 
 __all__ = ["LFSR", "build", "galois_steps"]
 
-_MUTANTS = (None, "taps", "lane_order")
-
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -94,18 +92,15 @@ class LFSR(wiring.Component):
         If ``lanes < 1``.
     """
 
-    def __init__(self, config: LFSRConfig, *, lanes: int = 1, _mutant: str | None = None):
+    def __init__(self, config: LFSRConfig, *, lanes: int = 1):
         if not isinstance(config, LFSRConfig):
             raise TypeError(f"config must be an LFSRConfig, not {type(config).__name__}")
         if not _is_int(lanes):
             raise TypeError(f"lanes must be an integer, not {lanes!r}")
         if lanes < 1:
             raise ConfigError(f"lanes must be a positive integer, not {lanes!r}")
-        if _mutant not in _MUTANTS:  # test-only: deliberately broken hardware (mutation checks)
-            raise ConfigError(f"_mutant must be one of {_MUTANTS}, not {_mutant!r}")
         self._config = config
         self._lanes = lanes
-        self._mutant = _mutant
         super().__init__({
             "state":    Out(config.width, init=config.seed),
             "o_stream": Out(stream.Signature(self.payload_layout(config, lanes))),
@@ -132,17 +127,20 @@ class LFSR(wiring.Component):
     def draw_bits(self) -> int:
         return self._config.draw_bits
 
+    def _taps(self) -> int:
+        """The Galois feedback mask (``config.taps``)."""
+        return self._config.taps
+
+    def _lane_states(self, steps: list[Signal]) -> list[Signal]:
+        """The state each lane draws from, given the states after 1..L steps: lane ``i`` the
+        state after ``i + 1`` steps."""
+        return steps
+
     def elaborate(self, platform):
         m = Module()
-        taps = self._config.taps
-        if self._mutant == "taps":
-            taps ^= 1 << (self._config.width // 2)
-        nxt = galois_steps(m, self.state, taps, self._lanes)
-        lane_src = nxt
-        if self._mutant == "lane_order":  # lane i shows the state after i steps (off by one)
-            lane_src = [self.state] + nxt[:-1]
+        nxt = galois_steps(m, self.state, self._taps(), self._lanes)
         m.d.comb += self.o_stream.valid.eq(1)
-        for i, s in enumerate(lane_src):
+        for i, s in enumerate(self._lane_states(nxt)):
             m.d.comb += self.o_stream.payload.draws[i].eq(s[: self._config.draw_bits])
         with m.If(self.o_stream.ready):
             m.d.sync += self.state.eq(nxt[-1])

@@ -49,10 +49,34 @@ def state_of(p: dict, seed: int) -> tuple[list[list[int]], list[list[int]]]:
     return w, acc
 
 
-def make(p: dict, **kw) -> FlipUnit:
-    """The unit for params ``p``, its memories initialised to ``state_of(p, p["seed"])``."""
+class ThresholdPlusOne(FlipUnit):
+    """Fault injection for the mutation checks: fires on ``a2 >= threshold + 1``."""
+
+    def _threshold(self):
+        return self.config.threshold + 1
+
+
+class LeakOffByOne(FlipUnit):
+    """Fault injection: leaks with shift ``leak_shift + 1`` (1 where that reaches A)."""
+
+    def _leak_shift(self):
+        leak = self.config.leak_shift
+        return leak + 1 if leak + 1 < self.acc_width else 1
+
+
+class NoForwarding(FlipUnit):
+    """Fault injection: the pipeline reads are not transparent for the write-back (a row read
+    while it is written returns the old data: R = 1 breaks at full throughput)."""
+
+    def _forwarding(self, write_port):
+        return ()
+
+
+def make(p: dict, cls: type[FlipUnit] = FlipUnit) -> FlipUnit:
+    """The unit (``cls``: :class:`FlipUnit` or a broken subclass) for params ``p``, its memories
+    initialised to ``state_of(p, p["seed"])``."""
     w, acc = state_of(p, p["seed"])
-    return FlipUnit(config_of(p), rows=p["rows"], lanes=p["lanes"], init_w=w, init_acc=acc, **kw)
+    return cls(config_of(p), rows=p["rows"], lanes=p["lanes"], init_w=w, init_acc=acc)
 
 
 async def flip_bench(sim, p: dict, src: str, sink: str, steps: int = 6, seed: int = 0,

@@ -12,7 +12,14 @@ from bitswarm.hw.flip_unit import FlipUnit, build
 from bitswarm.sim.verilator import BUILD_ROOT, run_cocotb
 
 from .bench import Multi, amaranth_run, cocotb_outcomes, golden_mutant, lint_warnings
-from .cocotb_flip_unit import PATTERNS, flip_bench, make
+from .cocotb_flip_unit import (
+    PATTERNS,
+    LeakOffByOne,
+    NoForwarding,
+    ThresholdPlusOne,
+    flip_bench,
+    make,
+)
 
 
 def _p(**kw):
@@ -97,8 +104,6 @@ def test_init_wrong_geometry():
         FlipUnit(cfg, rows=0, lanes=1)
     with pytest.raises(ConfigError, match=r"lanes must be in 1..1024, not 1025"):
         FlipUnit(cfg, rows=1, lanes=1025)
-    with pytest.raises(ConfigError, match=r"_mutant must be one of"):
-        FlipUnit(cfg, rows=1, lanes=1, _mutant="x")
 
 
 def test_init_wrong_init():
@@ -141,11 +146,12 @@ def test_sim_golden_mutant_fails(mutant):
         amaranth_run(make(p), lambda sim: flip_bench(sim, p, "random", "random", steps=10))
 
 
-@pytest.mark.parametrize("p,mutant", [(PARAMS[1], "threshold"), (PARAMS[2], "leak"),
-                                      (PARAMS[0], "no_forward"), (SIM_ONLY[0], "no_forward")])
-def test_sim_broken_component_fails(p, mutant):
+@pytest.mark.parametrize("p,broken", [(PARAMS[1], ThresholdPlusOne), (PARAMS[2], LeakOffByOne),
+                                      (PARAMS[0], NoForwarding), (SIM_ONLY[0], NoForwarding)],
+                         ids=["threshold", "leak", "no_forward_k1", "no_forward_k6"])
+def test_sim_broken_component_fails(p, broken):
     with pytest.raises(AssertionError, match="golden"):
-        amaranth_run(make(p, _mutant=mutant),
+        amaranth_run(make(p, broken),
                      lambda sim: flip_bench(sim, p, "full", "full", steps=10))
 
 
@@ -153,7 +159,7 @@ def test_sim_no_forward_mutant_passes_with_gaps():
     """The hazard is real and only where documented: without transparent reads, R = 1 still
     passes when there is a bubble between consecutive rows (a source idle every other cycle)."""
     p = PARAMS[0]
-    amaranth_run(make(p, _mutant="no_forward"),
+    amaranth_run(make(p, NoForwarding),
                  lambda sim: flip_bench(sim, p, "10", "full", steps=10, seed=9, load=True))
 
 
@@ -166,7 +172,7 @@ def test_lint(p, tmp_path):
 def _multi():
     """One Verilator build: every parameter set, plus a broken instance."""
     duts = {f"p{i}": make(p) for i, p in enumerate(PARAMS)}
-    duts["mut"] = make(PARAMS[2], _mutant="threshold")
+    duts["mut"] = make(PARAMS[2], ThresholdPlusOne)
     params = {"instances": {f"p{i}": p for i, p in enumerate(PARAMS)}, "mutant": ["mut", PARAMS[2]]}
     return Multi(duts), params
 

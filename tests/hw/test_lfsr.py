@@ -21,8 +21,22 @@ PARAMS = [
 IDS = [f"w{p['width']}_d{p['draw_bits']}_l{p['lanes']}" for p in PARAMS]
 
 
-def _dut(p, **kw):
-    return LFSR(config_of(p), lanes=p["lanes"], **kw)
+class WrongTaps(LFSR):
+    """Fault injection for the mutation checks: one feedback tap flipped (bit ``width // 2``)."""
+
+    def _taps(self):
+        return self.config.taps ^ (1 << (self.width // 2))
+
+
+class LaneOffByOne(LFSR):
+    """Fault injection: lane ``i`` shows the state after ``i`` steps instead of ``i + 1``."""
+
+    def _lane_states(self, steps):
+        return [self.state] + steps[:-1]
+
+
+def _dut(p, cls=LFSR):
+    return cls(config_of(p), lanes=p["lanes"])
 
 
 def test_init():
@@ -55,11 +69,6 @@ def test_init_wrong_lanes():
         LFSR(LFSRConfig(), lanes=0)
 
 
-def test_init_wrong_mutant():
-    with pytest.raises(ConfigError, match=r"_mutant must be one of"):
-        LFSR(LFSRConfig(), _mutant="nope")
-
-
 def test_init_wrong_build_params():
     with pytest.raises(ConfigError, match=r"lfsr.width must be an integer in 8..32, not 7"):
         build(width=7)
@@ -82,11 +91,11 @@ def test_sim_golden_mutant_fails():
         amaranth_run(_dut(p), lambda sim: lfsr_bench(sim, p, "random", transfers=100))
 
 
-@pytest.mark.parametrize("mutant", ["taps", "lane_order"])
-def test_sim_broken_component_fails(mutant):
+@pytest.mark.parametrize("broken", [WrongTaps, LaneOffByOne], ids=["taps", "lane_order"])
+def test_sim_broken_component_fails(broken):
     p = PARAMS[1]
     with pytest.raises(AssertionError, match="golden"):
-        amaranth_run(_dut(p, _mutant=mutant), lambda sim: lfsr_bench(sim, p, "random", 100))
+        amaranth_run(_dut(p, broken), lambda sim: lfsr_bench(sim, p, "random", 100))
 
 
 @pytest.mark.verilator
@@ -98,7 +107,7 @@ def test_lint(p, tmp_path):
 def _multi():
     """One Verilator build: every parameter set, plus a broken instance."""
     duts = {f"p{i}": _dut(p) for i, p in enumerate(PARAMS)}
-    duts["mut"] = _dut(PARAMS[0], _mutant="taps")
+    duts["mut"] = _dut(PARAMS[0], WrongTaps)
     params = {"instances": {f"p{i}": p for i, p in enumerate(PARAMS)}, "mutant": ["mut", PARAMS[0]]}
     return Multi(duts), params
 
