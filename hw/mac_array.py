@@ -109,11 +109,12 @@ class MACArray(wiring.Component):
     a buffer bank is free (three vectors may be buffered), a register.
 
     Latency: a vector's steps start two cycles after its last slice is accepted (the registered
-    write, then the bank's full flag); :attr:`latency` ``= pipeline + 3`` cycles pass from a group's last step to its result
+    write, then the bank's full flag), and the buffered slice is registered once more after its
+    read (so the memory's output does not fan out to the PE trees directly); :attr:`latency` ``= pipeline + 3`` cycles pass from a group's last step to its result
     on ``o_stream``: 1 (ROM / buffer read) + ``pipeline`` (tree registers) + 1 (accumulator) +
     1 (output register, the head of the skid buffer, which also forms ``2T - S·U``). For V
     vectors offered back to back, the first input handshake in cycle 0 puts the last output
-    handshake in cycle ``SF + V · cycles_per_vector() + latency`` (:meth:`cycles`). Without a
+    handshake in cycle ``SF + V · cycles_per_vector() + latency + 1`` (:meth:`cycles`). Without a
     buffer (``NF·B = 1``) a step is issued in the cycle its slice is accepted, so the last
     output handshake is in cycle ``V · cycles_per_vector() + latency - 1``.
 
@@ -248,7 +249,7 @@ class MACArray(wiring.Component):
         ``n_vectors`` vectors offered back to back (no idle input, no backpressure)."""
         if not self.buffered:
             return n_vectors * self.cycles_per_vector() + self.latency
-        return self.sf + 1 + n_vectors * self.cycles_per_vector() + self.latency
+        return self.sf + 2 + n_vectors * self.cycles_per_vector() + self.latency
 
 
     # -- software helpers for drivers and checkers -------------------------------------------
@@ -360,8 +361,14 @@ class MACArray(wiring.Component):
         full_rb = Signal()  # full[rb], kept as a register
         go = Signal()
         m.d.comb += go.eq(adv & full_rb)
+        # The buffer is read one cycle before the ROM: its data is registered (x2) before it fans
+        # out to the PE trees, while the ROM's data feeds its tree directly (no fan-out), so both
+        # reach the products in the same cycle and no memory output drives a long path.
+        raddr_d = Signal.like(raddr)
+        with m.If(adv):
+            m.d.sync += raddr_d.eq(raddr)
         if rom_rd is not None:
-            m.d.comb += rom_rd.addr.eq(raddr)
+            m.d.comb += rom_rd.addr.eq(raddr_d)
         m.d.comb += [rd.addr.eq(baddr), rd.en.eq(adv)]
         end_plane = sf == SF - 1
         end_group = end_plane & (b == B - 1)
@@ -395,17 +402,21 @@ class MACArray(wiring.Component):
         m.d.comb += taken_nxt.eq(taken + a_last - free)
         m.d.sync += [taken.eq(taken_nxt), ready.eq(taken_nxt < K)]
 
+        ctl0 = Signal(_CtlLayout(B, NF))
         ctl1 = Signal(_CtlLayout(B, NF))
+        x2 = Signal(B * simd)
         with m.If(adv):
             m.d.sync += [
-                ctl1.valid.eq(go),
-                ctl1.b.eq(b),
-                ctl1.first.eq((sf == 0) & (b == 0)),
-                ctl1.last.eq(end_group),
-                ctl1.group.eq(nf),
-                ctl1.tail.eq(end_plane),
+                ctl0.valid.eq(go),
+                ctl0.b.eq(b),
+                ctl0.first.eq((sf == 0) & (b == 0)),
+                ctl0.last.eq(end_group),
+                ctl0.group.eq(nf),
+                ctl0.tail.eq(end_plane),
+                ctl1.eq(ctl0),
+                x2.eq(rd.data),
             ]
-        return rd.data, go, ctl1
+        return x2, go, ctl1
 
     def _direct(self, m, adv, rom_rd):
         """No input buffer (``NF·B = 1``: every slice is used once): a step per accepted slice.

@@ -35,8 +35,9 @@ The **latency** of an isolated image, from its first input handshake to its outp
     latency = (SF_0 - 1) + T_0 + sum_{i>0} (2 + T_i) + 2 + k
 
 ``T_i`` is layer ``i``'s tail, from its last input slice to its last output group: with an input
-buffer (``NF·B > 1``) ``cpv_i + pipeline_i + 4`` (registered write, the bank's full flag, the
-steps, then buffer/ROM read, tree registers, accumulator, output register); without
+buffer (``NF·B > 1``) ``cpv_i + pipeline_i + 5`` (registered write, the bank's full flag, the
+steps, then buffer read, slice register / ROM read, tree registers, accumulator, output
+register); without
 (``NF·B = 1``, each slice is one step) ``pipeline_i + 3``. Each threshold-and-repack stage adds
 2 registers; after the last layer the threshold and the argmax add 2 and the serializer the
 ``k`` scores of the last group, one per cycle (the ``+ 2`` above is ``+ 2 + k``). The output
@@ -147,8 +148,8 @@ class LayerFold:
 
     def tail_cycles(self, lay: LayerConfig) -> int:
         """Cycles from the vector's last input handshake to its last output handshake."""
-        if self.buffered(lay):  # registered write, full flag, the steps, read .. output
-            return self.cycles_per_vector(lay) + self.pipeline + 4
+        if self.buffered(lay):  # registered write, full flag, the steps, read, slice register ..
+            return self.cycles_per_vector(lay) + self.pipeline + 5
         return self.pipeline + 3
 
     def mac_latency(self) -> int:

@@ -172,7 +172,7 @@ def _mac(i: int, lay: LayerConfig, f: LayerFold, family: str) -> StageEstimate:
     if shape is not None:
         w, d = shape
         ffs, brams, other = _memory(w, d, auto_mem_style(w, d, writable=True), family, True)
-        st.ffs += ffs + w + 2 * d.bit_length() + 8  # storage, registered write, counters
+        st.ffs += ffs + 2 * w + 2 * d.bit_length() + 8  # storage, write and read registers
         st.brams += brams
         st.other += other + 2 * d.bit_length() + 12
     else:

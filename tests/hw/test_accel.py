@@ -100,10 +100,10 @@ def test_plan_cycle_model_formula():
     assert plan.layer_cycles() == [512, 20]
     # 4 input slices fill layer 0's buffer; +3 per MAC array, +3 for the repack stage, +2 out
     # ... + 2 + the 2 scores of the last group, serialized
-    assert plan.latency_cycles() == 3 + (512 + 2 + 4) + 2 + (20 + 1 + 4) + 2 + 2
+    assert plan.latency_cycles() == 3 + (512 + 2 + 5) + 2 + (20 + 1 + 5) + 2 + 2
     # a layer without reuse (NF·B = 1) streams its slices: tail = pipeline + 3
     flat = AccelPlan(m.cfg, (LayerFold(8, 16, 2), LayerFold(10, 8, 1)))
-    assert flat.latency_cycles() == 3 + (512 + 2 + 4) + 2 + (1 + 3) + 2 + 10
+    assert flat.latency_cycles() == 3 + (512 + 2 + 5) + 2 + (1 + 3) + 2 + 10
     with pytest.raises(ConfigError, match="may be at most input_bits"):
         AccelPlan(m.cfg, (LayerFold(8, 16, 2), LayerFold(10, 32, 1)))
     assert plan.interval_cycles() == 512

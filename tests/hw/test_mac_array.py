@@ -90,7 +90,8 @@ def test_init():
     assert dut.tree_depth == 4  # 32 bits: 8 LUT4 popcounts, then 3 adder levels
     assert dut.latency == 5
     assert dut.cycles_per_vector() == 3 * 1 * 5
-    assert dut.cycles(4) == 5 + 1 + 4 * 15 + 5  # SF slices fill the first bank (+1: write)
+    assert dut.cycles(4) == 5 + 2 + 4 * 15 + 5  # SF slices fill the first bank (+2: write,
+    # the registered buffer read)
     assert dut.fold == LayerFold(2, 8, 2)
     assert MACArray(cfg, w, LayerFold(2, 8, 2, "bram")).fold.mem == "bram"
     assert dut.cfg is cfg
