@@ -19,7 +19,7 @@ Clocking (``BoardSpec.clock_hz``, chosen from place-and-route results, see
 ``bench/results/boards.md``):
 
 - **iCEBreaker** (12 MHz oscillator): the ``SB_PLL40_PAD`` on the clock pad (pin 35) makes the
-  core clock when it differs from 12 MHz; parameters from :func:`ice40_pll` (the ``icepll``
+  core clock, 36 MHz by default (the default digits model's optimizer fold reaches ~40 MHz); parameters from :func:`ice40_pll` (the ``icepll``
   search: ``f = 12 MHz · (DIVF+1) / ((DIVR+1) · 2^DIVQ)``, VCO 533..1066 MHz, PFD 10..133 MHz).
 - **ULX3S** (25 MHz oscillator): an ``EHXPLLL`` (:func:`ecp5_pll`, the ``ecppll`` search:
   ``f = 25 MHz · CLKFB_DIV / CLKI_DIV``, VCO = ``f · CLKOP_DIV`` in 400..800 MHz).

@@ -289,9 +289,9 @@ class MACArray(wiring.Component):
         # Global pipeline enable, a register: high while the 2-entry output skid buffer has room
         # (the enable net starts at a flip-flop; i_stream.ready never depends on o_stream.ready).
         adv = Signal(init=1)
-        word, rom_rd = self._weight_rom(m, adv)
+        word, rom_rd, rom_reg = self._weight_rom(m, adv)
         if self.buffered:
-            buf_data, go, ctl1 = self._sequencer(m, adv, rom_rd)
+            buf_data, go, ctl1 = self._sequencer(m, adv, rom_rd, rom_reg)
         else:
             buf_data, go, ctl1 = self._direct(m, adv, rom_rd)
         t_out, u_out, ctl = self._products(m, adv, word, buf_data, ctl1)
@@ -304,15 +304,22 @@ class MACArray(wiring.Component):
         init = self._rom_init()
         width = self._fold.rom_width(self._cfg)
         if len(init) == 1:
-            return Const(init[0], width), None
-        attrs = MEM_ATTRS[self._fold.rom_style(self._cfg)]
+            return Const(init[0], width), None, False
+        style = self._fold.rom_style(self._cfg)
         m.submodules.rom = rom = memory.Memory(shape=unsigned(width), depth=len(init),
-                                               init=init, attrs=attrs)
+                                               init=init, attrs=MEM_ATTRS[style])
         rd = rom.read_port()
         m.d.comb += rd.en.eq(adv)
-        return rd.data, rd
+        if style != "bram" or not self.buffered:
+            return rd.data, rd, False
+        # a block RAM's output is registered next to it (its clock-to-out is slow and the tree
+        # logic may sit far away); the ROM is then read in the same cycle as the input buffer
+        word = Signal(width)
+        with m.If(adv):
+            m.d.sync += word.eq(rd.data)
+        return word, rd, True
 
-    def _sequencer(self, m, adv, rom_rd):
+    def _sequencer(self, m, adv, rom_rd, rom_reg=False):
         """Input buffer (three banks of SF slices) and the step sequencer.
 
         Write side: slices of a vector go into the next free bank through one register stage
@@ -361,14 +368,14 @@ class MACArray(wiring.Component):
         full_rb = Signal()  # full[rb], kept as a register
         go = Signal()
         m.d.comb += go.eq(adv & full_rb)
-        # The buffer is read one cycle before the ROM: its data is registered (x2) before it fans
-        # out to the PE trees, while the ROM's data feeds its tree directly (no fan-out), so both
-        # reach the products in the same cycle and no memory output drives a long path.
+        # The buffer's data is registered (x2) before it fans out to the PE trees. A block-RAM ROM
+        # is registered too and read in the same cycle; any other ROM is read one cycle later and
+        # feeds its tree directly. Both reach the products in the same cycle.
         raddr_d = Signal.like(raddr)
         with m.If(adv):
             m.d.sync += raddr_d.eq(raddr)
         if rom_rd is not None:
-            m.d.comb += rom_rd.addr.eq(raddr_d)
+            m.d.comb += rom_rd.addr.eq(raddr if rom_reg else raddr_d)
         m.d.comb += [rd.addr.eq(baddr), rd.en.eq(adv)]
         end_plane = sf == SF - 1
         end_group = end_plane & (b == B - 1)

@@ -150,6 +150,8 @@ def _mac(i: int, lay: LayerConfig, f: LayerFold, family: str) -> StageEstimate:
     else:
         st.prod_var = prod
         ffs, brams, other = _memory(f.rom_width(lay), f.rom_depth(lay), style, family, False)
+        if style == "bram" and f.buffered(lay):
+            ffs += f.rom_width(lay)  # the output register beside the block RAM
         st.ffs += ffs
         st.brams += brams
         st.other += other
