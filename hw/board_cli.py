@@ -55,7 +55,6 @@ def _cmd_bitstream(args) -> int:
 
     from .bitstream import build_bitstream
     from .plan import plan_from_args
-
     from .resources import board_fold
 
     model = load_model(args.model)

@@ -38,8 +38,8 @@ def run_demo(out: str, epochs: int = 30, clock_mhz: float | None = None,
     from bitswarm.golden.cli import selfcheck
     from bitswarm.golden.errors import ConfigError
     from bitswarm.golden.model import load_model
-    from bitswarm.hw.export import export_accelerator
     from bitswarm.hw.board import board_spec
+    from bitswarm.hw.export import export_accelerator
     from bitswarm.hw.resources import board_fold
     from bitswarm.train import TrainConfig, load_dataset, train
 
