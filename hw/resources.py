@@ -272,10 +272,13 @@ def _pipeline_for(lay: LayerConfig, simd: int, stages_per_level: float) -> int:
     return max(1, min(d, round(d * stages_per_level)))
 
 
-def _fold_for(cfg: ModelConfig, target: int, spl: float) -> AccelPlan | None:
+def _fold_for(cfg: ModelConfig, target: int, spl: float, family: str = "ecp5",
+              bram_weight: float = 0.0) -> AccelPlan | None:
     """The most folded plan whose every layer takes at most ``target`` cycles per vector:
-    per layer (in order, the repack rule ties SIMD to the previous PE) the (PE, SIMD) with the
-    fewest product bits, then the fewest PE (SetFolding: SIMD before PE)."""
+    per layer (in order, the repack rule ties SIMD to the previous PE) the (PE, SIMD) of the
+    least cost — product bits plus ``bram_weight`` per weight-ROM block RAM (the part's LUTs per
+    block RAM, so both resources weigh by their share of the chip) — then the fewest PE
+    (SetFolding: SIMD before PE)."""
     folds: list[LayerFold] = []
     for lay in cfg.layers:
         prev = folds[-1].pe if folds else 1
@@ -291,7 +294,12 @@ def _fold_for(cfg: ModelConfig, target: int, spl: float) -> AccelPlan | None:
             s = -(-s // prev) * prev  # a multiple of the previous PE
             if s > lay.n_in:
                 continue
-            key = (p * s, p)
+            cost = tree_terms(lay, s) * p
+            if bram_weight:
+                f = LayerFold(p, s, 0)
+                if f.rom_style(lay) == "bram":
+                    cost += bram_weight * bram_count(f.rom_width(lay), f.rom_depth(lay), family)
+            key = (cost, p)
             if best is None or key < best[0]:
                 best = (key, p, s)
         if best is None:
@@ -312,7 +320,8 @@ def optimize(cfg: ModelConfig, *, luts: int, brams: int, family: str,
     meets it, if it fits.
 
     As FINN's SetFolding: for a target number of cycles per image every layer gets the most
-    folded (PE, SIMD) that meets it, SIMD widened before PE, so the layers come out balanced;
+    folded (PE, SIMD) that meets it (fewest product bits), SIMD widened before PE, so the layers
+    come out balanced;
     a binary search over the achievable targets finds the fastest one that fits the budget.
     ``stages_per_level`` sets the adder-tree registers (default 1.0: every level, for Fmax; on
     iCE40 a register shares its logic cell with the LUT before it).
@@ -333,13 +342,16 @@ def optimize(cfg: ModelConfig, *, luts: int, brams: int, family: str,
         t = estimate(plan, family, board=board).totals()
         return t["luts"] <= luts and t["brams"] <= brams
 
-    slowest = _fold_for(cfg, 1 << 62, stages_per_level)
+    def fold_for(target):
+        return _fold_for(cfg, target, stages_per_level, family)
+
+    slowest = fold_for(1 << 62)
     if not fits(slowest):
         t = estimate(slowest, family, board=board).totals()
         raise ConfigError(f"even the most folded plan needs ~{t['luts']} LUTs and {t['brams']} "
                           f"BRAMs; the budget is {luts} LUTs and {brams} BRAMs")
     if target_interval is not None:
-        plan = _fold_for(cfg, target_interval, stages_per_level)
+        plan = fold_for(target_interval)
         if plan is None:
             raise ConfigError(f"no fold reaches {target_interval} cycles per image")
         if not fits(plan):
@@ -355,7 +367,7 @@ def optimize(cfg: ModelConfig, *, luts: int, brams: int, family: str,
     lo, hi, best = 0, len(targets) - 1, slowest
     while lo <= hi:  # smallest target (fastest plan) that fits
         mid = (lo + hi) // 2
-        plan = _fold_for(cfg, targets[mid], stages_per_level)
+        plan = fold_for(targets[mid])
         if plan is not None and fits(plan):
             best, hi = plan, mid - 1
         else:

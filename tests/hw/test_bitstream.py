@@ -157,7 +157,7 @@ def test_bitstream_bad_input_writes_nothing(tmp_path, capsys):
     out = tmp_path / "o"
     for argv, msg in [
         (["--board", "icebreaker", "--clock-mhz", "1200"], "the iCE40 PLL cannot make 1200 MHz"),
-        (["--board", "icebreaker", "--baud", "4000000"], "4000000 baud needs at least 4 cycles"),
+        (["--board", "icebreaker", "--baud", "12000000"], "12000000 baud needs at least 4 cycles"),
         (["--board", "arty", "--clock-mhz", "50"], "arty: only the 100 MHz board clock"),
         (["--board", "ulx3s", "--pe", "0"], "--pe must be >= 1, not 0"),
     ]:
