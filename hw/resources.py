@@ -55,10 +55,14 @@ PARTS = {
     "arty": {"family": "ecp5", "part": "XC7A35T (LUT4-equivalent)", "luts": 41600, "brams": 100},
 }
 
-#: Fitted LUT coefficients per family (a, a_c, b, d, c); see the module docstring.
+#: LUT coefficients per family (a, a_c, b, d, c; see the module docstring), fitted by
+#: ``bench/calibrate_resources.py --fit`` (non-negative least squares on relative error) to the
+#: post-place-and-route counts of its calibration builds (``bench/results/resources.md``). On
+#: iCE40 the fit puts everything on the flip-flop count: the logic cells track the registers
+#: (every tree level and memory read is registered, each LC holds one LUT and one FF).
 COEFFS = {
-    "ice40": {"a": 1.0, "a_c": 0.6, "b": 1.0, "d": 0.5, "c": 150.0},
-    "ecp5": {"a": 1.0, "a_c": 0.6, "b": 1.0, "d": 0.0, "c": 150.0},
+    "ice40": {"a": 0.0, "a_c": 0.0, "b": 0.0, "d": 1.503, "c": 265.2882},
+    "ecp5": {"a": 2.1412, "a_c": 1.3277, "b": 1.4245, "d": 0.0, "c": 0.0},
 }
 
 
@@ -320,8 +324,9 @@ def optimize(cfg: ModelConfig, *, luts: int, brams: int, family: str,
     meets it, if it fits.
 
     As FINN's SetFolding: for a target number of cycles per image every layer gets the most
-    folded (PE, SIMD) that meets it (fewest product bits), SIMD widened before PE, so the layers
-    come out balanced;
+    folded (PE, SIMD) that meets it (fewest product bits; a second search also weighs the weight
+    ROMs' block RAMs by the budget's LUTs per block RAM, which wins where block RAM binds), SIMD
+    widened before PE, so the layers come out balanced;
     a binary search over the achievable targets finds the fastest one that fits the budget.
     ``stages_per_level`` sets the adder-tree registers (default 1.0: every level, for Fmax; on
     iCE40 a register shares its logic cell with the LUT before it).
@@ -338,12 +343,28 @@ def optimize(cfg: ModelConfig, *, luts: int, brams: int, family: str,
                                         or target_interval < 1):
         raise ConfigError(f"target interval must be a positive integer, not {target_interval!r}")
 
+    def key(plan):
+        n = estimate(plan, family, board=board).totals()["luts"]
+        return (n,) if target_interval is not None else (plan.interval_cycles(), n)
+
+    plans = [_search(cfg, family, board, luts, brams, target_interval, stages_per_level, 0.0)]
+    try:  # weighing block RAMs too: the better plan where block RAM binds
+        plans.append(_search(cfg, family, board, luts, brams, target_interval, stages_per_level,
+                             luts / max(1, brams)))
+    except ConfigError:
+        pass
+    return min(plans, key=key)
+
+
+def _search(cfg, family, board, luts, brams, target_interval, stages_per_level, bw):
+    """:func:`optimize` for one cost weighting ``bw`` of block RAMs against product bits."""
+
     def fits(plan):
         t = estimate(plan, family, board=board).totals()
         return t["luts"] <= luts and t["brams"] <= brams
 
     def fold_for(target):
-        return _fold_for(cfg, target, stages_per_level, family)
+        return _fold_for(cfg, target, stages_per_level, family, bw)
 
     slowest = fold_for(1 << 62)
     if not fits(slowest):
