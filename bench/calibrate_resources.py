@@ -165,6 +165,16 @@ def _write(path: Path, rows: list[dict], coeffs: dict) -> None:
                      f"{r['lut_error_pct']:+.1f} % | {r['est_ffs']} / {r['ffs']} | "
                      f"{r['est_brams']} / {r['brams']} |")
     lines += ["", f"Largest LUT error: {doc['max_abs_lut_error_pct']} %."]
+    failed = [f"{r['name']} on {r['family']}: {r['error'].split('; log in')[0]}" for r in rows
+              if not r.get("luts")]
+    have = {(r["name"], r["family"]) for r in rows}
+    missing = [f"{n} on {f}" for n, (*_, fams) in CONFIGS.items() for f in fams
+               if (n, f) not in have]
+    if failed:
+        lines += ["", "Not built (over the part): " + "; ".join(failed) + "."]
+    if missing:
+        lines += ["", "Not measured yet (run `make bench-resources` to add them): "
+                  + ", ".join(missing) + "."]
     (path.with_suffix(".md")).write_text("\n".join(lines) + "\n")
 
 
