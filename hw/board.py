@@ -21,8 +21,8 @@ Clocking (``BoardSpec.clock_hz``, chosen from place-and-route results, see
 - **iCEBreaker** (12 MHz oscillator): the ``SB_PLL40_PAD`` on the clock pad (pin 35) makes the
   core clock, 36 MHz by default (the default digits model's optimizer fold reaches ~40 MHz);
   parameters from :func:`ice40_pll` (the ``icepll`` search: ``f = 12 MHz · (DIVF+1) / ((DIVR+1) · 2^DIVQ)``, VCO 533..1066 MHz, PFD 10..133 MHz).
-- **ULX3S** (25 MHz oscillator): an ``EHXPLLL`` makes 90 MHz by default (large builds reach
-  ~100 MHz; :func:`ecp5_pll`, the ``ecppll`` search:
+- **ULX3S** (25 MHz oscillator): an ``EHXPLLL`` makes 75 MHz by default (builds reach 80-120 MHz,
+  see ``bench/results/boards.md``; :func:`ecp5_pll`, the ``ecppll`` search:
   ``f = 25 MHz · CLKFB_DIV / CLKI_DIV``, VCO = ``f · CLKOP_DIV`` in 400..800 MHz).
 - **Arty A7** (100 MHz oscillator): the board clock, no PLL (Vivado flow, not run here).
 
@@ -75,7 +75,7 @@ BOARDS: dict[str, BoardSpec] = {
     "icebreaker": BoardSpec("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform",
                             "ice40", 12e6, 36e6, "icebreaker.pcf", "bin"),
     "ulx3s": BoardSpec("ulx3s", "amaranth_boards.ulx3s:ULX3S_85F_Platform",
-                       "ecp5", 25e6, 90e6, "ulx3s.lpf", "bit"),
+                       "ecp5", 25e6, 75e6, "ulx3s.lpf", "bit"),
     "arty": BoardSpec("arty", "amaranth_boards.arty_a7:ArtyA7_35Platform",
                       "xilinx7", 100e6, 100e6, "arty_a7_35t.xdc", ""),
 }
