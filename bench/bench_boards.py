@@ -137,8 +137,10 @@ def markdown(res: dict) -> str:
             f"{r['latency_cycles']} | {r['images_per_s']:,.0f} | "
             f"{r['images_per_s_per_lut']:.2f} | {fref} |")
     L += ["", "Notes:", ""]
+    notes = {c[0]: c[-1] for c in CONFIGS}
     for cid, r in res["configs"].items():
-        L.append(f"- **{cid}**: {r['note']}." + (f" PLL {r['pll']}." if r.get("pll") else ""))
+        L.append(f"- **{cid}**: {notes.get(cid, '')}; {r.get('note', '')}."
+                 + (f" PLL {r['pll']}." if r.get("pll") else ""))
     L += [
         "",
         "FINN's accuracies come from full MNIST (60,000 training images); mnist5k has 4,000 "
