@@ -46,13 +46,13 @@ MODELS = {
 CONFIGS = [
     ("icebreaker-digits", "icebreaker", "digits-64-512-10", None, None, None,
      "the default digits model, default fold (the optimizer's for the UP5K)"),
-    # ULX3S builds plan for a fifth / a quarter of the ECP5-85F's LUTs: the WebAssembly nextpnr needs well
+    # ULX3S builds plan for a fifth / a tenth of the ECP5-85F's LUTs: the WebAssembly nextpnr needs well
     # over half an hour to route a 30k-LUT design on 2 cores; images/s per LUT changes little
     # with the fold's size (throughput and LUTs both scale with PE x SIMD)
     ("ulx3s-sfc", "ulx3s", "mnist5k-sfc-b1", "sfc", 0.2, None,
      "SFC-class MLP, binarized input, the fastest fold the optimizer fits in 20 % of the LUTs"),
-    ("ulx3s-lfc", "ulx3s", "mnist5k-lfc-b1", "lfc", 0.25, None,
-     "LFC-class MLP, binarized input, the fastest fold the optimizer fits in 25 % of the LUTs"),
+    ("ulx3s-lfc-small", "ulx3s", "mnist5k-lfc-b1", "lfc", 0.1, None,
+     "LFC-class MLP, binarized input, the fastest fold the optimizer fits in 10 % of the LUTs"),
 ]
 
 
@@ -121,11 +121,13 @@ def markdown(res: dict) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for cid, r in res["configs"].items():
-        if "error" in r:
-            L.append(f"| {cid} | {r['model']} ({r['accuracy']:.1%}) | — | — | — | — | — | — | "
-                     f"— | — | **not built**: {r['error']} | | |")
-            continue
         fold = ", ".join(f"({x['pe']}, {x['simd']})" for x in r["fold"]["layers"])
+        if "error" in r:
+            e = r["estimate"]
+            L.append(f"| {cid} | {r['model']} ({r['accuracy']:.1%}) | {fold} | {e['luts']} / — "
+                     f"| — | {e['brams']} (est.) | — | — | {r['interval_cycles']} / — | — | "
+                     f"**not built**: {r['error']} | | |")
+            continue
         finn = r.get("finn")
         fref = (f"{finn['images_per_s_per_lut']:.1f} img/s/LUT, {finn['accuracy']:.1%} "
                 f"({finn['name']})" if finn else "—")
@@ -165,6 +167,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", help="config ids to run")
     ap.add_argument("--keep", help="keep models and build folders here")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
+    ap.add_argument("--timeout", type=float, default=3600,
+                    help="seconds one board build may take (a build over it is reported as not "
+                    "built; default 3600)")
     ap.add_argument("--no-verilator", action="store_true",
                     help="skip the Verilator measurement of interval and latency")
     args = ap.parse_args(argv)
@@ -186,15 +191,20 @@ def main(argv=None) -> int:
             model = load_model(path)
             plan = board_fold(model.cfg, board) if fill is None else board_fold(
                 model.cfg, board, fill=fill)
+            from bitswarm.hw.resources import PARTS, estimate
+
             entry = {"board": board, "model": mid, "note": note,
-                     "finn": FINN[fref] if fref else None}
+                     "finn": FINN[fref] if fref else None, "fold": plan.to_dict(),
+                     "estimate": estimate(plan, PARTS[board]["family"], board=True).totals(),
+                     "interval_cycles": plan.interval_cycles()}
             print(f"[{cid}] {board}, {mid}, fold "
                   + ", ".join(f"({f.pe},{f.simd})" for f in plan.folds), flush=True)
             entry["accuracy"] = _accuracy(model, MODELS[mid][0])
             entry["arch"] = list(model.cfg.arch)
             try:
                 rec = build_bitstream(model, board, work / cid, plan=plan,
-                                      clock_hz=clk * 1e6 if clk else None)
+                                      clock_hz=clk * 1e6 if clk else None,
+                                      timeout_s=args.timeout)
             except BitswarmError as e:
                 entry["error"] = str(e).split("; log in")[0]
                 print(f"  not built: {entry['error']}", flush=True)

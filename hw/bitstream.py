@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -187,11 +188,18 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
             (work / f"{name}.fold.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
             log = work / "build.log"
             with open(log, "w") as fh:
+                # its own process group, so a timeout stops the tools the script started too
+                proc = subprocess.Popen(["sh", f"{bplan.script}.sh"], cwd=work, env=_tool_env(),
+                                        stdout=fh, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
                 try:
-                    r = subprocess.run(["sh", f"{bplan.script}.sh"], cwd=work, env=_tool_env(),
-                                       stdout=fh, stderr=subprocess.STDOUT, timeout=timeout_s)
+                    proc.wait(timeout=timeout_s)
                 except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
                     raise ToolError(f"{board} build timed out after {timeout_s:g} s") from None
+                r = proc
             if r.returncode != 0:
                 saved = out.parent / f"{out.name}.failed.log"
                 shutil.copyfile(log, saved)

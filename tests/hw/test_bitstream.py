@@ -217,3 +217,23 @@ def test_bitstream_ulx3s_small(tmp_path, capsys):
     save_model(m, tmp_path / "m.bsm")
     rec = _bitstream(tmp_path, capsys, tmp_path / "m.bsm", "ulx3s")
     assert rec["timing_met"] and rec["pll"]["f_out"] == rec["clock_mhz"] * 1e6
+
+
+def test_bitstream_timeout_stops_the_tools(tmp_path):
+    """A build over its time limit is one ToolError; the tools it started are stopped and the
+    output folder is not created."""
+    from bitswarm.hw.bitstream import ToolError, build_bitstream
+
+    m = _random_model([16, 8, 4], 1)
+    out = tmp_path / "b"
+    with pytest.raises(ToolError, match=r"icebreaker build timed out after 0\.5 s"):
+        build_bitstream(m, "icebreaker", out, timeout_s=0.5)
+    assert not out.exists()
+    left = []
+    for proc in Path("/proc").iterdir():  # no process still works in the build folder
+        try:
+            if str(tmp_path) in os.readlink(proc / "cwd"):
+                left.append(proc.name)
+        except OSError:
+            continue
+    assert not left, left
