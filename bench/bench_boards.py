@@ -141,8 +141,12 @@ def markdown(res: dict) -> str:
     L += ["", "Notes:", ""]
     notes = {c[0]: c[-1] for c in CONFIGS}
     for cid, r in res["configs"].items():
-        L.append(f"- **{cid}**: {notes.get(cid, '')}; {r.get('note', '')}."
-                 + (f" PLL {r['pll']}." if r.get("pll") else ""))
+        extra = r.get("note", "")
+        text = notes.get(cid, "") + (f"; {extra}" if extra and extra != notes.get(cid) else "")
+        if "error" in r:
+            text += (f"; not built within the time limit (WebAssembly nextpnr on 2 cores): the "
+                     f"estimate uses {r['estimate']['brams']} of the part's block RAMs")
+        L.append(f"- **{cid}**: {text}." + (f" PLL {r['pll']}." if r.get("pll") else ""))
     L += [
         "",
         "FINN's accuracies come from full MNIST (60,000 training images); mnist5k has 4,000 "
