@@ -49,7 +49,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from bitswarm.golden.errors import ConfigError
@@ -208,7 +208,6 @@ class AccelPlan:
 
     cfg: ModelConfig
     folds: tuple[LayerFold, ...]
-    source: str = field(default="explicit", compare=False)
 
     def __post_init__(self):
         if not isinstance(self.cfg, ModelConfig):
@@ -280,7 +279,7 @@ class AccelPlan:
             d = tree_depth(tree_terms(lay, s))
             pl = min(d, pipeline) if pipeline is not None else max(1, d // 2)
             folds.append(LayerFold(pe=p, simd=s, pipeline=max(0, pl)))
-        return cls(cfg, tuple(folds), source="auto")
+        return cls(cfg, tuple(folds))
 
     @classmethod
     def from_dict(cls, cfg: ModelConfig, d) -> "AccelPlan":
@@ -307,7 +306,7 @@ class AccelPlan:
             raise ConfigError(f"the fold file has {len(entries)} layer entries, the model "
                               f"{len(cfg.layers)} layers")
         folds = tuple(LayerFold.from_dict(e, i) for i, e in enumerate(entries))
-        return cls(cfg, folds, source="file")
+        return cls(cfg, folds)
 
     def to_dict(self) -> dict:
         """The fold file's content."""

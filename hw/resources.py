@@ -311,7 +311,7 @@ def _fold_for(cfg: ModelConfig, target: int, spl: float, family: str = "ecp5",
         _, p, s = best
         folds.append(LayerFold(p, s, _pipeline_for(lay, s, spl)))
     try:
-        return AccelPlan(cfg, tuple(folds), source="optimizer")
+        return AccelPlan(cfg, tuple(folds))
     except ConfigError:
         return None
 
