@@ -21,6 +21,7 @@ from .bits import (
     xnor_popcount_dot,
 )
 from .errors import BitswarmError, ConfigError, ModelFileError
+from .files import atomic_write_bytes, check_outputs, tensor_digest
 from .flip import NOISE_MODES, FlipRuleConfig, flip_step
 from .layer import (
     SWARM_SIZES,
@@ -36,11 +37,11 @@ from .layer import (
 )
 from .lfsr import LFSR, TAPS, LFSRConfig, taps_mask
 from .model import (
+    DIGEST_KEY,
     FORMAT,
     VERSION,
     Model,
     ModelConfig,
-    atomic_write_bytes,
     load_model,
     model_from_bytes,
     model_to_bytes,
@@ -57,6 +58,7 @@ __all__ = [
     "SWARM_SIZES", "LayerConfig", "argmax", "effective_weights", "exact_matmul", "layer_forward",
     "preact", "preact_packed", "signed_width", "threshold",
     "LFSR", "TAPS", "LFSRConfig", "taps_mask",
+    "check_outputs", "tensor_digest", "DIGEST_KEY",
     "FORMAT", "VERSION", "Model", "ModelConfig", "atomic_write_bytes", "load_model",
     "model_from_bytes", "model_to_bytes", "quantize_input", "save_model",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 
 from .bits import n_words, pack_bits, unpack_bits
 from .errors import ConfigError, ModelFileError
+from .files import atomic_write_bytes, header_sealed, notice, seal_header
 from .flip import FlipRuleConfig
 from .layer import LayerConfig, argmax, layer_forward
 from .lfsr import _is_int
@@ -25,6 +25,7 @@ from .lfsr import _is_int
 __all__ = [
     "FORMAT",
     "VERSION",
+    "DIGEST_KEY",
     "PIXEL_BITS",
     "ModelConfig",
     "Model",
@@ -37,6 +38,10 @@ __all__ = [
 FORMAT = "bitswarm-model"
 VERSION = 1
 PIXEL_BITS = 8
+#: header field of the integrity digest (SPEC.md §10).
+DIGEST_KEY = "sha256"
+#: metadata key that marks a training checkpoint (bitswarm.train.checkpoint), not a model.
+_CHECKPOINT_KEY = "bitswarm-checkpoint"
 
 
 @dataclass(frozen=True)
@@ -272,27 +277,6 @@ class Model:
 # -- files ----------------------------------------------------------------------------------
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temp file in the same folder, fsync, rename."""
-    path = Path(path)
-    if path.exists() and path.is_dir():
-        raise ConfigError(f"{path} is a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _tensors_of(model: Model) -> dict[str, np.ndarray]:
     t: dict[str, np.ndarray] = {}
     for i, lay in enumerate(model.cfg.layers):
@@ -320,7 +304,8 @@ def model_to_bytes(model: Model) -> bytes:
         "has_state": model.acc is not None,
         "lfsr_state": model.lfsr_state,
     }
-    return save(_tensors_of(model), metadata={"bitswarm": json.dumps(header, sort_keys=True)})
+    tensors = _tensors_of(model)
+    return save(tensors, metadata={"bitswarm": seal_header(FORMAT, header, tensors)})
 
 
 def save_model(model: Model, path: str | os.PathLike) -> None:
@@ -339,7 +324,12 @@ def _expect(tensors, name, dtype, shape, where):
     return a
 
 
-def model_from_bytes(data: bytes, where: str = "model file") -> Model:
+def model_from_bytes(data: bytes, where: str = "model file", *, quiet: bool = False) -> Model:
+    """Parse and fully validate model-file bytes; every defect is a one-line ModelFileError.
+
+    The integrity digest (SPEC.md §10) is checked first; a file without one loads with one
+    notice line on stderr (suppressed by ``quiet``).
+    """
     from safetensors.numpy import load
 
     if len(data) < 8:
@@ -353,12 +343,27 @@ def model_from_bytes(data: bytes, where: str = "model file") -> Model:
         tensors = load(data)
     except Exception as e:  # safetensors raises its own error types for every malformation
         raise ModelFileError(f"{where}: not a readable safetensors file ({e})") from None
+    if _CHECKPOINT_KEY in meta:
+        raise ModelFileError(f"{where} is a training checkpoint, not a model file: continue it "
+                             "with `bitswarm train --resume`, or use the run's model file (--out)")
     if "bitswarm" not in meta:
         raise ModelFileError(f"{where}: no 'bitswarm' header: not a bitswarm model file")
+    extra_keys = sorted(set(meta) - {"bitswarm"})
+    if extra_keys:
+        raise ModelFileError(f"{where}: unexpected metadata key(s) {extra_keys}: the file is "
+                             "corrupted or was not written by bitswarm")
     try:
         header = json.loads(meta["bitswarm"])
     except json.JSONDecodeError as e:
         raise ModelFileError(f"{where}: header is not valid JSON ({e})") from None
+    if isinstance(header, dict) and DIGEST_KEY in header:
+        if not header_sealed(FORMAT, meta["bitswarm"], header, tensors):
+            raise ModelFileError(f"{where}: integrity check failed (SHA-256 digest mismatch): "
+                                 "the file is corrupted or was edited")
+        del header[DIGEST_KEY]
+    elif not quiet:
+        notice(f"{where} has no integrity digest (written by an older bitswarm); it is loaded "
+               "unchecked — save it again to add one")
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelFileError(f"{where}: header format must be {FORMAT!r}")
     if header.get("version") != VERSION:
@@ -368,6 +373,10 @@ def model_from_bytes(data: bytes, where: str = "model file") -> Model:
     for key in ("config", "has_state", "lfsr_state"):
         if key not in header:
             raise ModelFileError(f"{where}: header field {key!r} is missing")
+    unknown = sorted(set(header) - {"format", "version", "config", "has_state", "lfsr_state"})
+    if unknown:
+        raise ModelFileError(f"{where}: unknown header field(s) {unknown}: the file is corrupted "
+                             "or was not written by bitswarm")
     try:
         cfg = ModelConfig.from_dict(header["config"])
     except (ConfigError, TypeError) as e:

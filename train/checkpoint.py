@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from bitswarm.golden.errors import BitswarmError, ModelFileError
-from bitswarm.golden.model import Model, atomic_write_bytes, model_from_bytes, model_to_bytes
+from bitswarm.golden.files import atomic_write_bytes, header_sealed, notice, seal_header
+from bitswarm.golden.model import DIGEST_KEY, Model, model_from_bytes, model_to_bytes
 
 __all__ = ["CKPT_FORMAT", "CKPT_VERSION", "CheckpointError", "Checkpoint", "save_checkpoint",
            "load_checkpoint"]
@@ -61,7 +62,8 @@ def save_checkpoint(path: str | os.PathLike, ck: Checkpoint) -> None:
         "format": CKPT_FORMAT, "version": CKPT_VERSION, "config": ck.config, "epoch": ck.epoch,
         "data_order": ck.data_order, "rule_meta": ck.rule_meta, "metrics": ck.metrics,
     }
-    atomic_write_bytes(path, save(tensors, metadata={CKPT_FORMAT: json.dumps(header, sort_keys=True)}))
+    text = seal_header(CKPT_FORMAT, header, {k: v.numpy() for k, v in tensors.items()})
+    atomic_write_bytes(path, save(tensors, metadata={CKPT_FORMAT: text}))
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -81,10 +83,25 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             meta = f.metadata() or {}
     except Exception as e:  # safetensors raises its own types for every malformation
         raise CheckpointError(f"{p}: not a readable checkpoint ({e})") from None
+    if CKPT_FORMAT not in meta and "bitswarm" in meta:
+        raise CheckpointError(f"{p} is a model file, not a training checkpoint: --resume takes "
+                              "a run folder or its last.ckpt")
+    extra_keys = sorted(set(meta) - {CKPT_FORMAT})
+    if CKPT_FORMAT in meta and extra_keys:
+        raise CheckpointError(f"{p}: unexpected metadata key(s) {extra_keys}: the file is "
+                              "corrupted or was not written by bitswarm")
     try:
         h = json.loads(meta[CKPT_FORMAT])
     except (KeyError, json.JSONDecodeError):
         raise CheckpointError(f"{p}: no {CKPT_FORMAT!r} header: not a bitswarm checkpoint") from None
+    if isinstance(h, dict) and DIGEST_KEY in h:
+        if not header_sealed(CKPT_FORMAT, meta[CKPT_FORMAT], h,
+                             {k: v.numpy() for k, v in tensors.items()}):
+            raise CheckpointError(f"{p}: integrity check failed (SHA-256 digest mismatch): the "
+                                  "checkpoint is corrupted or was edited")
+    else:
+        notice(f"{p} has no integrity digest (written by an older bitswarm); it is loaded "
+               "unchecked")
     if not isinstance(h, dict) or h.get("format") != CKPT_FORMAT:
         raise CheckpointError(f"{p}: header format must be {CKPT_FORMAT!r}")
     if h.get("version") != CKPT_VERSION:
@@ -96,7 +113,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     model = None
     if "model_file" in tensors:
         try:
-            model = model_from_bytes(tensors.pop("model_file").numpy().tobytes(), f"{p}: model_file")
+            model = model_from_bytes(tensors.pop("model_file").numpy().tobytes(), f"{p}: model_file",
+                                     quiet=True)
         except ModelFileError as e:
             raise CheckpointError(str(e)) from None
     rule = {}

@@ -20,7 +20,8 @@ from bitswarm.golden import (
     model_to_bytes,
     save_model,
 )
-from bitswarm.golden.model import _tensors_of
+from bitswarm.golden.files import seal_header
+from bitswarm.golden.model import DIGEST_KEY, FORMAT, _tensors_of, model_from_bytes
 from safetensors.numpy import save
 
 
@@ -78,7 +79,9 @@ def test_forward_trace_and_quantization():
 
 def _write(tmp_path, tensors, header, name="bad.bsm"):
     p = tmp_path / name
-    meta = {"bitswarm": header if isinstance(header, str) else json.dumps(header)}
+    # dict headers are sealed (digest over header + tensors) so the loader reaches the
+    # semantic checks these cases are about; a str header is written raw.
+    meta = {"bitswarm": header if isinstance(header, str) else seal_header(FORMAT, header, tensors)}
     p.write_bytes(save(tensors, metadata=meta))
     return p
 
@@ -86,6 +89,7 @@ def _write(tmp_path, tensors, header, name="bad.bsm"):
 def _good_parts():
     m = _model(4, state=True)
     header = json.loads(json.loads(model_to_bytes(m)[8:8 + int.from_bytes(model_to_bytes(m)[:8], "little")])["__metadata__"]["bitswarm"])
+    del header[DIGEST_KEY]
     return _tensors_of(m), header
 
 
@@ -161,6 +165,92 @@ def test_truncated_and_random_bytes(tmp_path):
         with pytest.raises(ModelFileError) as e:
             load_model(p)
         assert "\n" not in str(e.value)
+
+
+# -- integrity (SPEC §10): every corruption is one error naming the file --------------------
+
+
+def _tiny_file() -> bytes:
+    cfg = ModelConfig.mlp([16, 8, 4], input_shape=(4, 4), swarm=2)
+    m = Model.random(cfg, seed=3)
+    m.theta[0] = torch.arange(8, dtype=torch.int32) - 4
+    return model_to_bytes(m)
+
+
+def test_every_single_bit_flip_rejected(tmp_path):
+    """Every one of the file's bits flipped alone: the loader refuses it, naming the file."""
+    good = _tiny_file()
+    model_from_bytes(good)
+    loaded = []
+    for bit in range(len(good) * 8):
+        c = bytearray(good)
+        c[bit // 8] ^= 1 << (bit % 8)
+        try:
+            model_from_bytes(bytes(c), "f.bsm")
+            loaded.append(bit)
+        except ModelFileError as e:
+            assert str(e).startswith("f.bsm") and "\n" not in str(e)
+    assert loaded == []
+
+
+def test_random_flips_of_a_trained_size_file_rejected(tmp_path):
+    good = model_to_bytes(_model(4, state=True))
+    rng = np.random.default_rng(7)
+    for bit in rng.integers(0, len(good) * 8, 20):
+        c = bytearray(good)
+        c[bit // 8] ^= 1 << (bit % 8)
+        p = tmp_path / "c.bsm"
+        p.write_bytes(bytes(c))
+        with pytest.raises(ModelFileError, match=str(p)):
+            load_model(p)
+
+
+def _header_and_tensors(data: bytes):
+    from safetensors.numpy import load
+
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(json.loads(data[8:8 + n])["__metadata__"]["bitswarm"]), load(data)
+
+
+def test_edited_header_and_truncated_tensor_rejected(tmp_path):
+    h, t = _header_and_tensors(model_to_bytes(_model(4, state=True)))
+    edited = json.loads(json.dumps(h))
+    edited["config"]["flip"]["threshold"] = 19  # a legal value, but not the one sealed
+    p = _write(tmp_path, t, json.dumps(edited, sort_keys=True))
+    with pytest.raises(ModelFileError, match="integrity check failed"):
+        load_model(p)
+    # the same content in a different (non-canonical) JSON spelling is refused too
+    p = _write(tmp_path, t, json.dumps(h, indent=1))
+    with pytest.raises(ModelFileError, match="integrity check failed"):
+        load_model(p)
+    short = {**t, "layers.1.theta": t["layers.1.theta"][:-1]}
+    p = _write(tmp_path, short, json.dumps(h, sort_keys=True))
+    with pytest.raises(ModelFileError, match="integrity check failed"):
+        load_model(p)
+    # a flipped field name ("sha256" -> "sha2w6") is an unknown field, not an old file
+    bad = {("sha2w6" if k == DIGEST_KEY else k): v for k, v in h.items()}
+    p = _write(tmp_path, t, json.dumps(bad, sort_keys=True))
+    with pytest.raises(ModelFileError, match="unknown header field"):
+        load_model(p)
+
+
+def test_file_without_digest_loads_with_one_notice(tmp_path, capfd):
+    m = _model(4, state=True)
+    h, t = _header_and_tensors(model_to_bytes(m))
+    del h[DIGEST_KEY]
+    p = tmp_path / "old.bsm"
+    p.write_bytes(save(t, metadata={"bitswarm": json.dumps(h, sort_keys=True)}))
+    assert load_model(p).equal(m)
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bitswarm: notice:") and str(p) in err[0]
+
+
+def test_checkpoint_is_not_a_model(tmp_path):
+    p = tmp_path / "last.ckpt"
+    p.write_bytes(save({"x": np.zeros(1, dtype=np.uint8)},
+                       metadata={"bitswarm-checkpoint": "{}"}))
+    with pytest.raises(ModelFileError, match="is a training checkpoint, not a model file"):
+        load_model(p)
 
 
 def test_not_a_bitswarm_safetensors(tmp_path):
