@@ -1,4 +1,10 @@
-"""Build the compiled popcount kernel ``bitswarm.sim._popcount`` (all metadata is in pyproject.toml).
+"""Packages of ``bitswarm`` and its compiled popcount kernel ``bitswarm.sim._popcount`` (all
+other metadata is in pyproject.toml).
+
+The packages are discovered: ``bitswarm`` is the repository root (``package-dir`` in
+pyproject.toml) and every folder with an ``__init__.py`` under :data:`SUBPACKAGES` is
+``bitswarm.<folder>`` (``train/zoo`` -> ``bitswarm.train.zoo``). ``tests/`` and ``bench/`` do not
+ship, nor does this file (it sits in the root package's folder).
 
 The kernel runs on a pool of POSIX threads (no extra runtime). ``BITSWARM_THREADS=openmp`` in
 the environment builds it with an OpenMP parallel region instead, when the compiler supports
@@ -12,8 +18,17 @@ from __future__ import annotations
 import os
 import tempfile
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
+
+#: Top-level folders that are sub-packages of ``bitswarm``.
+SUBPACKAGES = ("golden", "hw", "sim", "train")
+PACKAGES = ["bitswarm"] + [
+    f"bitswarm.{p}"
+    for p in find_packages(os.path.dirname(os.path.abspath(__file__)),
+                           include=[*SUBPACKAGES, *(f"{s}.*" for s in SUBPACKAGES)])
+]
 
 _OPENMP_PROBE = "#include <omp.h>\nint main(void) { return omp_get_num_procs() > 0 ? 0 : 1; }\n"
 
@@ -48,7 +63,16 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+class BuildPy(build_py):
+    """``build_py`` that leaves ``setup.py`` out of the root package ``bitswarm``."""
+
+    def find_package_modules(self, package, package_dir):
+        mods = super().find_package_modules(package, package_dir)
+        return [m for m in mods if not (package == "bitswarm" and m[1] == "setup")]
+
+
 setup(
+    packages=PACKAGES,
     ext_modules=[
         Extension(
             "bitswarm.sim._popcount",
@@ -57,5 +81,5 @@ setup(
             optional=True,
         )
     ],
-    cmdclass={"build_ext": BuildExt},
+    cmdclass={"build_ext": BuildExt, "build_py": BuildPy},
 )
