@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a("--dataset", default=None, help="digits (default), mnist5k, fashion or npz:PATH")
     a("--arch", default=None, help="layer widths, e.g. 64-128-10 (default: inputs-128|256-classes)")
     a("--swarm", type=int, default=None, help="bits per weight S (1, 2, 4, ..., 32; default 1)")
-    a("--epochs", type=int, default=None, help="total epochs (default 30)")
+    a("--epochs", type=int, default=None, help="total epochs, >= 1 (default 30)")
     a("--seed", type=int, default=None, help="weights and data-order seed (default 0)")
     a("--rule", default=None, help="training rule (default golden; see `bitswarm train --list-rules`)")
     a("--votes", default=None, choices=["host", "integer"],
@@ -56,13 +56,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     a("--out", default=None, help="model file to write (refused for --rule float)")
     a("--checkpoint-dir", default=None, help="run folder (default: OUT without suffix + .run)")
     a("--resume", default=None, metavar="CKPT", help="continue from a checkpoint (file or run folder)")
-    a("--overwrite", action="store_true", help="start afresh in a run folder that holds a checkpoint")
+    a("--overwrite", action="store_true",
+      help="replace an existing --out model file, or start afresh in a run folder that holds a "
+      "checkpoint (both refused without it)")
     a("--device", default="cpu", help="cpu (default) or cuda")
     a("--data-dir", default=None, help="folder of IDX files for --dataset fashion")
     a("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     a("--no-plots", action="store_true", help="skip the PNG plots")
     a("--list-rules", action="store_true", help="list the training rules and exit")
-    p.set_defaults(func=_cmd_train)
+    a("--nproc", type=int, default=None, metavar="N",
+      help="train data-parallel on N local processes: shorthand for `torchrun --standalone "
+      "--nproc-per-node N -m bitswarm train ...` (same model bytes as one process)")
+    p.set_defaults(func=_cmd_train, train_parser=p)
 
     p = sub.add_parser("eval", help="test accuracy of a model file (golden forward pass)")
     p.add_argument("model", help="model file")
@@ -107,6 +112,26 @@ def _options(items) -> dict:
     return out
 
 
+def _rank_argv(args) -> list[str]:
+    """The ``train`` command line ``args`` were parsed from, without ``--nproc`` (for the ranks)."""
+    argv = ["train"]
+    for act in args.train_parser._actions:
+        if not act.option_strings or act.dest in ("help", "nproc"):
+            continue
+        v = getattr(args, act.dest)
+        if v is None or v is False or v == act.default:
+            continue
+        flag = act.option_strings[0]
+        if v is True:
+            argv.append(flag)
+        elif isinstance(v, list):
+            for item in v:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(v)]
+    return argv
+
+
 def _cmd_train(args) -> int:
     import dataclasses
 
@@ -120,6 +145,7 @@ def _cmd_train(args) -> int:
                 ", hardware-trainable" if cls.hardware_trainable else "")
             print(f"{name:10s} {cls.summary} [{tags}]")
         return 0
+    rank_argv = _rank_argv(args) if args.nproc is not None else None
     if args.votes == "integer":
         from bitswarm.golden.errors import ConfigError
 
@@ -163,9 +189,25 @@ def _cmd_train(args) -> int:
 
                 raise ConfigError(f"--{k.replace('_', '-')} differs from the checkpoint's; "
                                   "a resumed run keeps its configuration (only --epochs may change)")
+    if args.nproc is not None and args.nproc != 1:
+        from bitswarm.golden.errors import ConfigError
+
+        from .distributed import env_world_size, launch
+
+        if args.nproc < 1:
+            raise ConfigError(f"--nproc must be >= 1, not {args.nproc}")
+        if env_world_size() > 1:
+            raise ConfigError("--nproc inside a torchrun worker; give one or the other")
+        cls = get_rule(cfg.rule)
+        if not cls.data_parallel:
+            raise ConfigError(f"rule {cfg.rule!r} cannot train on {args.nproc} processes: "
+                              f"{cls.serial_reason}; drop --nproc")
+        return launch(args.nproc, rank_argv)
     res = train(cfg, out=args.out, run_dir=args.checkpoint_dir, resume=args.resume,
                 device=args.device, data_dir=args.data_dir, quiet=args.quiet,
                 plots=not args.no_plots, overwrite=args.overwrite)
+    if not res.rule.comm.is_writer:  # data-parallel: rank 0 reports
+        return 0
     last = res.metrics[-1] if res.metrics else None
     best = max((m["test_accuracy"] for m in res.metrics), default=None)
     msg = f"trained {res.config.rule} on {res.config.dataset}: {len(res.metrics)} epochs"

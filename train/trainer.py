@@ -29,13 +29,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from bitswarm.golden.errors import BitswarmError, ConfigError
+from bitswarm.golden.files import atomic_write_bytes, check_outputs
 from bitswarm.golden.flip import FlipRuleConfig
 from bitswarm.golden.layer import SWARM_SIZES
 from bitswarm.golden.lfsr import LFSRConfig
-from bitswarm.golden.model import Model, atomic_write_bytes, save_model
+from bitswarm.golden.model import Model, save_model
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .data import DataError, Dataset, load_dataset
+from .distributed import env_world_size
+from .distributed import init as init_comm
 from .rules import NetSpec, Rule, get_rule
 
 __all__ = [
@@ -159,7 +162,7 @@ class TrainConfig:
             raise ConfigError(f"swarm must be one of {SWARM_SIZES}, not {self.swarm!r}")
         if not _is_int(self.input_bits) or not 1 <= self.input_bits <= 8:
             raise ConfigError(f"input_bits must be in 1..8, not {self.input_bits!r}")
-        for name, lo in (("epochs", 0), ("batch_size", 1), ("seed", 0)):
+        for name, lo in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
             v = getattr(self, name)
             if not _is_int(v) or v < lo:
                 raise ConfigError(f"{name} must be an integer >= {lo}, not {v!r}")
@@ -286,7 +289,8 @@ def train(
     plots : bool
         Write PNG plots at the end.
     overwrite : bool
-        Allow a fresh run in a folder that already holds ``last.ckpt``.
+        Allow replacing an existing ``out`` and a fresh run in a folder that already holds
+        ``last.ckpt``; without it both are refused before any work.
 
     Raises
     ------
@@ -297,6 +301,10 @@ def train(
         raise ConfigError(f"config must be a TrainConfig, not {type(config).__name__}")
     dev = _device(device)
     rule_cls = get_rule(config.rule)
+    world = env_world_size()  # > 1 under torchrun: data-parallel (train/distributed.py)
+    if world > 1 and not rule_cls.data_parallel:
+        raise ConfigError(f"rule {config.rule!r} cannot train on {world} processes: "
+                          f"{rule_cls.serial_reason}; run it in one process (no torchrun, no --nproc)")
     if out is not None and not rule_cls.exportable:
         raise ConfigError(
             f"rule {config.rule!r} trains a float reference network that is not a bitswarm "
@@ -307,6 +315,8 @@ def train(
         raise ConfigError("give --out MODEL (or --checkpoint-dir DIR) for the run's results")
     if out is not None and Path(out).is_dir():
         raise ConfigError(f"--out {out} is a directory; give a model file path")
+    if out is not None:  # refuse before any work, not after the run
+        check_outputs([out], overwrite=overwrite)
     ck: Checkpoint | None = None
     if resume is not None:
         ck = load_checkpoint(resume)
@@ -333,12 +343,16 @@ def train(
             f"{run_dir} already holds a run (last.ckpt): continue it with --resume "
             f"{run_dir / 'last.ckpt'}, pick another --checkpoint-dir, or pass --overwrite"
         )
+    check_outputs([run_dir / "last.ckpt"], overwrite=True)  # the run folder must be writable
+    comm, dev = init_comm(dev)  # one process: LOCAL (no process group), dev unchanged
+    quiet = quiet or not comm.is_writer  # rank 0 alone reports and writes
 
     ds = load_dataset(config.dataset, data_dir)
     arch = config.arch or default_arch(ds)
     check_arch(arch, ds)
     config = dataclasses.replace(config, arch=arch)
     rule = rule_cls(_spec(config, ds, arch), config.options, dev)
+    rule.comm = comm
 
     x_train = torch.from_numpy(ds.x_train).to(dev)
     y_train = torch.from_numpy(ds.y_train).to(dev)
@@ -357,9 +371,12 @@ def train(
         rule.load_state(ck.model, ck.tensors, ck.rule_meta)
         metrics = list(ck.metrics)
         start = ck.epoch
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "config.json",
-                       (json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n").encode())
+    with comm.writes("writing config.json") as writer:
+        if writer:  # world_size and backend only here: model and checkpoint bytes do not depend on them
+            run_dir.mkdir(parents=True, exist_ok=True)
+            run_cfg = {**config.to_dict(), "world_size": comm.world_size, "backend": comm.backend}
+            atomic_write_bytes(run_dir / "config.json",
+                               (json.dumps(run_cfg, indent=2, sort_keys=True) + "\n").encode())
     _log(f"bitswarm train: {ds.describe()}; rule {config.rule}, arch {'-'.join(map(str, arch))}, "
          f"swarm {config.swarm}, {config.epochs} epochs x {steps} steps; run folder {run_dir}", quiet)
 
@@ -398,23 +415,29 @@ def train(
         }
         metrics.append(rec)
         model = rule.export()
-        save_checkpoint(run_dir / "last.ckpt", Checkpoint(
-            config=config.to_dict(), epoch=epoch + 1, model=model, tensors=rule.state_tensors(),
-            rule_meta=rule.state_meta(), metrics=metrics,
-            data_order={"kind": "numpy default_rng([seed, epoch]).permutation", "seed": config.seed,
-                        "next_epoch": epoch + 1},
-        ))
-        atomic_write_bytes(run_dir / "metrics.jsonl",
-                           "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics).encode())
+        with comm.writes(f"writing the epoch-{epoch + 1} checkpoint") as writer:
+            if writer:
+                save_checkpoint(run_dir / "last.ckpt", Checkpoint(
+                    config=config.to_dict(), epoch=epoch + 1, model=model, tensors=rule.state_tensors(),
+                    rule_meta=rule.state_meta(), metrics=metrics,
+                    data_order={"kind": "numpy default_rng([seed, epoch]).permutation",
+                                "seed": config.seed, "next_epoch": epoch + 1},
+                ))
+                atomic_write_bytes(run_dir / "metrics.jsonl",
+                                   "".join(json.dumps(m, sort_keys=True) + "\n" for m in metrics).encode())
+        comm.checkpoint_note = (f"{run_dir / 'last.ckpt'} holds epoch {epoch + 1}, intact "
+                                f"(continue with --resume {run_dir / 'last.ckpt'})")
         fr = " ".join(f"{f:.2e}" for f in rec["flip_rate"])
         _log(f"epoch {epoch + 1:3d}/{config.epochs}: loss {rec['train_loss']:.4f}  test accuracy "
              f"{100 * acc:6.2f} %  flip rate [{fr}]  {rec['seconds']:.1f} s "
              f"({rec['train_samples_per_s']:.0f} samples/s)", quiet)
     final = _final_model(rule, config.epochs) if rule.exportable else None
-    if out is not None and final is not None:
-        save_model(final, out)
-    if plots and metrics:
-        from .plots import plot_metrics
+    with comm.writes("writing the model file and plots") as writer:
+        if writer and out is not None and final is not None:
+            save_model(final, out)
+        if writer and plots and metrics:
+            from .plots import plot_metrics
 
-        plot_metrics(metrics, run_dir, f"{config.rule} {config.dataset}")
+            plot_metrics(metrics, run_dir, f"{config.rule} {config.dataset}")
+    comm.close()
     return TrainResult(config, metrics, final, run_dir, rule)

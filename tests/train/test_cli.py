@@ -1,6 +1,7 @@
 """The command-line contract of ``bitswarm train`` / ``bitswarm eval``."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -67,12 +68,56 @@ def test_list_rules(capsys):
 def test_errors_one_line_and_nothing_overwritten(tmp_path, capsys, argv, message):
     out = tmp_path / "keep.bsm"
     out.write_bytes(b"precious")
-    rc = main([*argv, "--epochs", "1", "--quiet", "--out", str(out)])
+    # --overwrite: the error under test comes first and still nothing is replaced
+    rc = main([*argv, "--epochs", "1", "--quiet", "--out", str(out), "--overwrite"])
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("bitswarm: error: ") and err.count("\n") == 1 and message in err
     assert out.read_bytes() == b"precious"
     assert not (tmp_path / "keep.run").exists()
+
+
+def _one_error(capsys, argv, message):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("bitswarm: error: ") and err.count("\n") == 1, err
+    assert message in err, err
+
+
+def test_existing_model_never_replaced_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "keep.bsm"
+    out.write_bytes(b"precious")
+    # no run folder, and a --checkpoint-dir elsewhere: both once replaced the model silently
+    for extra in ([], ["--checkpoint-dir", str(tmp_path / "elsewhere")]):
+        _one_error(capsys, ["train", "--epochs", "1", "--quiet", "--out", str(out), *extra],
+                   "keep.bsm exists; pass --overwrite to replace it")
+        assert out.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.bsm"]
+
+
+def test_train_bad_outputs_refused_before_work(tmp_path, capsys, monkeypatch):
+    f = tmp_path / "file"
+    f.write_text("x")
+    _one_error(capsys, ["train", "--epochs", "1", "--quiet", "--out", str(f / "x.bsm")],
+               "is a file, not a folder")
+    _one_error(capsys, ["train", "--epochs", "0", "--quiet", "--out", str(tmp_path / "m.bsm")],
+               "epochs must be an integer >= 1")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    real_access = os.access
+    # root ignores permission bits; make the check see what a normal user would
+    monkeypatch.setattr("bitswarm.golden.files.os.access",
+                        lambda p, mode: False if str(p) == str(ro) else real_access(p, mode))
+    import time
+
+    t0 = time.perf_counter()
+    _one_error(capsys, ["train", "--epochs", "3", "--quiet", "--out", str(ro / "m.bsm"),
+                        "--checkpoint-dir", str(tmp_path / "run")], "is not writable")
+    assert time.perf_counter() - t0 < 5  # refused before the run, not after it
+    ro.chmod(0o755)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "m.run").exists()
 
 
 def test_eval_errors(tmp_path, model, capsys):

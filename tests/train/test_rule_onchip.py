@@ -43,7 +43,8 @@ def test_resume_is_bit_identical(tmp_path):
     cfg = TrainConfig(epochs=3, **FAST)
     train(cfg, out=tmp_path / "a.bsm", quiet=True, plots=False)
     train(dataclasses.replace(cfg, epochs=1), out=tmp_path / "b.bsm", quiet=True, plots=False)
-    train(cfg, out=tmp_path / "b.bsm", resume=tmp_path / "b.run" / "last.ckpt", quiet=True, plots=False)
+    train(cfg, out=tmp_path / "b.bsm", resume=tmp_path / "b.run" / "last.ckpt", quiet=True, plots=False,
+          overwrite=True)  # extending the run replaces its 1-epoch model
     assert (tmp_path / "a.bsm").read_bytes() == (tmp_path / "b.bsm").read_bytes()
     a = [json.loads(s)["test_accuracy"] for s in (tmp_path / "a.run" / "metrics.jsonl").read_text().splitlines()]
     assert a[-1] > 0.2  # chance is 0.1 (a 32-wide hidden layer after 3 epochs)

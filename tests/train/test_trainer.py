@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from bitswarm.golden.errors import BitswarmError, ConfigError
@@ -64,8 +65,10 @@ def test_resume_is_bit_identical(tmp_path, rule):
     cfg = TrainConfig(epochs=4, rule=rule, **FAST)
     train(cfg, out=tmp_path / "a.bsm", quiet=True, plots=False)
     train(dataclasses.replace(cfg, epochs=2), out=tmp_path / "b.bsm", quiet=True, plots=False)
+    with pytest.raises(ConfigError, match="b.bsm exists; pass --overwrite"):
+        train(cfg, out=tmp_path / "b.bsm", resume=tmp_path / "b.run" / "last.ckpt", quiet=True)
     res = train(cfg, out=tmp_path / "b.bsm", resume=tmp_path / "b.run" / "last.ckpt", quiet=True,
-                plots=False)
+                plots=False, overwrite=True)
     assert (tmp_path / "a.bsm").read_bytes() == (tmp_path / "b.bsm").read_bytes()
     assert [r["epoch"] for r in res.metrics] == [1, 2, 3, 4]
     a = [json.loads(s)["test_accuracy"] for s in (tmp_path / "a.run" / "metrics.jsonl").read_text().splitlines()]
@@ -85,8 +88,13 @@ def test_float_rule_metrics_only(tmp_path):
 
 def test_refuses_to_clobber_a_run(tmp_path, trained):
     d, _ = trained
-    with pytest.raises(ConfigError, match="already holds a run"):
+    before = (d / "m.bsm").read_bytes()
+    with pytest.raises(ConfigError, match="m.bsm exists; pass --overwrite"):
         train(TrainConfig(epochs=1, **FAST), out=d / "m.bsm", quiet=True)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(TrainConfig(epochs=1, **FAST), out=tmp_path / "new.bsm", run_dir=d / "m.run",
+              quiet=True)
+    assert (d / "m.bsm").read_bytes() == before and not (tmp_path / "new.bsm").exists()
 
 
 def test_resume_config_must_match(tmp_path, trained):
@@ -134,3 +142,19 @@ def test_epoch_order_fixed():
     assert sorted(a.tolist()) == list(range(100))
     assert a.tolist() == epoch_order(0, 1, 100).tolist()
     assert a.tolist() != epoch_order(0, 2, 100).tolist()
+
+
+def test_checkpoint_integrity(tmp_path, trained):
+    """A flipped bit anywhere in a checkpoint, or a model file given as one, is one error."""
+    d, _ = trained
+    good = (d / "m.run" / "last.ckpt").read_bytes()
+    rng = np.random.default_rng(3)
+    for bit in rng.integers(0, len(good) * 8, 20):
+        c = bytearray(good)
+        c[bit // 8] ^= 1 << (bit % 8)
+        p = tmp_path / "c.ckpt"
+        p.write_bytes(bytes(c))
+        with pytest.raises(CheckpointError, match=str(p)):
+            load_checkpoint(p)
+    with pytest.raises(CheckpointError, match="is a model file, not a training checkpoint"):
+        load_checkpoint(d / "m.bsm")
