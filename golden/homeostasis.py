@@ -23,7 +23,7 @@ import torch
 from .errors import ConfigError
 from .lfsr import _from_dict, _is_int
 
-__all__ = ["HomeostasisConfig", "batch_mean", "homeostasis_step"]
+__all__ = ["HomeostasisConfig", "batch_mean", "floor_mean", "homeostasis_step", "homeostasis_update"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,17 @@ def batch_mean(z: torch.Tensor) -> torch.Tensor:
         raise ConfigError(f"pre-activations must have shape [batch >= 1, M], found {tuple(z.shape)}")
     if z.dtype.is_floating_point or z.dtype == torch.bool:
         raise ConfigError(f"pre-activations must be an integer tensor, not {z.dtype}")
-    return torch.div(z.to(torch.int64).sum(0), z.shape[0], rounding_mode="floor")
+    return floor_mean(z.to(torch.int64).sum(0), z.shape[0])
+
+
+def floor_mean(total: torch.Tensor, count: int) -> torch.Tensor:
+    """``floor(total / count)`` of an int64 column sum over ``count >= 1`` samples: the batch
+    mean from sums, e.g. sums all-reduced over data-parallel ranks (``bitswarm.train.distributed``)."""
+    if total.dtype != torch.int64:
+        raise ConfigError(f"column sums must be int64, not {total.dtype}")
+    if not _is_int(count) or count < 1:
+        raise ConfigError(f"count must be a positive integer, not {count!r}")
+    return torch.div(total, count, rounding_mode="floor")
 
 
 def homeostasis_step(
@@ -85,6 +95,21 @@ def homeostasis_step(
     m = batch_mean(z)
     if m.shape[0] != theta.shape[0]:
         raise ConfigError(f"z has {m.shape[0]} columns but theta has {theta.shape[0]} entries")
+    return homeostasis_update(cfg, theta, m, bound)
+
+
+def homeostasis_update(
+    cfg: HomeostasisConfig, theta: torch.Tensor, m: torch.Tensor, bound: int
+) -> torch.Tensor:
+    """:func:`homeostasis_step` from the batch mean ``m`` (int64 ``[M]``, :func:`batch_mean`
+    or :func:`floor_mean` of summed columns) instead of the batch itself."""
+    if not _is_int(bound) or bound < 0:
+        raise ConfigError(f"bound must be a non-negative integer, not {bound!r}")
+    if theta.ndim != 1 or theta.dtype != torch.int32:
+        raise ConfigError(f"theta must be an int32 vector, found {theta.dtype} {tuple(theta.shape)}")
+    if m.dtype != torch.int64 or m.shape != theta.shape:
+        raise ConfigError(f"the batch mean must be int64 shaped like theta {tuple(theta.shape)}, "
+                          f"found {m.dtype} {tuple(m.shape)}")
     t = theta.to(m.device, torch.int64)
     if t.numel() and int(t.abs().max()) > bound:
         raise ConfigError(f"theta must lie in -{bound}..{bound}")

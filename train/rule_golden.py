@@ -37,6 +37,12 @@ noise LFSR. One minibatch step (``B`` samples):
    jitter with the batch mean and cost 2-3 points on mnist5k. Output thresholds stay 0 (no
    per-class bias; the scores are the output layer's plain ``z``).
 
+Data parallel (``torchrun``, ``bitswarm train --nproc N``; :mod:`bitswarm.train.distributed`):
+every batch sum above (``G``, the window's variance sums, the homeostasis sums) is an int64
+all-reduced over the ranks, and the output scores are gathered the same way so that each rank
+computes the whole minibatch's softmax; the step, and so the model file, is byte-identical to
+one process for any number of ranks.
+
 Initial state: weight bits from ``Model.random(seed)``, accumulators 0, LFSR at its seed,
 thresholds set to the floor mean pre-activation of the first 512 training samples, layer by
 layer (homeostasis with shift 0).
@@ -51,7 +57,12 @@ import torch
 import torch.nn.functional as F
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.flip import flip_step
-from bitswarm.golden.homeostasis import HomeostasisConfig, batch_mean, homeostasis_step
+from bitswarm.golden.homeostasis import (
+    HomeostasisConfig,
+    batch_mean,
+    floor_mean,
+    homeostasis_update,
+)
 from bitswarm.golden.layer import effective_weights, exact_matmul, preact, threshold
 from bitswarm.golden.lfsr import LFSR
 from bitswarm.golden.model import Model, quantize_input
@@ -81,6 +92,7 @@ class GoldenRule(Rule):
     summary = "integrate-and-fire flips from host-assisted STE sign votes + threshold homeostasis"
     exportable = True
     hardware_trainable = False  # votes come from a float softmax on the host
+    data_parallel = True  # integer batch sums all-reduced over ranks (surrogate_gradients)
 
     @dataclass(frozen=True)
     class Options:
@@ -160,16 +172,26 @@ class GoldenRule(Rule):
     def surrogate_gradients(self, x: torch.Tensor, y: torch.Tensor):
         """Steps 1-2 of the module docstring for one minibatch, without changing any state.
 
-        Returns ``(loss, grads, zs)``: the float surrogate loss, the integer weight gradient
-        ``G`` (int64 ``[M, N]``) of every layer and every layer's pre-activations ``z`` (int64
-        ``[B, M]``, golden ``preact``).
+        ``x``, ``y`` are the whole (global) minibatch of ``B`` samples. This rank computes the
+        rows :meth:`Comm.shard` gives it (all of them in one process) and sums every batch
+        statistic with ``comm.all_reduce_sum`` (int64, exact): per hidden layer the columns
+        sums of ``z`` and of ``z - theta`` and of ``(z - theta)**2``, the output scores (rows of
+        the other ranks are 0 in the sum, so every rank holds all ``B`` rows and computes the
+        float64 softmax of the whole minibatch exactly as one process does), then the weight
+        gradients. Two collectives per step; the result does not depend on the number of ranks.
+
+        Returns ``(loss, grads, means)``: the float surrogate loss, the integer weight gradient
+        ``G`` (int64 ``[M, N]``, summed over the minibatch) of every layer and every hidden
+        layer's floor batch mean of ``z`` (int64 ``[M]``, golden
+        :func:`~bitswarm.golden.homeostasis.batch_mean`; ``None`` for the output layer).
         """
-        m, o = self.model, self.opts
+        m, o, comm = self.model, self.opts, self.comm
         cfg = m.cfg
         B = x.shape[0]
-        h_int = quantize_input(cfg, x)
-        # forward: golden integers; keep each layer's input values, weights and STE mask
-        xs, weffs, zs, masks = [], [], [], []
+        rows = comm.shard(B)
+        h_int = quantize_input(cfg, x[rows])
+        # forward: golden integers; keep each layer's input values, weights and z - theta
+        xs, weffs, zts, sums = [], [], [], []
         for i, lay in enumerate(cfg.layers):
             xv = h_int.to(torch.int32)
             if lay.input_bits == 1:
@@ -178,39 +200,50 @@ class GoldenRule(Rule):
             z_int = exact_matmul(xv, weff, lay.z_bound)  # == golden preact(lay, h_int, w)
             xs.append(xv)
             weffs.append(weff)
-            zs.append(z_int)
             zt_int = z_int - m.theta[i].to(torch.int64)
             if lay.output:
                 scores = zt_int
             else:
-                s1 = zt_int.sum(0)
-                var = torch.div(B * (zt_int * zt_int).sum(0) - s1 * s1, B * B, rounding_mode="floor")
-                win = max(1, math.isqrt(int(var.sum()) // lay.n_out) * o.window_pct // 100)
-                # hardtanh STE through the golden activation, with the invert bit's sign
-                sgn = (1 - 2 * m.invert[i].to(torch.int64)).unsqueeze(0)
-                masks.append((zt_int.abs() <= win).to(torch.int64) * sgn)
+                zts.append(zt_int)
+                sums.append(torch.stack([z_int.sum(0), zt_int.sum(0), (zt_int * zt_int).sum(0)]))
                 h_int = threshold(z_int, m.theta[i], m.invert[i])
+        if comm.parallel:  # every rank gets all B score rows (exact: the others' rows are 0)
+            full = torch.zeros((B, scores.shape[1]), dtype=torch.int64, device=scores.device)
+            full[rows] = scores
+            *sums, scores = comm.all_reduce_sum_many([*sums, full])
+        # window (from the batch variance of z - theta) and hardtanh STE mask per hidden layer
+        masks, means = [], []
+        for i, lay in enumerate(cfg.layers[:-1]):
+            zsum, s1, sq = sums[i]
+            var = torch.div(B * sq - s1 * s1, B * B, rounding_mode="floor")
+            win = max(1, math.isqrt(int(var.sum()) // lay.n_out) * o.window_pct // 100)
+            # hardtanh STE through the golden activation, with the invert bit's sign
+            sgn = (1 - 2 * m.invert[i].to(torch.int64)).unsqueeze(0)
+            masks.append((zts[i].abs() <= win).to(torch.int64) * sgn)
+            means.append(floor_mean(zsum, B))
+        means.append(None)
         # surrogate loss on the output scores; its gradient quantized to integers
         out = cfg.layers[-1]
         logits = scores.to(torch.float64) * (o.temperature / math.sqrt(out.n_in * out.swarm))
         loss = F.cross_entropy(logits, y)
         p = torch.softmax(logits, dim=1)
         p[torch.arange(B, device=p.device), y] -= 1.0
-        g = torch.round(p * (1 << o.grad_bits)).to(torch.int64)  # [B, M], dL/ds up to a scale
+        g = torch.round(p * (1 << o.grad_bits)).to(torch.int64)[rows]  # [B_r, M], dL/ds up to a scale
         # integer backward, last layer first: G = g.T @ x, g_prev = (g @ W) * STE mask
         grads = [None] * len(cfg.layers)
         for i in range(len(cfg.layers) - 1, -1, -1):
             lay = cfg.layers[i]
-            gmax = max(1, int(g.abs().max()))
-            grads[i] = exact_matmul(g.T, xs[i].T, gmax * lay.x_max * B)
+            gmax = max(1, int(g.abs().max())) if g.numel() else 1
+            grads[i] = exact_matmul(g.T, xs[i].T, gmax * lay.x_max * max(1, g.shape[0]))
             if i:
                 gw = exact_matmul(g, weffs[i].T, gmax * lay.swarm * lay.n_out)
                 g = gw * masks[i - 1]
-        return float(loss), grads, zs
+        grads = comm.all_reduce_sum_many(grads)
+        return float(loss), grads, means
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         m, cfg = self.model, self.model.cfg
-        loss, grads, zs = self.surrogate_gradients(x, y)
+        loss, grads, means = self.surrogate_gradients(x, y)
         # votes -> integrate-and-fire, layer by layer (the LFSR draws layer 0's bits first)
         lfsr = LFSR(cfg.flip.lfsr, m.lfsr_state) if cfg.flip.uses_lfsr else None
         flips = []
@@ -222,5 +255,5 @@ class GoldenRule(Rule):
             m.lfsr_state = lfsr.state
         for i, lay in enumerate(cfg.layers):
             if not lay.output:
-                m.theta[i] = homeostasis_step(self.homeostasis, m.theta[i], zs[i], lay.theta_bound)
+                m.theta[i] = homeostasis_update(self.homeostasis, m.theta[i], means[i], lay.theta_bound)
         return StepResult(loss, flips)

@@ -108,6 +108,11 @@ class OnChipRule(Rule):
     summary = "integrate-and-fire flips from fully integer votes (margin error, ternary backprop), per sample"
     exportable = True
     hardware_trainable = True
+    data_parallel = False
+    serial_reason = (
+        "it steps the model once per sample and every sample's votes see the flips of the "
+        "sample before it, so a minibatch cannot be split across ranks without changing the "
+        "rule (train/RULES.md, 'Scale-out')")
 
     @dataclass(frozen=True)
     class Options:

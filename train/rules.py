@@ -142,12 +142,27 @@ class Rule:
         Whether :meth:`export` gives a golden model (``False``: metrics only, ``--out`` refused).
     hardware_trainable : bool
         Whether the rule needs nothing but integers (could run on chip).
+    data_parallel : bool
+        Whether :meth:`train_step` splits the minibatch over the ranks of :attr:`comm` (it is
+        given the whole global minibatch, takes ``comm.shard(B)`` and sums integers with
+        ``comm.all_reduce_sum``; see :mod:`bitswarm.train.distributed`). Other rules are
+        refused under ``torchrun`` with :attr:`serial_reason`.
+    serial_reason : str
+        Why a rule that is not ``data_parallel`` stays in one process.
+
+    Members
+    -------
+    comm : Comm
+        The ranks this rule trains with (:data:`~bitswarm.train.distributed.LOCAL` in one
+        process; the trainer sets it).
     """
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     exportable: ClassVar[bool] = True
     hardware_trainable: ClassVar[bool] = False
+    data_parallel: ClassVar[bool] = False
+    serial_reason: ClassVar[str] = "it has no data-parallel step (its float or per-sample state is not an integer sum)"
 
     @dataclass(frozen=True)
     class Options:
@@ -160,6 +175,9 @@ class Rule:
         self.opts = options if isinstance(options, self.Options) else parse_options(self.Options, options)
         self.device = torch.device(device)
         self.model_config = spec.model_config()  # validates widths, swarm, input bits
+        from .distributed import LOCAL
+
+        self.comm = LOCAL
 
     # -- to implement ------------------------------------------------------------------------
     def init_state(self, x_train: torch.Tensor) -> None:
