@@ -42,10 +42,10 @@ $(BOARDS_DIR)/mnist5k-sfc-b1.bsm: $(STAMP)
 
 # Default folds: the optimizer's for the board (bitswarm fold MODEL --board B).
 bitstream-icebreaker: $(BOARDS_DIR)/digits-64-512-10.bsm
-	$(PY) -m bitswarm bitstream $< --board icebreaker -o $(BOARDS_DIR)/icebreaker --json
+	$(PY) -m bitswarm bitstream $< --board icebreaker -o $(BOARDS_DIR)/icebreaker --json --overwrite
 
 bitstream-ulx3s: $(BOARDS_DIR)/mnist5k-sfc-b1.bsm
-	$(PY) -m bitswarm bitstream $< --board ulx3s -o $(BOARDS_DIR)/ulx3s --json
+	$(PY) -m bitswarm bitstream $< --board ulx3s -o $(BOARDS_DIR)/ulx3s --json --overwrite
 
 bench-boards: $(STAMP)
 	$(PY) bench/bench_boards.py --keep $(BOARDS_DIR)

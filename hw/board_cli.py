@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baud", type=int, default=115200, help="UART rate (default 115200)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--overwrite", action="store_true",
+                   help="build into an output folder that already holds files (refused without it)")
     add_fold_args(p)
     p.set_defaults(func=_cmd_bitstream)
 
@@ -51,12 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bitstream(args) -> int:
+    from bitswarm.golden.errors import ConfigError
+    from bitswarm.golden.files import check_outputs
     from bitswarm.golden.model import load_model
 
     from .bitstream import build_bitstream
     from .plan import plan_from_args
     from .resources import board_fold
 
+    check_outputs([], folders=[args.out], overwrite=args.overwrite)
+    if args.clock_mhz is not None and not 0 < args.clock_mhz < float("inf"):
+        raise ConfigError(f"--clock-mhz must be a positive number, not {args.clock_mhz}")
     model = load_model(args.model)
     plan = plan_from_args(model.cfg, args, default=lambda cfg: board_fold(cfg, args.board))
     clock = args.clock_mhz * 1e6 if args.clock_mhz is not None else None

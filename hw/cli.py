@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 
 from bitswarm.golden.errors import ConfigError
+from bitswarm.golden.files import atomic_write_bytes, check_outputs
 
 from .plan import add_fold_args
 
@@ -74,6 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a parameter of the component's build() (repeatable); integers or strings",
     )
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files of the same names in DIR (refused without it)")
     p.set_defaults(func=_cmd_verilog)
 
 
@@ -163,14 +166,19 @@ def _ports(component) -> dict:
     return ports
 
 
-def write_verilog(component, name: str, params: dict, out) -> tuple[Path, Path]:
+def write_verilog(component, name: str, params: dict, out, *,
+                  overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``out/<module>.v`` and ``out/<module>.json``; returns both paths. The Verilog is
-    generated in memory first, so a failure writes nothing."""
+    generated in memory first, so a failure writes nothing; existing files are refused unless
+    ``overwrite``."""
     os.environ["AMARANTH_USE_YOSYS"] = "builtin"
     from amaranth.back import verilog
     from bitswarm import __version__
 
     module = name.replace("-", "_")
+    out = Path(out)
+    vpath, jpath = out / f"{module}.v", out / f"{module}.json"
+    check_outputs([vpath, jpath], overwrite=overwrite)
     text = verilog.convert(component, name=module, emit_src=False)
     info = {
         "component": name,
@@ -190,11 +198,8 @@ def write_verilog(component, name: str, params: dict, out) -> tuple[Path, Path]:
             info[attr] = v
     if callable(getattr(component, "cycles_per_vector", None)):
         info["cycles_per_vector"] = component.cycles_per_vector()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    vpath, jpath = out / f"{module}.v", out / f"{module}.json"
-    vpath.write_text(text)
-    jpath.write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_bytes(vpath, text.encode())
+    atomic_write_bytes(jpath, (json.dumps(info, indent=2) + "\n").encode())
     return vpath, jpath
 
 
@@ -207,8 +212,12 @@ def _cmd_verilog(args) -> int:
         raise ConfigError("give either a MODEL file or --component, not both")
     build = component_build(args.component)
     params = parse_params(args.component, build, args.param)
+    module = args.component.replace("-", "_")
+    check_outputs([Path(args.out) / f"{module}.{ext}" for ext in ("v", "json")],
+                  overwrite=args.overwrite)  # before building: a built, unused design warns
     component = build_component(args.component, params)
-    vpath, jpath = write_verilog(component, args.component, params, args.out)
+    vpath, jpath = write_verilog(component, args.component, params, args.out,
+                                 overwrite=args.overwrite)
     print(f"wrote {vpath} ({len(vpath.read_text().splitlines())} lines) and {jpath}")
     return 0
 
@@ -227,10 +236,10 @@ def _cmd_verilog_model(args) -> int:
                           "with a MODEL")
     model = load_model(args.model)
     plan = plan_from_args(model.cfg, args)
-    if args.asic and not args.clock_mhz > 0:
+    if args.asic and not 0 < args.clock_mhz < float("inf"):
         raise ConfigError(f"--clock-mhz must be a positive number, not {args.clock_mhz}")
     rep = export_accelerator(model, plan, args.out, asic_clock_mhz=args.clock_mhz if args.asic
-                             else None)
+                             else None, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(rep))
     else:

@@ -6,11 +6,12 @@ import json
 import os
 from pathlib import Path
 
-from bitswarm.golden.model import Model, atomic_write_bytes
+from bitswarm.golden.files import atomic_write_bytes, check_outputs
+from bitswarm.golden.model import Model
 
 from .plan import AccelPlan
 
-__all__ = ["export_accelerator", "to_verilog"]
+__all__ = ["accelerator_files", "export_accelerator", "to_verilog"]
 
 
 def to_verilog(component, name: str) -> str:
@@ -21,9 +22,17 @@ def to_verilog(component, name: str) -> str:
     return verilog.convert(component, name=name, emit_src=False)
 
 
+def accelerator_files(name: str = "bitswarm_accel", asic: bool = False) -> list[str]:
+    """The files :func:`export_accelerator` writes into its folder."""
+    files = [f"{name}.v", f"{name}.fold.json", f"{name}.json"]
+    if asic:
+        files += [f"{name}.sdc", f"{name}_asic.json", f"{name}_asic.md"]
+    return files
+
+
 def export_accelerator(model: Model, plan: AccelPlan, out_dir: str | os.PathLike,
                        name: str = "bitswarm_accel", *,
-                       asic_clock_mhz: float | None = None) -> dict:
+                       asic_clock_mhz: float | None = None, overwrite: bool = False) -> dict:
     """Generate ``DIR/<name>.v``, ``DIR/<name>.json`` and the fold file
     ``DIR/<name>.fold.json``; returns the report.
 
@@ -31,8 +40,11 @@ def export_accelerator(model: Model, plan: AccelPlan, out_dir: str | os.PathLike
     per-layer folding, the resource estimate for iCE40 and ECP5 and the top's ports (the
     datasheet: :meth:`AccelPlan.ports`). With ``asic_clock_mhz`` also an SDC constraint and a
     yosys generic-cell synthesis report (:func:`bitswarm.hw.asic.export_asic`). Files are written
-    atomically after the whole design has been generated, so an error leaves nothing behind.
+    atomically after the whole design has been generated, so an error leaves nothing behind;
+    existing files of these names are refused (before any work) unless ``overwrite``.
     """
+    check_outputs([Path(out_dir) / f for f in accelerator_files(name, asic_clock_mhz is not None)],
+                  overwrite=overwrite)
     from .accel import Accelerator
     from .resources import estimate
 

@@ -184,6 +184,14 @@ def test_bitstream_arty_writes_vivado_sources(tmp_path, capsys):
         assert pin in xdc
     assert rec["clock_mhz"] == 100 and rec["images_per_s"] > 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # the folder now holds a build: a second build into it is refused unless --overwrite
+    before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    rc = main(["bitstream", str(tmp_path / "m.bsm"), "--board", "arty", "-o", str(tmp_path / "a")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "already holds files; pass --overwrite" in err[0]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before
+    assert main(["bitstream", str(tmp_path / "m.bsm"), "--board", "arty", "-o",
+                 str(tmp_path / "a"), "--overwrite"]) == 0
 
 
 def _bitstream(tmp_path, capsys, model_path, board, *extra):

@@ -159,6 +159,34 @@ def test_verilog_model_writes_accelerator_and_report(tmp_path, capsys):
     assert rc == 2 and "does not exist" in err
 
 
+def test_verilog_never_replaces_without_overwrite(tmp_path, capsys):
+    import os
+
+    from bitswarm.golden import Model, ModelConfig, save_model
+
+    save_model(Model.random(ModelConfig.mlp([16, 12, 4]), 0), tmp_path / "m.bsm")
+    v = tmp_path / "v"
+    old = os.umask(0o022)
+    try:
+        assert _run(capsys, str(tmp_path / "m.bsm"), "-o", str(v))[0] == 0
+    finally:
+        os.umask(old)
+    before = {p.name: p.read_bytes() for p in v.iterdir()}
+    assert all((p.stat().st_mode & 0o777) == 0o644 for p in v.iterdir())  # umask 022, not 0600
+    (v / "bitswarm_accel.v").write_text("// my edits")
+    rc, _, err = _run(capsys, str(tmp_path / "m.bsm"), "--pe", "2", "-o", str(v))
+    assert rc == 2 and err.count("\n") == 1 and "bitswarm_accel.v exists; pass --overwrite" in err
+    assert (v / "bitswarm_accel.v").read_text() == "// my edits"
+    assert _run(capsys, str(tmp_path / "m.bsm"), "-o", str(v), "--overwrite")[0] == 0
+    assert {p.name: p.read_bytes() for p in v.iterdir()} == before
+    # -o naming an existing file (once a traceback), and a component into a used folder
+    rc, _, err = _run(capsys, str(tmp_path / "m.bsm"), "-o", str(tmp_path / "m.bsm"))
+    assert rc == 2 and err.count("\n") == 1 and "is a file, not a folder" in err
+    assert _run(capsys, "--component", "lfsr", "-o", str(v))[0] == 0
+    rc, _, err = _run(capsys, "--component", "lfsr", "-o", str(v))
+    assert rc == 2 and "lfsr.v exists; pass --overwrite" in err
+
+
 def test_verilog_model_asic(tmp_path, capsys):
     import json
 
