@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml setup.py sim/_popcount.c
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m bitswarm demo
+	$(PY) -m bitswarm demo --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q

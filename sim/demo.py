@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="clock for the modeled throughput (default: the iCEBreaker core clock, "
                    "at which the default model's fold meets timing)")
     p.add_argument("--json", action="store_true", help="also print the summary as JSON")
-    p.set_defaults(func=lambda a: run_demo(a.out, a.epochs, a.clock_mhz, a.json))
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an output folder that already holds files (refused without it)")
+    p.set_defaults(func=lambda a: run_demo(a.out, a.epochs, a.clock_mhz, a.json, a.overwrite))
 
 
 def _step(i: int, n: int, text: str) -> float:
@@ -34,9 +36,10 @@ def _step(i: int, n: int, text: str) -> float:
 
 
 def run_demo(out: str, epochs: int = 30, clock_mhz: float | None = None,
-             as_json: bool = False) -> int:
+             as_json: bool = False, overwrite: bool = False) -> int:
     from bitswarm.golden.cli import selfcheck
     from bitswarm.golden.errors import ConfigError
+    from bitswarm.golden.files import atomic_write_bytes, check_outputs
     from bitswarm.golden.model import load_model
     from bitswarm.hw.board import board_spec
     from bitswarm.hw.export import export_accelerator
@@ -52,9 +55,10 @@ def run_demo(out: str, epochs: int = 30, clock_mhz: float | None = None,
         clock_mhz = board_spec("icebreaker").clock_hz / 1e6
         clock_note = ("the iCEBreaker core clock; the default model's fold meets timing there "
                       "(bench/results/boards.md)")
-    if not clock_mhz > 0:
+    if not 0 < clock_mhz < float("inf"):
         raise ConfigError(f"--clock-mhz must be positive, not {clock_mhz}")
     out_dir = Path(out)
+    check_outputs([], folders=[out_dir], overwrite=overwrite)
     n = 6
     t = _step(1, n, "golden selfcheck")
     checks = selfcheck(0)
@@ -75,7 +79,7 @@ def run_demo(out: str, epochs: int = 30, clock_mhz: float | None = None,
 
     t = _step(4, n, f"Verilog -> {out_dir / 'verilog'}")
     plan = board_fold(model.cfg, "icebreaker")  # the fold `bitswarm bitstream` builds
-    rep = export_accelerator(model, plan, out_dir / "verilog")
+    rep = export_accelerator(model, plan, out_dir / "verilog", overwrite=True)
     print("      plan " + ", ".join(f"L{i}: pe={f.pe} simd={f.simd} pipeline={f.pipeline}"
                                    for i, f in enumerate(plan.folds))
           + f" (the iCEBreaker fold); {rep['weight_memory_bits']} weight ROM bits; latency "
@@ -122,7 +126,7 @@ def run_demo(out: str, epochs: int = 30, clock_mhz: float | None = None,
           f"{summary['modeled_images_per_s_streaming']:,.0f} images/s streaming (interval "
           f"{plan.interval_cycles()} cycles), {summary['modeled_images_per_s_isolated']:,.0f} "
           "images/s one at a time")
-    (out_dir / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_bytes(out_dir / "demo.json", (json.dumps(summary, indent=2) + "\n").encode())
     if as_json:
         print(json.dumps(summary))
     ok = results["verilator"]["mismatches"] == 0 and results["virtual"]["mismatches"] == 0
