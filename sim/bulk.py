@@ -2,13 +2,19 @@
 
 cocotb touching every cycle runs at ~50 k cycles/s; whole test sets instead go through
 ``sim/harness.cpp``, which moves whole transactions in C++ (millions of cycles per second).
-Each build is cached under its own folder, keyed by a hash of the Verilog and the harness.
+Each build is cached under its own folder of the build root (:func:`~bitswarm.sim.verilator.default_build_root`),
+keyed by a hash of the Verilog, the harness and the waveform format; a new build prints one
+progress line to stderr, keeps Verilator's and the compiler's output in ``build.log`` and prunes
+the cache to its bound (:func:`~bitswarm.sim.verilator.prune_builds`). Builds with waveforms
+(``waves="vcd"`` or ``"fst"``, Verilator's ``--trace`` / ``--trace-fst``) dump every signal
+of the runs they make to a file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -16,43 +22,79 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from bitswarm.golden.errors import BitswarmError
+from bitswarm.golden.errors import BitswarmError, ConfigError
+from bitswarm.progress import step
 
-from .verilator import BUILD_ROOT, setup_verilator_env, to_verilog
+from .verilator import default_build_root, mark_build, prune_builds, setup_verilator_env, to_verilog
 
-__all__ = ["BulkResult", "VerilatorAccelerator", "VerilatorTrainer", "TrainRun", "build_harness"]
+__all__ = ["BulkResult", "VerilatorAccelerator", "VerilatorTrainer", "TrainRun", "build_harness",
+           "WAVE_FORMATS"]
+
+#: Waveform formats of :class:`VerilatorAccelerator` -> (Verilator flag, harness define).
+WAVE_FORMATS = {"vcd": ("--trace", "BITSWARM_WAVES_VCD"), "fst": ("--trace-fst", "BITSWARM_WAVES_FST")}
 
 _HARNESS = Path(__file__).with_name("harness.cpp")
 _HARNESS_ONCHIP = Path(__file__).with_name("harness_onchip.cpp")
 _COMMON = Path(__file__).with_name("harness_common.h")
 
 
-def _key(verilog: str, harness: Path) -> str:
-    """Cache key of a build: the Verilog and the harness sources."""
-    h = hashlib.sha256(verilog.encode() + harness.read_bytes() + _COMMON.read_bytes())
+def _key(verilog: str, harness: Path, waves: str | None = None) -> str:
+    """Cache key of a build: the Verilog, the harness sources and the waveform format."""
+    h = hashlib.sha256(verilog.encode() + harness.read_bytes() + _COMMON.read_bytes()
+                       + (f"waves={waves}".encode() if waves else b""))
     return h.hexdigest()[:16]
 
 
-def build_harness(verilog: str, harness: Path, build_dir: Path, defines: dict[str, int]) -> float:
+def _has_lz4() -> bool:
+    """Whether the C++ compiler finds ``lz4.h`` (Verilator's FST writer needs it)."""
+    r = subprocess.run(["c++", "-E", "-x", "c++", "-"], input="#include <lz4.h>\n",
+                       capture_output=True, text=True, check=False)
+    return r.returncode == 0
+
+
+def build_harness(verilog: str, harness: Path, build_dir: Path, defines: dict[str, int], *,
+                  waves: str | None = None, what: str = "Verilator model") -> float:
     """Build ``verilog`` (top module ``top``) with a C++ ``harness`` into ``build_dir/Vtop``;
-    returns the build time in seconds. Raises :class:`BitswarmError` with the log's path."""
+    returns the build time in seconds. Prints a progress line to stderr, writes Verilator's and
+    the compiler's output to ``build_dir/build.log``, drops the object files (the binary is all
+    a cached build needs), stamps the folder and prunes the build root to its bound. ``waves``
+    (``"vcd"`` / ``"fst"``) builds with signal tracing. Raises :class:`BitswarmError` naming
+    the log."""
+    if waves is not None and waves not in WAVE_FORMATS:
+        raise ConfigError(f"waves must be one of {sorted(WAVE_FORMATS)} or None, not {waves!r}")
+    if waves == "fst" and not _has_lz4():
+        raise ConfigError("FST waveforms need the LZ4 headers (lz4.h; Debian: liblz4-dev), "
+                          "which this machine lacks; write a .vcd file instead")
     setup_verilator_env()
     build_dir.mkdir(parents=True, exist_ok=True)
     (build_dir / "top.v").write_text(verilog)
-    flags = " ".join(f"-D{k}={v}" for k, v in defines.items())
+    defs = dict(defines)
+    trace = []
+    if waves:
+        flag, define = WAVE_FORMATS[waves]
+        trace = [flag]
+        defs[define] = 1
+    flags = " ".join(f"-D{k}={v}" for k, v in defs.items())
     cmd = [
         "verilator", "--cc", "--exe", "--build", "-j", str(os.cpu_count() or 2),
-        "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal",
+        "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert", "-Wno-fatal", *trace,
         "--top-module", "top", "-Mdir", str(build_dir / "obj"),
         "-CFLAGS", f"-O2 -I{harness.parent} {flags}",
         "-o", str(build_dir / "Vtop"), str(build_dir / "top.v"), str(harness),
     ]
+    log = build_dir / "build.log"
     t0 = time.monotonic()
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    with step(f"building {what} in {build_dir}", hint="once per design, ~15-60 s"):
+        with open(log, "w") as fh:
+            fh.write(" ".join(cmd) + "\n")
+            fh.flush()
+            r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        if r.returncode != 0 or not (build_dir / "Vtop").exists():
+            raise BitswarmError(f"Verilator build failed (exit {r.returncode}); see {log}")
     seconds = time.monotonic() - t0
-    (build_dir / "build.log").write_text(r.stdout + r.stderr)
-    if r.returncode != 0 or not (build_dir / "Vtop").exists():
-        raise BitswarmError(f"Verilator build failed; see {build_dir / 'build.log'}")
+    shutil.rmtree(build_dir / "obj", ignore_errors=True)
+    mark_build(build_dir)
+    prune_builds(build_dir.parent)
     return seconds
 
 
@@ -83,11 +125,17 @@ class VerilatorAccelerator:
     Parameters
     ----------
     accel : bitswarm.hw.accel.Accelerator
-    build_root : folder for cached builds (default ``sim_build/``).
+    build_root : folder for cached builds (default :func:`~bitswarm.sim.verilator.default_build_root`).
+    waves : ``"vcd"``, ``"fst"`` or None
+        Build with signal tracing; :meth:`run` then takes a ``waves_file``.
     """
 
-    def __init__(self, accel, build_root: Path | None = None, verbose: bool = False):
+    def __init__(self, accel, build_root: Path | None = None, verbose: bool = False,
+                 waves: str | None = None):
+        if waves is not None and waves not in WAVE_FORMATS:
+            raise ConfigError(f"waves must be one of {sorted(WAVE_FORMATS)} or None, not {waves!r}")
         self.accel = accel
+        self.waves = waves
         self.plan = accel.plan
         self.verilog = to_verilog(accel, "top")
         lay = accel.model.cfg.layers
@@ -97,15 +145,20 @@ class VerilatorAccelerator:
         self.n_classes = lay[-1].n_out
         self.out_bits = self.cls_bits + self.score_bits * self.n_classes
         self.out_bytes = (self.out_bits + 7) // 8
-        self.build_dir = Path(build_root or BUILD_ROOT) / f"bulk_{_key(self.verilog, _HARNESS)}"
+        root = Path(build_root) if build_root is not None else default_build_root()
+        self.build_dir = root / f"bulk_{_key(self.verilog, _HARNESS, waves)}"
         self.binary = self.build_dir / "Vtop"
         self.verbose = verbose
         self.build_seconds = 0.0
 
     def build(self) -> Path:
         if not self.binary.exists():
-            self.build_seconds = build_harness(self.verilog, _HARNESS, self.build_dir,
-                                               {"IN_BYTES": self.in_bytes, "OUT_BYTES": self.out_bytes})
+            self.build_seconds = build_harness(
+                self.verilog, _HARNESS, self.build_dir,
+                {"IN_BYTES": self.in_bytes, "OUT_BYTES": self.out_bytes}, waves=self.waves,
+                what="Verilator model" + (f" with {self.waves.upper()} tracing" if self.waves else ""))
+        else:
+            mark_build(self.build_dir)
         return self.binary
 
     def slices(self, images: np.ndarray) -> np.ndarray:
@@ -117,8 +170,12 @@ class VerilatorAccelerator:
         return out.reshape(len(x), sf, simd)
 
     def run(self, images: np.ndarray, *, stream: bool = False, idle_pct: int = 0,
-            bp_pct: int = 0, seed: int = 1) -> BulkResult:
-        """Run ``images`` (raw uint8 ``[n, *input_shape]``); isolated or streamed."""
+            bp_pct: int = 0, seed: int = 1, waves_file: str | os.PathLike | None = None) -> BulkResult:
+        """Run ``images`` (raw uint8 ``[n, *input_shape]``); isolated or streamed. With a
+        tracing build, ``waves_file`` receives every signal of the run (two samples per cycle:
+        after the falling and after the rising clock edge)."""
+        if waves_file is not None and self.waves is None:
+            raise ConfigError("this Verilator model was built without waveforms (waves=None)")
         self.build()
         n = len(images)
         if n == 0:
@@ -130,7 +187,8 @@ class VerilatorAccelerator:
             fin.write_bytes(sl.tobytes())
             r = subprocess.run(
                 [str(self.binary), str(fin), str(fout), str(n), str(sl.shape[1]),
-                 "1" if stream else "0", str(idle_pct), str(bp_pct), str(seed), str(budget)],
+                 "1" if stream else "0", str(idle_pct), str(bp_pct), str(seed), str(budget),
+                 *([str(waves_file)] if waves_file is not None else [])],
                 capture_output=True, text=True, check=False)
             if r.returncode != 0:
                 raise BitswarmError(f"Verilator run failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
@@ -198,7 +256,8 @@ class VerilatorTrainer:
         self.in_bytes = (self.p * 8 + self.cls_bits + 7) // 8
         self.out_bytes = (self.cls_bits + 1 + 7) // 8
         self.dbg_bytes = (self.rtl.dbg_width + 7) // 8
-        self.build_dir = Path(build_root or BUILD_ROOT) / f"onchip_{_key(self.verilog, _HARNESS_ONCHIP)}"
+        root = Path(build_root) if build_root is not None else default_build_root()
+        self.build_dir = root / f"onchip_{_key(self.verilog, _HARNESS_ONCHIP)}"
         self.binary = self.build_dir / "Vtop"
         self.build_seconds = 0.0
         self._state = None  # the last read-back state (a Model)
@@ -208,7 +267,10 @@ class VerilatorTrainer:
         if not self.binary.exists():
             self.build_seconds = build_harness(
                 self.verilog, _HARNESS_ONCHIP, self.build_dir,
-                {"IN_BYTES": self.in_bytes, "OUT_BYTES": self.out_bytes, "DBG_BYTES": self.dbg_bytes})
+                {"IN_BYTES": self.in_bytes, "OUT_BYTES": self.out_bytes, "DBG_BYTES": self.dbg_bytes},
+                what="on-chip trainer")
+        else:
+            mark_build(self.build_dir)
         return self.binary
 
     def _records(self, xs: np.ndarray, ys: np.ndarray) -> bytes:

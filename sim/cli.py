@@ -1,10 +1,14 @@
-"""``bitswarm sim``: run a model file on the virtual accelerator or on Verilator."""
+"""``bitswarm sim``: run a model file on the virtual accelerator or on Verilator;
+``bitswarm run``: on a board over its UART link; ``bitswarm clean``: empty the Verilator build
+cache."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from bitswarm.hw.plan import add_fold_args, plan_from_args
 
@@ -21,13 +25,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true",
                    help="on mismatches, locate the first differing layer/image/neuron")
+    p.add_argument("--waves", metavar="FILE", default=None,
+                   help="--backend verilator: write a waveform of the run (FILE.vcd, or FILE.fst "
+                   "where lz4.h is installed); use with --limit, VCD grows ~1.5 kB per cycle")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --waves file")
     p.add_argument("--train", action="store_true",
                    help="on-chip training (SPEC §12) on the training split (--limit samples) on the "
                    "virtual accelerator or the RTL trainer (--backend verilator), checked bit for bit "
                    "against golden (state, predictions, error flags); reports cycles per sample and "
                    "accuracy after training on the test split")
+    _add_build_dir(p)
     add_fold_args(p)
     p.set_defaults(func=_cmd_sim)
+
+    c = sub.add_parser("clean", help="remove cached Verilator builds")
+    _add_build_dir(c)
+    c.set_defaults(func=_cmd_clean)
 
     r = sub.add_parser("run", help="classify a data set on a board over its UART host link")
     r.add_argument("model", help="model file (.bsm) the board was built from")
@@ -42,7 +55,57 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_cmd_run)
 
 
+def _add_build_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--build-dir", metavar="DIR", default=None,
+                   help="folder of the Verilator build cache (default: $BITSWARM_BUILD_DIR, else "
+                   "./sim_build); the 16 most recently used builds are kept ($BITSWARM_BUILD_KEEP)")
+
+
+def _build_root(args) -> Path:
+    from .verilator import default_build_root
+
+    return Path(args.build_dir) if args.build_dir else default_build_root()
+
+
+def _cmd_clean(args) -> int:
+    from .verilator import clean_builds
+
+    root = _build_root(args)
+    gone = clean_builds(root)
+    print(f"bitswarm clean: removed {len(gone)} build folder(s) from {root}", file=sys.stderr)
+    return 0
+
+
+def _check_waves(args) -> Path | None:
+    """The ``--waves`` path, checked before anything runs: Verilator inference only, a .vcd or
+    .fst name, a writable folder, no existing file unless ``--overwrite``."""
+    from bitswarm.golden.errors import ConfigError
+
+    if args.waves is None:
+        return None
+    w = Path(args.waves)
+    if args.backend != "verilator" or args.train:
+        raise ConfigError("--waves needs --backend verilator (inference, not --train)")
+    if w.suffix.lower() not in (".vcd", ".fst"):
+        raise ConfigError(f"--waves file must end in .vcd or .fst, not {w.name!r}")
+    if w.is_dir():
+        raise ConfigError(f"--waves {w} is a folder")
+    if w.exists() and not args.overwrite:
+        raise ConfigError(f"{w} exists; pass --overwrite to replace it")
+    if not w.parent.is_dir():
+        raise ConfigError(f"--waves: no folder {w.parent}")
+    if w.suffix.lower() == ".fst":
+        from .bulk import _has_lz4
+
+        if not _has_lz4():
+            raise ConfigError("FST waveforms need the LZ4 headers (lz4.h; Debian: liblz4-dev), "
+                              "which this machine lacks; write a .vcd file instead")
+    return w
+
+
 def _cmd_sim(args) -> int:
+    import tempfile
+
     from bitswarm.golden.errors import ConfigError
     from bitswarm.golden.model import load_model
     from bitswarm.train.data import load_dataset
@@ -51,6 +114,7 @@ def _cmd_sim(args) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, not {args.limit}")
+    waves = _check_waves(args)
     model = load_model(args.model)
     ds = load_dataset(args.dataset, args.data_dir)
     if args.train:
@@ -68,17 +132,40 @@ def _cmd_sim(args) -> int:
         print(f"bitswarm sim: {args.backend} backend, {len(x)} images of {ds.name}, plan "
               + ", ".join(f"L{i}(pe={f.pe},simd={f.simd},pipe={f.pipeline})" for i, f in enumerate(plan.folds)),
               file=sys.stderr, flush=True)
-    backend = make_backend(args.backend, model, plan)
-    rep = evaluate(backend, x, y)
+    kw = {}
+    tmp_waves = None
+    if args.backend == "verilator":
+        kw["build_root"] = _build_root(args)
+    if waves is not None:  # written beside the target, moved into place once complete
+        fd, name = tempfile.mkstemp(prefix=f".{waves.stem}.", suffix=waves.suffix, dir=waves.parent)
+        os.close(fd)
+        tmp_waves = Path(name)
+        kw["waves"] = tmp_waves
+    try:
+        backend = make_backend(args.backend, model, plan, **kw)
+        rep = evaluate(backend, x, y)
+        if tmp_waves is not None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_waves, 0o666 & ~umask)  # mkstemp's 0600 -> an ordinary file's mode
+            os.replace(tmp_waves, waves)
+            tmp_waves = None
+    finally:
+        if tmp_waves is not None:
+            tmp_waves.unlink(missing_ok=True)
     bad = rep.pop("_bad_images")
     out = {
         "accuracy": rep["accuracy"],
         "n": rep["n"],
         "mismatches": rep["mismatches"],
+        "mismatched_images": rep["mismatched_images"],
+        "first_difference": rep["first_difference"],
         "cycles_per_inference": rep["cycles_per_inference"],
         "backend": args.backend,
         "fold": plan.to_dict(),
     }
+    if waves is not None:
+        out["waves"] = str(waves)
     for k in ("images_per_s_host", "simulated_cycles_per_s"):
         if k in rep:
             out[k] = round(rep[k], 1)
@@ -88,14 +175,28 @@ def _cmd_sim(args) -> int:
         idx = bad[:8]
         gt: list = []
         model.forward(torch.as_tensor(x[idx]), trace=gt)
-        out["first_mismatch"] = first_mismatch([t.numpy() for t in gt], backend.trace(x[idx]))
+        out["first_mismatch"] = first_mismatch([t.numpy() for t in gt], backend.trace(x[idx]),
+                                               image_ids=idx)
     if args.json:
         print(json.dumps(out))
     else:
         print(f"accuracy {out['accuracy']:.4f} on {out['n']} images, mismatches {out['mismatches']}, "
               f"{out['cycles_per_inference']} cycles per inference")
+        if out["mismatches"]:
+            more = out["mismatches"] - len(out["mismatched_images"])
+            print("mismatched test images: " + ", ".join(map(str, out["mismatched_images"]))
+                  + (f" (and {more} more)" if more > 0 else ""))
+            d = out["first_difference"]
+            if d["kind"] == "score":
+                print(f"first difference: image {d['image']}, score of class {d['class']} is "
+                      f"{d['backend']}, golden {d['golden']}")
+            else:
+                print(f"first difference: image {d['image']}, predicted class {d['backend']}, "
+                      f"golden {d['golden']} (scores agree)")
         if "first_mismatch" in out:
             print(f"first mismatch: {out['first_mismatch']}")
+        if waves is not None:
+            print(f"waveform written to {waves}")
     return 1 if out["mismatches"] else 0
 
 
@@ -143,9 +244,7 @@ def _cmd_train(args, model, ds) -> int:
     else:
         from .bulk import VerilatorTrainer
 
-        trainer = VerilatorTrainer(model, oc)
-        if not trainer.binary.exists():
-            print(f"building the on-chip trainer with Verilator ({trainer.build_dir}) ...", file=sys.stderr)
+        trainer = VerilatorTrainer(model, oc, build_root=_build_root(args))
         trainer.build()
         t0 = time.perf_counter()
         run = trainer.train(x, y)

@@ -4,11 +4,13 @@
 
     backend = make_backend("verilator", model, plan)
     result = backend.infer(images)          # classes, scores, cycles per inference
-    report = evaluate(backend, model, images, labels)
+    report = evaluate(backend, images, labels)
 
 Every backend returns the same :class:`InferenceResult`; :func:`evaluate` compares it with the
-golden model image by image (``mismatches`` counts images whose class or any score differs) and
-:func:`first_mismatch` names the first differing layer, image and neuron from per-layer traces.
+golden model image by image (``mismatches`` counts images whose class or any score differs,
+``mismatched_images`` lists the first :data:`MAX_LISTED` of them and ``first_difference`` the
+first differing score of the first one) and :func:`first_mismatch` names the first differing
+layer, image and neuron from per-layer traces.
 """
 
 from __future__ import annotations
@@ -29,10 +31,14 @@ __all__ = [
     "VerilatorBackend",
     "make_backend",
     "evaluate",
+    "first_difference",
     "first_mismatch",
+    "MAX_LISTED",
 ]
 
 BACKENDS = ("virtual", "verilator")
+#: How many mismatching image indices :func:`evaluate` lists.
+MAX_LISTED = 20
 
 
 @dataclass
@@ -93,21 +99,34 @@ class VirtualBackend(Backend):
 
 
 class VerilatorBackend(Backend):
-    """The generated RTL, cycle-accurate on Verilator (bulk C++ harness)."""
+    """The generated RTL, cycle-accurate on Verilator (bulk C++ harness).
+
+    ``build_root``: folder of the build cache. ``waves``: a ``.vcd`` or ``.fst`` path; every
+    :meth:`infer` then writes the waveform of its images there (a tracing build).
+    """
 
     name = "verilator"
 
-    def __init__(self, model: Model, plan: AccelPlan | None = None, build_root=None):
+    def __init__(self, model: Model, plan: AccelPlan | None = None, build_root=None, waves=None):
         super().__init__(model, plan)
+        from pathlib import Path
+
         from bitswarm.hw.accel import Accelerator
 
-        from .bulk import VerilatorAccelerator
+        from .bulk import WAVE_FORMATS, VerilatorAccelerator
 
+        kind = None
+        if waves is not None:
+            waves = Path(waves)
+            kind = waves.suffix.lower().lstrip(".")
+            if kind not in WAVE_FORMATS:
+                raise ConfigError(f"waveform file must end in .fst or .vcd, not {waves.name!r}")
+        self.waves = waves
         self.accel = Accelerator(model, self.plan)
-        self.sim = VerilatorAccelerator(self.accel, build_root=build_root)
+        self.sim = VerilatorAccelerator(self.accel, build_root=build_root, waves=kind)
 
     def infer(self, images, stream: bool = False) -> InferenceResult:
-        r = self.sim.run(np.asarray(images), stream=stream)
+        r = self.sim.run(np.asarray(images), stream=stream, waves_file=self.waves)
         lat = np.unique(r.latencies)
         if not stream and len(lat) != 1:
             raise AssertionError(f"isolated inferences took different cycle counts: {lat.tolist()}")
@@ -134,18 +153,48 @@ def _argmax(scores: np.ndarray) -> np.ndarray:
     return np.argmax(scores, axis=1).astype(np.int64)
 
 
-def evaluate(backend: Backend, images, labels=None) -> dict:
-    """Run ``images`` on ``backend`` and compare with golden: accuracy, mismatches, cycles."""
+def first_difference(gold_scores, scores, gold_classes, classes, image_ids=None) -> dict | None:
+    """The first image whose scores or class differ from golden, and what differs there.
+
+    Returns ``{"image", "kind": "score", "class", "golden", "backend"}`` for the first differing
+    score (``class`` is the score's index), ``{"image", "kind": "class", "golden", "backend"}``
+    when every score agrees but the predicted class does not, or None. ``image`` is
+    ``image_ids[k]`` (default ``k``) for the ``k``-th row.
+    """
+    gold_scores, scores = np.asarray(gold_scores), np.asarray(scores)
+    gold_classes, classes = np.asarray(gold_classes), np.asarray(classes)
+    bad = np.any(scores != gold_scores, axis=1) | (classes != gold_classes)
+    if not bad.any():
+        return None
+    k = int(np.argmax(bad))
+    img = int(image_ids[k]) if image_ids is not None else k
+    cols = np.nonzero(scores[k] != gold_scores[k])[0]
+    if len(cols):
+        j = int(cols[0])
+        return {"image": img, "kind": "score", "class": j, "golden": int(gold_scores[k, j]),
+                "backend": int(scores[k, j])}
+    return {"image": img, "kind": "class", "golden": int(gold_classes[k]), "backend": int(classes[k])}
+
+
+def evaluate(backend: Backend, images, labels=None, image_ids=None) -> dict:
+    """Run ``images`` on ``backend`` and compare with golden: accuracy, mismatches, cycles.
+
+    ``mismatched_images`` lists the first :data:`MAX_LISTED` mismatching images and
+    ``first_difference`` describes the first one (:func:`first_difference`), both by
+    ``image_ids`` (default: the position in ``images``)."""
     import torch
 
     res = backend.infer(images)
     gold = backend.model.forward(torch.as_tensor(np.asarray(images))).numpy()
     gold_cls = _argmax(gold)
     bad = np.any(res.scores != gold, axis=1) | (res.classes != gold_cls)
+    ids = np.arange(len(images)) if image_ids is None else np.asarray(image_ids)
     out = {
         "backend": backend.name,
         "n": int(len(images)),
         "mismatches": int(bad.sum()),
+        "mismatched_images": [int(i) for i in ids[bad][:MAX_LISTED]],
+        "first_difference": first_difference(gold, res.scores, gold_cls, res.classes, ids),
         "cycles_per_inference": int(res.cycles_per_inference),
     }
     if labels is not None:
@@ -158,8 +207,10 @@ def evaluate(backend: Backend, images, labels=None) -> dict:
     return out
 
 
-def first_mismatch(golden_trace: list, other_trace: list) -> str | None:
-    """Describe the first (layer, image, neuron) where two per-layer traces differ, or None."""
+def first_mismatch(golden_trace: list, other_trace: list, image_ids=None) -> str | None:
+    """Describe the first (layer, image, neuron) where two per-layer traces differ, or None.
+    The image is named by ``image_ids[k]`` for the traces' ``k``-th row (default ``k``): pass
+    the test-set indices of the traced images."""
     for li, (g, o) in enumerate(zip(golden_trace, other_trace, strict=False)):
         g = np.asarray(g)
         o = np.asarray(o)
@@ -167,10 +218,11 @@ def first_mismatch(golden_trace: list, other_trace: list) -> str | None:
             return f"layer {li}: shape {list(o.shape)} differs from golden {list(g.shape)}"
         diff = np.argwhere(g != o)
         if len(diff):
-            img, j = (int(v) for v in diff[0])
+            k, j = (int(v) for v in diff[0])
+            img = int(image_ids[k]) if image_ids is not None else k
             kind = "score" if li == len(golden_trace) - 1 else "activation bit"
-            return (f"layer {li}, image {img}, neuron {j}: {kind} is {int(o[img, j])}, "
-                    f"golden {int(g[img, j])} ({len(diff)} differing values in this layer)")
+            return (f"layer {li}, image {img}, neuron {j}: {kind} is {int(o[k, j])}, "
+                    f"golden {int(g[k, j])} ({len(diff)} differing values in this layer)")
     if len(golden_trace) != len(other_trace):
         return f"trace lengths differ: {len(other_trace)} vs golden {len(golden_trace)}"
     return None

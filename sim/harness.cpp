@@ -2,9 +2,10 @@
 // (the accelerator top). Moves whole transactions in C++, so whole test sets run at millions of
 // simulated cycles per second. Built by bitswarm.sim.bulk with -DIN_BYTES=... -DOUT_BYTES=...
 //
-// usage: Vtop IN_FILE OUT_FILE N_ITEMS SLICES_PER_ITEM MODE(0=isolated,1=stream) IDLE_PCT BP_PCT SEED MAX_CYCLES
+// usage: Vtop IN_FILE OUT_FILE N_ITEMS SLICES_PER_ITEM MODE(0=isolated,1=stream) IDLE_PCT BP_PCT SEED MAX_CYCLES [WAVE_FILE]
 // IN_FILE: N_ITEMS * SLICES_PER_ITEM records of IN_BYTES (little-endian payload bits).
 // OUT_FILE: N_ITEMS records of OUT_BYTES payload + uint64 first-input cycle + uint64 output cycle.
+// WAVE_FILE: waveform of the whole run (VCD or FST; only in builds with -DBITSWARM_WAVES_*).
 // stdout: one line "cycles=<n> seconds=<s>".
 #include <chrono>
 #include <cstdio>
@@ -15,8 +16,8 @@
 #include "harness_common.h"
 
 int main(int argc, char** argv) {
-    if (argc != 10) {
-        fprintf(stderr, "usage: %s IN OUT N SLICES MODE IDLE_PCT BP_PCT SEED MAX_CYCLES\n", argv[0]);
+    if (argc != 10 && argc != 11) {
+        fprintf(stderr, "usage: %s IN OUT N SLICES MODE IDLE_PCT BP_PCT SEED MAX_CYCLES [WAVE_FILE]\n", argv[0]);
         return 2;
     }
     const long n_items = atol(argv[3]), slices = atol(argv[4]);
@@ -30,7 +31,15 @@ int main(int argc, char** argv) {
     }
 
     VerilatedContext ctx;
+    Waves::enable(ctx);
     Vtop top{&ctx};
+    if (argc == 11 && !waves.open(top, argv[10])) {
+        if (Waves::built_in)
+            fprintf(stderr, "cannot write %s\n", argv[10]);
+        else
+            fprintf(stderr, "this build has no waveform support (%s)\n", argv[10]);
+        return 2;
+    }
     reset_top(top);
 
     Stream st(in.data(), n_items, slices, bp);
@@ -44,6 +53,7 @@ int main(int argc, char** argv) {
     }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     top.final();
+    waves.close();
     if (!write_file(argv[2], st.out)) {
         fprintf(stderr, "cannot write %s\n", argv[2]);
         return 2;

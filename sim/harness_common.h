@@ -1,7 +1,9 @@
 // Helpers shared by the bulk Verilator harnesses (harness.cpp, harness_onchip.cpp): a
 // deterministic xorshift64* for idle/backpressure patterns, byte <-> port copies for
-// narrow (<= 64-bit) and wide (VlWide) ports, little-endian, the reset sequence and the
-// streaming loop's clock cycle (Stream). Needs -DIN_BYTES=... -DOUT_BYTES=...
+// narrow (<= 64-bit) and wide (VlWide) ports, little-endian, the reset sequence, the
+// streaming loop's clock cycle (Stream) and the optional waveform dump (Waves). Needs
+// -DIN_BYTES=... -DOUT_BYTES=...; -DBITSWARM_WAVES_VCD (Verilator --trace) or
+// -DBITSWARM_WAVES_FST (--trace-fst) compiles the dump in.
 #pragma once
 #include <cstddef>
 #include <cstdio>
@@ -10,6 +12,13 @@
 #include <vector>
 
 #include "verilated.h"
+#if defined(BITSWARM_WAVES_FST)
+#include "verilated_fst_c.h"
+typedef VerilatedFstC WaveFile;
+#elif defined(BITSWARM_WAVES_VCD)
+#include "verilated_vcd_c.h"
+typedef VerilatedVcdC WaveFile;
+#endif
 
 // Verilator escapes the double underscore of Amaranth's port names ("i_stream__valid").
 #define I_VALID i_stream___05Fvalid
@@ -76,6 +85,43 @@ static bool write_file(const char* path, const std::vector<uint8_t>& buf) {
     return fclose(f) == 0 && ok;
 }
 
+// Waveform dump: every signal, one sample after each eval() (two per clock cycle, one time
+// unit apart). A no-op unless the build traces (see the top of this file).
+struct Waves {
+#if defined(BITSWARM_WAVES_FST) || defined(BITSWARM_WAVES_VCD)
+    static constexpr bool built_in = true;
+    WaveFile* file = nullptr;
+    uint64_t t = 0;
+    // before the model is constructed
+    static void enable(VerilatedContext& ctx) { ctx.traceEverOn(true); }
+    template <typename Top>
+    bool open(Top& top, const char* path) {
+        file = new WaveFile;
+        top.trace(file, 99);
+        file->open(path);
+        return file->isOpen();
+    }
+    void dump() {
+        if (file) file->dump(t++);
+    }
+    void close() {
+        if (file) {
+            file->close();
+            delete file;
+            file = nullptr;
+        }
+    }
+#else
+    static constexpr bool built_in = false;
+    static void enable(VerilatedContext&) {}
+    template <typename Top>
+    bool open(Top&, const char*) { return false; }
+    void dump() {}
+    void close() {}
+#endif
+};
+static Waves waves;
+
 // Reset: hold rst for two clock cycles with both streams idle, then release it.
 template <typename Top>
 static void reset_top(Top& top) {
@@ -86,6 +132,7 @@ static void reset_top(Top& top) {
     for (int i = 0; i < 4; i++) {
         top.clk = !top.clk;
         top.eval();
+        waves.dump();
     }
     top.rst = 0;
 }
@@ -115,6 +162,7 @@ struct Stream {
         top.O_READY = !(bp && (int)(rnd() % 100) < bp);
         top.clk = 0;
         top.eval();
+        waves.dump();
         if (top.I_VALID && top.I_READY) {
             if (sent % slices == 0) first_in[sent / slices] = cycle;
             sent++;
@@ -128,6 +176,7 @@ struct Stream {
         }
         top.clk = 1;
         top.eval();
+        waves.dump();
         cycle++;
     }
 };

