@@ -17,6 +17,12 @@ platform's Vivado build plan); Vivado is not run here.
 
 Every build happens in a temporary folder next to ``out_dir``; only a finished build's products
 are moved into ``out_dir``, so an error leaves nothing half-written.
+
+The build plan's steps (its ``build_<name>.json`` command list: synthesis, place and route,
+packing) run one by one, each announced on stderr with its elapsed time
+(:func:`bitswarm.progress.step`). The plan is made verbose (amaranth's ``verbose`` override:
+no ``-q`` / ``--quiet``), so ``build.log`` holds every tool's full output in order; the quiet
+templates sent it only to ``<name>.rpt`` / ``<name>.tim``, which left ``build.log`` empty.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from pathlib import Path
 
 from bitswarm.golden.errors import BitswarmError, ConfigError
 from bitswarm.golden.model import Model, atomic_write_bytes
+from bitswarm.progress import step
 
 from .board import BoardTop, board_spec
 from .plan import AccelPlan
@@ -52,6 +59,11 @@ TOOLS = {
 
 class ToolError(BitswarmError):
     """A synthesis / place-and-route tool failed."""
+
+
+#: What each tool of a build plan does, for the progress lines.
+STEPS = {"yosys": "synthesis", "nextpnr-ice40": "place and route", "nextpnr-ecp5": "place and route",
+         "icepack": "packing", "ecppack": "packing"}
 
 
 def _tool_env() -> dict:
@@ -94,6 +106,43 @@ def summarize(family: str, report: dict, cells: dict, clock_hz: float) -> dict:
     return {"luts": luts, "ffs": int(ffs), "brams": brams, "lut_total": lut_total,
             "bram_total": bram_total, "fmax_mhz": f,
             "timing_met": bool(f is not None and f >= clock_hz / 1e6)}
+
+
+def _plan_steps(bplan, name: str, env: dict) -> list[tuple[str, list[str]]]:
+    """The build plan's commands as ``(what, argv)``, each tool resolved through ``env`` the way
+    the plan's shell script does (``$YOSYS``, ``$NEXTPNR_ICE40`` ...)."""
+    from amaranth._toolchain import tool_env_var
+
+    cmds = json.loads(bplan.files[f"build_{name}.json"])["commands"]
+    steps = []
+    for argv in cmds:
+        tool = env.get(tool_env_var(argv[0]), argv[0])
+        steps.append((f"{STEPS.get(argv[0], argv[0])} ({Path(tool).name})", [tool, *argv[1:]]))
+    return steps
+
+
+def _run_steps(steps, work: Path, env: dict, log: Path, board: str, timeout_s: float) -> None:
+    """Run ``steps`` in ``work`` with one progress line each, all output appended to ``log``;
+    each in its own process group, so a timeout (for the whole build) stops what it started.
+    Raises :class:`ToolError` on a timeout or a failing step (``log`` is then left in place)."""
+    deadline = time.monotonic() + timeout_s
+    with open(log, "w") as fh:
+        for what, argv in steps:
+            fh.write(f"### {what}: {' '.join(argv)}\n")
+            fh.flush()
+            with step(what):
+                proc = subprocess.Popen(argv, cwd=work, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    raise ToolError(f"{board} build timed out after {timeout_s:g} s") from None
+                if proc.returncode != 0:
+                    raise ToolError(f"{board} build failed in {what} (exit {proc.returncode})")
+            fh.flush()
 
 
 def _cells(stat: Path) -> dict:
@@ -171,8 +220,9 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
     t0 = time.time()
     try:
         if spec.family == "xilinx7":
-            bplan = platform.build(top, name=name, do_build=False)
-            bplan.extract(work)
+            with step(f"generating the {board} design (Verilog, XDC, Tcl)"):
+                bplan = platform.build(top, name=name, do_build=False)
+                bplan.extract(work)
             keep = [f"{name}.v", f"{name}.xdc", f"{name}.tcl", f"build_{name}.sh"]
             rec.update({"luts": None, "ffs": None, "brams": None, "fmax_mhz": None,
                         "timing_met": None,
@@ -180,33 +230,25 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
                                 f"(run `sh build_{name}.sh` with Vivado on PATH)",
                         "files": keep})
         else:
-            bplan = platform.build(
-                top, name=name, do_build=False,
-                nextpnr_opts=f"--timing-allow-fail --seed {seed} --report report.json",
-                script_after_synth="tee -q -o stat.json stat -json")
-            bplan.extract(work)
+            with step(f"generating the {board} design (Amaranth, RTLIL)"):
+                bplan = platform.build(
+                    top, name=name, do_build=False, verbose=True,
+                    nextpnr_opts=f"--timing-allow-fail --seed {seed} --report report.json",
+                    script_after_synth="tee -q -o stat.json stat -json")
+                bplan.extract(work)
             (work / f"{name}.fold.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
             log = work / "build.log"
-            with open(log, "w") as fh:
-                # its own process group, so a timeout stops the tools the script started too
-                proc = subprocess.Popen(["sh", f"{bplan.script}.sh"], cwd=work, env=_tool_env(),
-                                        stdout=fh, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-                try:
-                    proc.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    raise ToolError(f"{board} build timed out after {timeout_s:g} s") from None
-                r = proc
-            if r.returncode != 0:
+            env = _tool_env()
+            try:
+                _run_steps(_plan_steps(bplan, name, env), work, env, log, board, timeout_s)
+            except ToolError as e:
+                if "timed out" in str(e):
+                    raise
                 saved = out.parent / f"{out.name}.failed.log"
                 shutil.copyfile(log, saved)
                 lines = log.read_text().strip().splitlines() or [""]
                 first = next((ln for ln in lines if ln.startswith("ERROR")), lines[-1])
-                raise ToolError(f"{board} build failed (exit {r.returncode}): {first[:200]}; "
-                                f"log in {saved}")
+                raise ToolError(f"{e}: {first[:200]}; log in {saved}") from None
             report = json.loads((work / "report.json").read_text())
             rec.update(summarize(spec.family, report, _cells(work / "stat.json"), top.clock_hz))
             ext = spec.artifact

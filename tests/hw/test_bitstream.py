@@ -197,7 +197,13 @@ def test_bitstream_arty_writes_vivado_sources(tmp_path, capsys):
 def _bitstream(tmp_path, capsys, model_path, board, *extra):
     out = tmp_path / board
     rc = main(["bitstream", str(model_path), "--board", board, "-o", str(out), "--json", *extra])
-    rec = json.loads(capsys.readouterr().out)
+    cap = capsys.readouterr()
+    rec = json.loads(cap.out)
+    for what in ("synthesis", "place and route", "packing"):  # one progress line per step
+        assert re.search(rf"^bitswarm: {what} \(yowasp-\S+\)\.\.\. done in \d+\.\d s$", cap.err,
+                         re.M), cap.err
+    log = (out / "build.log").read_text()  # the tools' own output, in order
+    assert log.index("Yosys") < log.index("nextpnr") < log.index("### packing")
     assert rc == (0 if rec["timing_met"] else 1)
     assert Path(rec["bitstream"]).stat().st_size > 1000
     for k in ("luts", "ffs", "brams", "fmax_mhz", "clock_mhz", "images_per_s"):
@@ -254,3 +260,24 @@ def test_bitstream_timeout_stops_the_tools(tmp_path):
             break
         time.sleep(0.1)
     assert not left()
+
+
+def test_build_steps_log_and_progress(tmp_path, capsys):
+    """Each step: one progress line with its time, its output appended to build.log; a failing
+    step stops the build with a ToolError naming it."""
+    from bitswarm.hw.bitstream import ToolError, _run_steps
+
+    log = tmp_path / "build.log"
+    steps = [("synthesis (fake)", ["sh", "-c", "echo synthesized"]),
+             ("packing (fake)", ["sh", "-c", "echo packed >&2"])]
+    _run_steps(steps, tmp_path, dict(os.environ), log, "icebreaker", 60)
+    err = capsys.readouterr().err.splitlines()
+    assert [re.sub(r"\d+\.\d", "T", ln) for ln in err] == [
+        "bitswarm: synthesis (fake)... done in T s", "bitswarm: packing (fake)... done in T s"]
+    text = log.read_text()
+    assert text.index("synthesized") < text.index("### packing (fake)") < text.index("packed")
+    bad = [("place and route (fake)", ["sh", "-c", "echo 'ERROR: no fit'; exit 3"]), *steps]
+    with pytest.raises(ToolError, match=r"^icebreaker build failed in place and route \(fake\) \(exit 3\)$"):
+        _run_steps(bad, tmp_path, dict(os.environ), log, "icebreaker", 60)
+    assert "failed after" in capsys.readouterr().err
+    assert "ERROR: no fit" in log.read_text() and "synthesized" not in log.read_text()
