@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export AMARANTH_USE_YOSYS := builtin
 JOBS    ?= 2
 
-.PHONY: venv demo test test-long test-verilator synth-report bitstream-icebreaker bitstream-ulx3s bench-boards bench-resources bench bench-train bench-zoo bench-sim bench-onchip bench-kernel lint clean
+.PHONY: venv demo test test-long test-verilator synth-report bitstream-icebreaker bitstream-ulx3s bench-boards bench-resources bench bench-train bench-zoo bench-sim bench-onchip bench-kernel bench-scale lint clean
 
 venv: $(STAMP)
 
@@ -70,8 +70,14 @@ bench-sim: $(STAMP)
 bench-onchip: $(STAMP)
 	$(PY) bench/bench_onchip.py
 
+# Data-parallel training on 1 and 2 local processes (torchrun, gloo) + the all-reduce cost model.
+bench-scale: $(STAMP)
+	$(PY) bench/bench_scale.py
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+# The Verilator build cache first (it may live in $$BITSWARM_BUILD_DIR), while the venv exists.
 clean:
+	-test -x $(PY) && $(PY) -m bitswarm clean
 	rm -rf $(VENV) build *.egg-info .pytest_cache sim_build sim/_popcount*.so

@@ -96,6 +96,8 @@ class Comm:
     -------
     checkpoint_note : str
         What the trainer last saved (named in :class:`DistributedError` messages).
+    reduced_bytes, reductions : int
+        Payload bytes and number of :meth:`all_reduce_sum` collectives so far (0 in one process).
     """
 
     def __init__(self, rank: int = 0, world_size: int = 1, backend: str = "none",
@@ -109,6 +111,8 @@ class Comm:
         self.device = torch.device(device)
         self.owned = owned
         self.checkpoint_note = "no checkpoint written yet"
+        self.reduced_bytes = 0
+        self.reductions = 0
 
     def __repr__(self) -> str:
         return f"Comm(rank={self.rank}, world_size={self.world_size}, backend={self.backend!r})"
@@ -143,6 +147,8 @@ class Comm:
         import torch.distributed as dist
 
         buf = t.to(self.device).contiguous()
+        self.reduced_bytes += buf.numel() * buf.element_size()
+        self.reductions += 1
         try:
             dist.all_reduce(buf, op=dist.ReduceOp.SUM)
         except RuntimeError as e:  # DistBackendError and gloo/nccl errors derive from it

@@ -241,6 +241,14 @@ class GoldenRule(Rule):
         grads = comm.all_reduce_sum_many(grads)
         return float(loss), grads, means
 
+    def allreduce_bytes(self, batch: int) -> int:
+        """Payload bytes :meth:`surrogate_gradients` all-reduces per step on more than one rank
+        (int64): ``3 M`` column sums per hidden layer and ``batch x classes`` scores in the first
+        collective, every layer's ``M x N`` gradient in the second."""
+        layers = self.model_config.layers
+        first = sum(3 * lay.n_out for lay in layers[:-1]) + batch * layers[-1].n_out
+        return 8 * (first + sum(lay.n_out * lay.n_in for lay in layers))
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         m, cfg = self.model, self.model.cfg
         loss, grads, means = self.surrogate_gradients(x, y)

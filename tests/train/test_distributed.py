@@ -208,3 +208,33 @@ def test_two_cuda_ranks_nccl_write_the_cpu_bytes(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert gpu.read_bytes() == cpu.read_bytes()
     assert _config(gpu)["backend"] == "nccl"
+
+
+class _CountingComm(Comm):
+    """Rank 0 of 2 whose "all-reduce" keeps its own part: counts what a real one would move."""
+
+    def __init__(self):
+        super().__init__(0, 2)
+
+    def all_reduce_sum(self, t):
+        assert t.dtype == torch.int64
+        self.reduced_bytes += t.numel() * t.element_size()
+        self.reductions += 1
+        return t
+
+
+def test_allreduce_bytes_per_step_is_what_the_step_reduces():
+    from bitswarm.train.data import load_dataset
+    from bitswarm.train.rule_golden import GoldenRule
+    from bitswarm.train.rules import NetSpec
+    from bitswarm.train.trainer import DEFAULT_FLIP
+
+    ds = load_dataset("digits")
+    rule = GoldenRule(NetSpec((64, 32, 16, 10), ds.input_shape, flip=DEFAULT_FLIP))
+    x, y = torch.from_numpy(ds.x_train[:50]), torch.from_numpy(ds.y_train[:50])
+    rule.init_state(x)
+    rule.comm = comm = _CountingComm()
+    rule.train_step(x, y)
+    assert comm.reductions == 2  # two collectives per step
+    assert comm.reduced_bytes == rule.allreduce_bytes(50) == 8 * (3 * (32 + 16) + 50 * 10
+                                                                  + 64 * 32 + 32 * 16 + 16 * 10)
