@@ -222,13 +222,16 @@ class GoldenRule(Rule):
             masks.append((zts[i].abs() <= win).to(torch.int64) * sgn)
             means.append(floor_mean(zsum, B))
         means.append(None)
-        # surrogate loss on the output scores; its gradient quantized to integers
+        # surrogate loss on the output scores; its gradient quantized to integers. The float64
+        # softmax runs on the CPU whatever the device (a [B, classes] tensor), so CUDA cannot
+        # round one of its values differently and change a vote: the step stays bit-exact.
         out = cfg.layers[-1]
-        logits = scores.to(torch.float64) * (o.temperature / math.sqrt(out.n_in * out.swarm))
-        loss = F.cross_entropy(logits, y)
+        logits = scores.cpu().to(torch.float64) * (o.temperature / math.sqrt(out.n_in * out.swarm))
+        y_cpu = y.cpu()
+        loss = F.cross_entropy(logits, y_cpu)
         p = torch.softmax(logits, dim=1)
-        p[torch.arange(B, device=p.device), y] -= 1.0
-        g = torch.round(p * (1 << o.grad_bits)).to(torch.int64)[rows]  # [B_r, M], dL/ds up to a scale
+        p[torch.arange(B), y_cpu] -= 1.0
+        g = torch.round(p * (1 << o.grad_bits)).to(torch.int64)[rows].to(scores.device)  # [B_r, M]
         # integer backward, last layer first: G = g.T @ x, g_prev = (g @ W) * STE mask
         grads = [None] * len(cfg.layers)
         for i in range(len(cfg.layers) - 1, -1, -1):
