@@ -4,7 +4,7 @@ Writes ``bench/results/scale.json`` and ``bench/results/scale.md``:
 
 - **measured**: training samples/s of ``torchrun --standalone --nproc-per-node N -m bitswarm
   train`` for N = 1 and 2 (gloo, one thread per rank) on digits and mnist5k with the bench
-  networks and batch of ``make bench-train``, and N = 1 with two threads for reference; the
+  networks and batch of ``make bench-train`` (``--threads-row``: also N = 1 with two threads); the
   scaling efficiency ``(samples/s at N) / (N * samples/s at 1)``; and a check that every
   configuration wrote the same model bytes;
 - **on paper**: the int64 bytes all-reduced per step (:meth:`GoldenRule.allreduce_bytes`) for
@@ -39,8 +39,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: Measured runs: data set -> epochs (about 1 minute in all on 2 idle cores).
 EPOCHS = {"digits": 30, "mnist5k": 10}
 BATCH = 128
-#: (processes, threads per process) measured.
-CONFIGS = ((1, 1), (2, 1), (1, 2))
+#: (processes, threads per process) measured; ``--threads-row`` adds (1, 2).
+CONFIGS = ((1, 1), (2, 1))
 #: On-paper networks: name -> (arch, input shape).
 PAPER = {
     "digits 64-512-10": ((64, 512, 10), (8, 8)),
@@ -214,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2, help="runs per configuration (best kept)")
     ap.add_argument("--quick", action="store_true", help="3 epochs each, 1 repeat")
+    ap.add_argument("--threads-row", action="store_true",
+                    help="also one process with 2 threads (slow when other jobs load the cores)")
     args = ap.parse_args(argv)
     import torch
 
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for ds, ep in epochs.items():
             load_dataset(ds)  # fetch/cache once before timing
-            for nproc, threads in CONFIGS:
+            for nproc, threads in CONFIGS + (((1, 2),) if args.threads_row else ()):
                 best = None
                 for k in range(repeats):
                     r = _run(ds, nproc, threads, ep, Path(tmp))
