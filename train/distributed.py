@@ -135,13 +135,14 @@ class Comm:
         return slice(self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size)
 
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
-        """``sum`` over ranks of an int64 tensor (exact); returns ``t`` itself in one process.
+        """``sum`` over ranks of an int64 (or int32) tensor, exact; ``t`` itself in one process.
 
         Only integers are reduced: integer addition is associative, so the result is the same
-        for any number of ranks and any reduction order.
+        for any number of ranks and any reduction order. The caller guarantees that the sum
+        fits the dtype (int32: a bound below ``2**31``, as ``GoldenRule.grad_reduce_dtype``).
         """
-        if t.dtype != torch.int64:
-            raise TypeError(f"all_reduce_sum takes int64 tensors (exact sums), not {t.dtype}")
+        if t.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"all_reduce_sum takes int64 or int32 tensors (exact sums), not {t.dtype}")
         if not self.parallel:
             return t
         import torch.distributed as dist
@@ -156,7 +157,7 @@ class Comm:
         return buf.to(t.device)
 
     def all_reduce_sum_many(self, ts: list[torch.Tensor]) -> list[torch.Tensor]:
-        """:meth:`all_reduce_sum` of several int64 tensors in one collective (packed flat);
+        """:meth:`all_reduce_sum` of several tensors of one integer dtype in one collective (packed flat);
         the tensors themselves in one process."""
         if not self.parallel:
             return list(ts)

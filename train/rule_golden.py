@@ -241,16 +241,30 @@ class GoldenRule(Rule):
             if i:
                 gw = exact_matmul(g, weffs[i].T, gmax * lay.swarm * lay.n_out)
                 g = gw * masks[i - 1]
-        grads = comm.all_reduce_sum_many(grads)
+        if comm.parallel and self.grad_reduce_dtype(B) == torch.int32:  # half the bytes, still exact
+            grads = [t.to(torch.int64) for t in comm.all_reduce_sum_many([t.to(torch.int32) for t in grads])]
+        else:
+            grads = comm.all_reduce_sum_many(grads)
         return float(loss), grads, means
 
+    def grad_reduce_dtype(self, batch: int) -> torch.dtype:
+        """int32 when no layer's summed gradient can reach ``2**31`` for a minibatch of
+        ``batch``, else int64: ``|g| <= 2**grad_bits`` at the output, times ``S * M`` per layer
+        going down (STE mask in {-1, 0, 1}), times ``x_max * batch`` for ``G = g.T @ x``."""
+        g, worst = 1 << self.opts.grad_bits, 0
+        for lay in reversed(self.model_config.layers):
+            worst = max(worst, g * lay.x_max * batch)
+            g *= lay.swarm * lay.n_out
+        return torch.int32 if worst < 1 << 31 else torch.int64
+
     def allreduce_bytes(self, batch: int) -> int:
-        """Payload bytes :meth:`surrogate_gradients` all-reduces per step on more than one rank
-        (int64): ``3 M`` column sums per hidden layer and ``batch x classes`` scores in the first
-        collective, every layer's ``M x N`` gradient in the second."""
+        """Payload bytes :meth:`surrogate_gradients` all-reduces per step on more than one rank:
+        ``3 M`` column sums per hidden layer and ``batch x classes`` scores (int64) in the first
+        collective, every layer's ``M x N`` gradient (:meth:`grad_reduce_dtype`) in the second."""
         layers = self.model_config.layers
         first = sum(3 * lay.n_out for lay in layers[:-1]) + batch * layers[-1].n_out
-        return 8 * (first + sum(lay.n_out * lay.n_in for lay in layers))
+        width = 4 if self.grad_reduce_dtype(batch) == torch.int32 else 8
+        return 8 * first + width * sum(lay.n_out * lay.n_in for lay in layers)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         m, cfg = self.model, self.model.cfg

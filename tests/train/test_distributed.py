@@ -19,6 +19,8 @@ QUICK = ["--flip-threshold", "8", "--opt", "homeostasis_shift=3", "--quiet", "--
 RUNS = {
     "digits": ["--dataset", "digits", "--epochs", "3"],  # 1437 samples: 11 steps of 128
     "mnist5k": ["--dataset", "mnist5k", "--epochs", "1", "--batch-size", "125"],  # shards 63 + 62
+    # two hidden layers: the summed gradients need int64 (the two above reduce them as int32)
+    "digits-deep": ["--dataset", "digits", "--arch", "64-256-256-10", "--epochs", "2"],
 }
 WORKER = str(Path(__file__).with_name("_distributed_worker.py"))
 _DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -220,7 +222,7 @@ class _CountingComm(Comm):
         super().__init__(0, 2)
 
     def all_reduce_sum(self, t):
-        assert t.dtype == torch.int64
+        assert t.dtype in (torch.int64, torch.int32)
         self.reduced_bytes += t.numel() * t.element_size()
         self.reductions += 1
         return t
@@ -239,5 +241,19 @@ def test_allreduce_bytes_per_step_is_what_the_step_reduces():
     rule.comm = comm = _CountingComm()
     rule.train_step(x, y)
     assert comm.reductions == 2  # two collectives per step
-    assert comm.reduced_bytes == rule.allreduce_bytes(50) == 8 * (3 * (32 + 16) + 50 * 10
-                                                                  + 64 * 32 + 32 * 16 + 16 * 10)
+    assert rule.grad_reduce_dtype(50) == torch.int32  # 1024 * 10 * 16 * 255 * 50 < 2**31
+    assert comm.reduced_bytes == rule.allreduce_bytes(50) == (
+        8 * (3 * (32 + 16) + 50 * 10) + 4 * (64 * 32 + 32 * 16 + 16 * 10))
+
+
+@pytest.mark.parametrize("arch, batch, dtype", [
+    ((64, 512, 10), 128, torch.int32), ((784, 512, 10), 128, torch.int32),
+    ((784, 512, 10), 1024, torch.int64), ((784, 256, 256, 256, 10), 128, torch.int64),
+])
+def test_grad_reduce_dtype_bound(arch, batch, dtype):
+    from bitswarm.train.rule_golden import GoldenRule
+    from bitswarm.train.rules import NetSpec
+    from bitswarm.train.trainer import DEFAULT_FLIP
+
+    rule = GoldenRule(NetSpec(arch, (arch[0],), flip=DEFAULT_FLIP))
+    assert rule.grad_reduce_dtype(batch) == dtype
