@@ -62,9 +62,15 @@ def _add_build_dir(p: argparse.ArgumentParser) -> None:
 
 
 def _build_root(args) -> Path:
-    from .verilator import default_build_root
+    from bitswarm.golden.errors import ConfigError
 
-    return Path(args.build_dir) if args.build_dir else default_build_root()
+    from .verilator import BUILD_DIR_ENV, default_build_root
+
+    root = Path(args.build_dir) if args.build_dir else default_build_root()
+    if root.exists() and not root.is_dir():
+        source = "--build-dir" if args.build_dir else f"${BUILD_DIR_ENV}"
+        raise ConfigError(f"{source} {root} exists and is not a folder")
+    return root
 
 
 def _cmd_clean(args) -> int:
@@ -115,10 +121,11 @@ def _cmd_sim(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, not {args.limit}")
     waves = _check_waves(args)
+    build_root = _build_root(args) if args.backend == "verilator" else None
     model = load_model(args.model)
     ds = load_dataset(args.dataset, args.data_dir)
     if args.train:
-        return _cmd_train(args, model, ds)
+        return _cmd_train(args, model, ds, build_root)
     if tuple(ds.input_shape) != tuple(model.cfg.input_shape) and ds.n_inputs != model.cfg.layers[0].n_in:
         raise ConfigError(
             f"{args.dataset} samples are {'x'.join(map(str, ds.input_shape))} but the model takes "
@@ -134,8 +141,8 @@ def _cmd_sim(args) -> int:
               file=sys.stderr, flush=True)
     kw = {}
     tmp_waves = None
-    if args.backend == "verilator":
-        kw["build_root"] = _build_root(args)
+    if build_root is not None:
+        kw["build_root"] = build_root
     if waves is not None:  # written beside the target, moved into place once complete
         fd, name = tempfile.mkstemp(prefix=f".{waves.stem}.", suffix=waves.suffix, dir=waves.parent)
         os.close(fd)
@@ -208,7 +215,7 @@ def _state_mismatches(a, b) -> int:
     return n
 
 
-def _cmd_train(args, model, ds) -> int:
+def _cmd_train(args, model, ds, build_root: Path | None = None) -> int:
     """On-device training (SPEC §12) on the virtual accelerator or the RTL on Verilator, checked
     against golden ``onchip_train`` over the whole run."""
     import time
@@ -244,7 +251,7 @@ def _cmd_train(args, model, ds) -> int:
     else:
         from .bulk import VerilatorTrainer
 
-        trainer = VerilatorTrainer(model, oc, build_root=_build_root(args))
+        trainer = VerilatorTrainer(model, oc, build_root=build_root)
         trainer.build()
         t0 = time.perf_counter()
         run = trainer.train(x, y)

@@ -200,6 +200,17 @@ def test_sim_waves_fst(tmp_path, capsys):
         assert not wav.exists()
 
 
+def test_build_dir_must_be_a_folder(tmp_path, capsys, monkeypatch):
+    _setup(tmp_path)
+    (tmp_path / "f").write_text("")
+    rc, _, err = _sim(tmp_path, capsys, "--backend", "verilator", "--build-dir", str(tmp_path / "f"))
+    assert rc == 2 and err.strip() == f"bitswarm: error: --build-dir {tmp_path / 'f'} exists and is not a folder"
+    monkeypatch.setenv("BITSWARM_BUILD_DIR", str(tmp_path / "f"))
+    assert main(["clean"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"bitswarm: error: $BITSWARM_BUILD_DIR {tmp_path / 'f'} exists and is not a folder")
+
+
 def test_clean_command(tmp_path, capsys):
     bd = tmp_path / "bd"
     for name in ("bulk_0123456789abcdef", "mac_array"):
