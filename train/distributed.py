@@ -130,7 +130,7 @@ class Comm:
         """This rank's rows of a global minibatch of ``n``: ``[r*n//W, (r+1)*n//W)``.
 
         Contiguous, in order, sizes differing by at most one; their concatenation over ranks is
-        the whole minibatch. A rank may get no rows (``n < W``); it still joins every collective.
+        the whole minibatch (the trainer refuses ``n < W``: every rank gets at least one row).
         """
         return slice(self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size)
 

@@ -305,6 +305,9 @@ def train(
     if world > 1 and not rule_cls.data_parallel:
         raise ConfigError(f"rule {config.rule!r} cannot train on {world} processes: "
                           f"{rule_cls.serial_reason}; run it in one process (no torchrun, no --nproc)")
+    if world > config.batch_size:
+        raise ConfigError(f"batch_size {config.batch_size} is smaller than the {world} processes; "
+                          "each rank needs at least one sample of every minibatch")
     if out is not None and not rule_cls.exportable:
         raise ConfigError(
             f"rule {config.rule!r} trains a float reference network that is not a bitswarm "

@@ -180,6 +180,13 @@ def test_nproc_inside_torchrun_refused(monkeypatch, capsys, tmp_path):
     assert "--nproc inside a torchrun worker" in capsys.readouterr().err
 
 
+def test_batch_smaller_than_world_refused(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "0")
+    assert main(["train", "--batch-size", "2", "--out", str(tmp_path / "m.bsm")]) == 2
+    assert "batch_size 2 is smaller than the 4 processes" in capsys.readouterr().err
+
+
 def test_rank_argv_drops_only_nproc():
     from bitswarm.cli import build_parser
     from bitswarm.train.cli import _rank_argv
