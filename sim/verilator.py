@@ -16,7 +16,7 @@ else ``./sim_build`` (:func:`default_build_root`). Every folder a build makes ho
 ``.bitswarm-build`` stamp, touched each time the build is used. The content-keyed harness builds
 (``bulk_<hash>``, ``onchip_<hash>``) are a cache: :func:`prune_builds` keeps the
 ``$BITSWARM_BUILD_KEEP`` (default 16) most recently used ones, and :func:`clean_builds`
-(``bitswarm clean``) removes every stamped folder.
+(``bitswarm clean``) removes them and every other stamped folder.
 """
 
 from __future__ import annotations
@@ -84,22 +84,30 @@ def _keep_from_env() -> int:
     return keep
 
 
-def _stamped(root: Path) -> list[Path]:
+def _ours(root: Path) -> list[Path]:
+    """Build folders under ``root``: stamped ones, and content-keyed ones (their names are
+    bitswarm's; builds made before stamps existed have none)."""
     if not root.is_dir():
         return []
-    return [d for d in root.iterdir() if d.is_dir() and not d.is_symlink() and (d / STAMP).is_file()]
+    return [d for d in root.iterdir() if d.is_dir() and not d.is_symlink()
+            and ((d / STAMP).is_file() or _CACHED.match(d.name))]
+
+
+def _last_use(d: Path) -> float:
+    s = d / STAMP
+    return (s if s.is_file() else d).stat().st_mtime
 
 
 def prune_builds(root: Path, keep: int | None = None) -> list[Path]:
     """Delete all but the ``keep`` most recently used content-keyed builds under ``root``
-    (``bulk_<hash>`` / ``onchip_<hash>`` folders with a stamp; default ``$BITSWARM_BUILD_KEEP``
-    or 16). Other folders are never touched. Returns the deleted folders, oldest first."""
+    (``bulk_<hash>`` / ``onchip_<hash>`` folders; default ``$BITSWARM_BUILD_KEEP`` or 16).
+    Other folders are never touched. Returns the deleted folders, oldest first."""
     if keep is None:
         keep = _keep_from_env()
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
         raise ConfigError(f"keep must be an integer >= 1, not {keep!r}")
-    builds = [d for d in _stamped(Path(root)) if _CACHED.match(d.name)]
-    builds.sort(key=lambda d: (d / STAMP).stat().st_mtime, reverse=True)
+    builds = [d for d in _ours(Path(root)) if _CACHED.match(d.name)]
+    builds.sort(key=_last_use, reverse=True)
     old = builds[keep:][::-1]
     for d in old:
         shutil.rmtree(d, ignore_errors=True)
@@ -107,10 +115,10 @@ def prune_builds(root: Path, keep: int | None = None) -> list[Path]:
 
 
 def clean_builds(root: Path) -> list[Path]:
-    """Delete every build folder bitswarm made under ``root`` (those with a stamp), then
+    """Delete every build folder bitswarm made under ``root`` (stamped or content-keyed), then
     ``root`` itself if that leaves it empty. Returns the deleted folders."""
     root = Path(root)
-    gone = sorted(_stamped(root))
+    gone = sorted(_ours(root))
     for d in gone:
         shutil.rmtree(d, ignore_errors=True)
     if root.is_dir() and not any(root.iterdir()):

@@ -72,11 +72,14 @@ def test_prune_builds_keeps_the_most_recent(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / STAMP).touch()
         os.utime(tmp_path / name / STAMP, (0, 0))
-    (tmp_path / "bulk_00000000000000ff").mkdir()  # no stamp: not ours
+    (tmp_path / "bulk_notahash").mkdir()  # neither stamped nor content-keyed: not ours
+    legacy = tmp_path / "onchip_00000000000000ff"  # a build from before stamps: folder mtime
+    legacy.mkdir()
+    os.utime(legacy, (0, 0))
     gone = prune_builds(tmp_path, keep=3)
-    assert gone == builds[1:4]
+    assert gone == [legacy, *builds[1:4]]
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted(["bulk_00000000000000ff", "bulk_0123", "mac_array", "onchip_zzzz",
+    assert left == sorted(["bulk_notahash", "bulk_0123", "mac_array", "onchip_zzzz",
                            builds[0].name, builds[4].name, builds[5].name])
     assert prune_builds(tmp_path, keep=3) == []
     assert prune_builds(tmp_path / "missing") == []
@@ -95,6 +98,7 @@ def test_prune_builds_bound_from_env(tmp_path, monkeypatch):
 
 def test_clean_builds(tmp_path):
     builds = _fake_builds(tmp_path / "c", 2)
-    assert clean_builds(tmp_path / "c") == builds
+    (tmp_path / "c" / "bulk_00000000000000ff").mkdir()  # unstamped, content-keyed: ours
+    assert clean_builds(tmp_path / "c") == [*builds, tmp_path / "c" / "bulk_00000000000000ff"]
     assert not (tmp_path / "c").exists()
     assert clean_builds(tmp_path / "c") == []
