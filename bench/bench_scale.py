@@ -113,15 +113,15 @@ def _breakdown(dataset: str, steps: int = 30) -> dict:
     return out
 
 
-def _paper(step_s: dict[str, float]) -> list[dict]:
+def _paper(step_s: dict[str, float], replicated: dict[str, float]) -> list[dict]:
     rows = []
     for name, (arch, shape) in PAPER.items():
         rule = GoldenRule(NetSpec(arch, shape, flip=DEFAULT_FLIP))
         payload = rule.allreduce_bytes(BATCH)
         row = {"network": name, "arch": "-".join(map(str, arch)), "batch_size": BATCH,
                "allreduce_bytes_per_step": payload, "ranks": {}}
-        t1 = step_s.get(row["arch"])
-        row["step_s_one_process"] = t1
+        t1, f = step_s.get(row["arch"]), replicated.get(row["arch"])
+        row["step_s_one_process"], row["replicated_fraction"] = t1, f
         for w in RANKS:
             per_rank = ring_allreduce_bytes(payload, w)
             lat = COLLECTIVES_PER_STEP * 2 * (w - 1) * HOP_LATENCY_S
@@ -131,6 +131,8 @@ def _paper(step_s: dict[str, float]) -> list[dict]:
                 e = {"comm_s": comm}
                 if t1:
                     e["efficiency"] = (t1 / w) / (t1 / w + comm)
+                if t1 and f is not None:  # the update every rank applies does not shrink with W
+                    e["efficiency_with_update"] = (t1 / w) / (f * t1 + (1 - f) * t1 / w + comm)
                 d["links"][link] = e
             row["ranks"][str(w)] = d
         rows.append(row)
@@ -178,14 +180,17 @@ def _markdown(rows: list[dict], paper: list[dict], parts: list[dict], meta: dict
     lines += [
         "",
         "## On paper: bytes all-reduced per step and a ring all-reduce at 8 and 64 ranks", "",
-        "Per step the golden rule all-reduces (SUM) two int64 tensors: the hidden layers' column "
-        "sums (3 M each) with the batch's output scores (B x classes), then every layer's M x N "
-        "weight gradient. A ring all-reduce of P bytes sends (and receives) 2 (W - 1) / W x P "
-        f"bytes per rank and takes 2 (W - 1) hops; the model below charges {HOP_LATENCY_S * 1e6:.0f} "
-        "µs per hop and two collectives per step. Efficiency = (t1 / W) / (t1 / W + comm), "
-        "t1 the measured one-process step time above (ideal compute split, fixed global batch).", "",
+        "Per step the golden rule all-reduces (SUM) two integer tensors: the hidden layers' column "
+        "sums (3 M each) with the batch's output scores (B x classes), int64, then every layer's "
+        "M x N weight gradient, int32 where a static bound proves the sum below 2**31 (the two "
+        "one-hidden-layer networks at B = 128), int64 otherwise (SFC). A ring all-reduce of P "
+        "bytes sends (and receives) 2 (W - 1) / W x P bytes per rank and takes 2 (W - 1) hops; "
+        f"the model charges {HOP_LATENCY_S * 1e6:.0f} µs per hop and two collectives per step. "
+        "Efficiency (ideal) = (t1 / W) / (t1 / W + comm), t1 the measured one-process step time "
+        "above, fixed global batch; \"with update\" also keeps the replicated fraction f of the "
+        "breakdown above on every rank: (t1 / W) / (f t1 + (1 - f) t1 / W + comm).", "",
         "| network | P bytes/step | W | bytes sent/rank/step | latency/step | "
-        + " | ".join(f"comm/step @ {k} | efficiency @ {k}" for k in LINKS) + " |",
+        + " | ".join(f"comm/step @ {k} | efficiency ideal / with update @ {k}" for k in LINKS) + " |",
         "|---|---|---|---|---|" + "---|---|" * len(LINKS),
     ]
     for p in paper:
@@ -194,20 +199,23 @@ def _markdown(rows: list[dict], paper: list[dict], parts: list[dict], meta: dict
             for link in LINKS:
                 e = d["links"][link]
                 cells.append(f"{1e3 * e['comm_s']:.2f} ms")
-                cells.append(f"{100 * e['efficiency']:.0f} %" if "efficiency" in e else "n/a")
+                cells.append(f"{100 * e['efficiency']:.0f} % / {100 * e['efficiency_with_update']:.0f} %"
+                             if "efficiency_with_update" in e else "n/a")
             lines.append(f"| {p['network']} | {p['allreduce_bytes_per_step']:,} | {w} | "
                          f"{d['bytes_sent_per_rank']:,.0f} | {1e3 * d['latency_s']:.2f} ms | "
                          + " | ".join(cells) + " |")
     lines += ["", "t1 (one process, one thread, measured above): " + ", ".join(
         f"{p['arch']} {1e3 * p['step_s_one_process']:.2f} ms/step" for p in paper
         if p["step_s_one_process"]) + "; SFC not measured here (n/a).", "",
-        "What it means: the payload is dominated by the M x N gradients (4 to 8 bytes per weight "
-        "bit as int64), independent of W. With the global batch fixed at 128 a step's compute "
-        "shrinks as 1/W while the ring's bytes per rank approach 2 P and its latency grows "
-        "with W, so strong scaling of these small networks stops paying after a few ranks; "
-        "more ranks need a larger global batch (the run is then byte-identical to one process "
-        "at that batch, not at 128) or a narrower gradient type (int32 halves P and is exact while "
-        "|G| < 2**31).", ""]
+        "What it means: the payload is dominated by the M x N gradients (4 or 8 bytes per weight "
+        "bit), independent of W. With the global batch fixed at 128 a step's batch work shrinks "
+        "as 1/W, but the per-weight-bit update (votes, integrate-and-fire, homeostasis) is "
+        "applied in full by every rank, the ring's bytes per rank approach 2 P and its latency "
+        "grows with W: strong scaling of these small networks stops paying after a few ranks. "
+        "More ranks need a larger global batch (byte-identical to one process at that batch, "
+        "not at 128) and a sharded update: reduce-scatter G so each rank votes and fires its "
+        "slice of the weight bits, then all-gather the new bits (1 bit each, packed), which "
+        "halves the gradient traffic and removes the replicated update (not implemented).", ""]
     return "\n".join(lines)
 
 
@@ -242,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         r["same_bytes"] = r["model_sha256"] == ref["model_sha256"]
     step_s = {r["arch"]: BATCH / r["train_samples_per_s"] for r in rows
               if (r["nproc"], r["threads"]) == (1, 1)}
-    paper = _paper(step_s)
     parts = [_breakdown(ds) for ds in epochs]
+    arch_of = {r["dataset"]: r["arch"] for r in rows}
+    paper = _paper(step_s, {arch_of[b["dataset"]]: b["replicated_fraction"] for b in parts})
     meta = {"machine": platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__,
             "argv": list(argv if argv is not None else sys.argv[1:]), "repeats": repeats,
             "wall_s": time.perf_counter() - t0, "batch_size": BATCH,
