@@ -4,7 +4,9 @@
 
 - ``crash:RANK:STEP``: rank ``RANK`` dies (``os._exit(3)``, no cleanup) at its ``STEP``-th
   training step (1-based, counted over the run);
-- ``write:EPOCH``: rank 0 fails to write the checkpoint of epoch ``EPOCH`` (PermissionError).
+- ``write:EPOCH``: rank 0 fails to write the checkpoint of epoch ``EPOCH`` (PermissionError);
+- ``noshard``: a mutation, every rank takes the whole minibatch (so every sum counts it W
+  times); the byte-identity check must catch it.
 """
 
 import os
@@ -39,5 +41,10 @@ elif fault.startswith("write:") and rank == 0:
         return save(path, ck)
 
     trainer.save_checkpoint = _save_checkpoint
+
+elif fault == "noshard":
+    from bitswarm.train.distributed import Comm
+
+    Comm.shard = lambda self, n: slice(0, n)
 
 raise SystemExit(main(sys.argv[1:]))

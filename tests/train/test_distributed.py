@@ -102,6 +102,15 @@ def test_two_ranks_write_the_same_model_bytes(tmp_path, dataset):
     assert [m["train_loss"] for m in ck.metrics] == [m["train_loss"] for m in m1]  # float loss too
 
 
+def test_a_sharding_bug_is_caught(tmp_path):
+    # mutation check: ranks that all take the whole minibatch double every sum; the run must
+    # not pass for the single-process one (here the doubled sums even make a variance negative)
+    one, two = tmp_path / "one.bsm", tmp_path / "two.bsm"
+    _one([*RUNS["digits"], *QUICK, "--out", str(one)])
+    r = _torchrun(2, [*RUNS["digits"], *QUICK, "--out", str(two)], script=WORKER, FAULT="noshard")
+    assert r.returncode != 0 or two.read_bytes() != one.read_bytes()
+
+
 def test_resume_with_another_world_size(tmp_path):
     ref = tmp_path / "ref.bsm"
     _one([*RUNS["digits"], *QUICK, "--out", str(ref)])
