@@ -165,7 +165,8 @@ def test_nproc_failure_is_one_line(tmp_path, capfd):
     assert main(["train", "--nproc", "2", "--dataset", f"npz:{tmp_path / 'none.npz'}", "--quiet",
                  "--out", str(tmp_path / "m.bsm")]) == 2
     err = capfd.readouterr().err
-    assert "bitswarm: error: the 2-process run failed: rank 0 (exit code 2), rank 1 (exit code 2)" in err
+    # the ranks that failed before torchrun stopped the rest are named
+    assert "bitswarm: error: the 2-process run failed: rank " in err and "(exit code 2)" in err
     assert "Traceback" not in err
 
 
