@@ -406,9 +406,11 @@ def train(
         train_s = time.perf_counter() - t0
         pred = rule.predict(x_test)
         acc = float((pred == y_test).double().mean())
+        train_acc = float((rule.predict(x_train) == y_train).double().mean())
         rec = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(1, steps),
+            "train_accuracy": train_acc,
             "test_accuracy": acc,
             "flip_rate": [f / (b * steps) if b and steps else 0.0 for f, b in zip(flips, bits, strict=True)],
             "flips": flips,
