@@ -356,3 +356,16 @@ def test_cli_summary_and_selfcheck(tmp_path):
     assert d["total"]["weight_bits"] == 4 * (64 * 24 + 24 * 10)
     r = _bitswarm("selfcheck", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["ok"] is True
+
+
+def test_files_get_the_umask_mode(tmp_path):
+    """mkstemp alone makes 0600; a model file must be readable like any other output."""
+    old = os.umask(0o022)
+    try:
+        save_model(_model(), tmp_path / "m.bsm")
+        os.umask(0o027)
+        save_model(_model(), tmp_path / "g.bsm")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.bsm").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "g.bsm").stat().st_mode & 0o777 == 0o640
