@@ -14,7 +14,7 @@ venv: $(STAMP)
 # recompiles the popcount kernel (setup.py builds bitswarm.sim._popcount in place).
 $(STAMP): pyproject.toml setup.py sim/_popcount.c
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24" "setuptools>=77" wheel
+	$(PY) -m pip install --quiet --upgrade "pip>=24" "setuptools>=77,<81" wheel
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
