@@ -23,7 +23,7 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 #: Top-level folders that are sub-packages of ``bitswarm``.
-SUBPACKAGES = ("golden", "hw", "sim", "train")
+SUBPACKAGES = ("golden", "hw", "interop", "sim", "train")
 PACKAGES = ["bitswarm"] + [
     f"bitswarm.{p}"
     for p in find_packages(os.path.dirname(os.path.abspath(__file__)),

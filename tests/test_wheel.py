@@ -22,7 +22,7 @@ from bitswarm.golden.model import save_model
 from tests.hw.test_accel import _random_model
 
 REPO = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("golden", "hw", "sim", "train")
+SUBPACKAGES = ("golden", "hw", "interop", "sim", "train")
 HARNESS = ("harness.cpp", "harness_onchip.cpp", "harness_common.h", "_popcount.c")
 _SKIP = (".venv", ".git", "sim_build", "out", "build", "runs", "*.egg-info", "__pycache__",
          "*.so", ".pytest_cache", ".hypothesis", ".ruff_cache", "*.vcd", "*.fst")
@@ -56,6 +56,7 @@ def test_wheel_contents(wheel):
             if n.endswith("/__init__.py")}
     assert pkgs == _expected_packages()
     assert "bitswarm.train.zoo" in pkgs
+    assert "bitswarm.interop" in pkgs
     for f in HARNESS:
         assert f"bitswarm/sim/{f}" in names, f
     assert "bitswarm/golden/SPEC.md" in names
