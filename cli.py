@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "bitswarm.sim.cli",
     "bitswarm.train.cli",
     "bitswarm.train.zoo.cli",
+    "bitswarm.interop.cli",
 ]
 
 
