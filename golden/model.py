@@ -257,6 +257,14 @@ class Model:
     def predict(self, x) -> torch.Tensor:
         return argmax(self.forward(x))
 
+    def to_torch(self) -> "torch.nn.Module":
+        """This model as an integer-exact torch ``nn.Module`` (for a user's torch code,
+        ``torch.jit.trace`` and ``torch.onnx.export``): a
+        :class:`bitswarm.interop.torch_module.GoldenModule` holding a copy of the integer state."""
+        from bitswarm.interop.torch_module import GoldenModule
+
+        return GoldenModule(self)
+
     def equal(self, other: "Model") -> bool:
         """Bit-for-bit equality of configuration and all integer state."""
 
