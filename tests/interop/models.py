@@ -76,8 +76,8 @@ def random_model(name: str, seed: int = 0, thresholds: str = "spread") -> Model:
         m.theta[i] = th.to(torch.int32)
         if not lay.output:
             m.invert[i] = torch.randint(0, 2, (lay.n_out,), generator=g, dtype=torch.uint8)
-    if thresholds == "boundary":  # layer by layer, theta = z of sample 0
-        x = inputs_for(m, 1, seed)
+    if thresholds == "boundary":  # layer by layer, theta = z of inputs_for(m)'s sample 0
+        x = inputs_for(m, 1)
         for i in range(len(m.cfg.layers)):
             m.theta[i] = _preact(m, i, x).to(torch.int32)
     m.validate()
