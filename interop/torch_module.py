@@ -57,7 +57,7 @@ class GoldenModule(nn.Module):
             self.register_buffer(f"invert{i}", model.invert[i].cpu().bool())
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Scores ``[B, classes]`` (int64) of uint8 ``pixels`` ``[B, *input_shape]`` or ``[B, N]``."""
+        """Scores ``[B, classes]`` int64 of uint8 pixels ``[B, *input_shape]`` or ``[B, N]``."""
         cfg = self.cfg
         if pixels.dtype != torch.uint8:
             raise ConfigError(f"pixels must be uint8, not {pixels.dtype}")
