@@ -292,3 +292,13 @@ def test_cli_export_missing_format_module(monkeypatch):
     monkeypatch.setitem(cli.FORMATS, "c", "bitswarm.interop.no_such_export:export_x")
     with pytest.raises(ConfigError, match="--format c is not available"):
         cli.get_exporter("c")
+
+
+def test_cli_export_missing_dependency(monkeypatch, tmp_path):
+    from bitswarm.interop import cli
+
+    (tmp_path / "fake_export.py").write_text("import no_such_package_xyz  # noqa\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.FORMATS, "c", "fake_export:export_x")
+    with pytest.raises(ConfigError, match="needs the Python package 'no_such_package_xyz'"):
+        cli.get_exporter("c")
