@@ -369,9 +369,9 @@ def model_from_bytes(data: bytes, where: str = "model file", *, quiet: bool = Fa
             raise ModelFileError(f"{where}: integrity check failed (SHA-256 digest mismatch): "
                                  "the file is corrupted or was edited")
         del header[DIGEST_KEY]
-    elif not quiet:
-        notice(f"{where} has no integrity digest (written by an older bitswarm); it is loaded "
-               "unchecked — save it again to add one")
+        unsealed = False
+    else:
+        unsealed = isinstance(header, dict)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelFileError(f"{where}: header format must be {FORMAT!r}")
     if header.get("version") != VERSION:
@@ -385,6 +385,9 @@ def model_from_bytes(data: bytes, where: str = "model file", *, quiet: bool = Fa
     if unknown:
         raise ModelFileError(f"{where}: unknown header field(s) {unknown}: the file is corrupted "
                              "or was not written by bitswarm")
+    if unsealed and not quiet:  # only now: a damaged digest field is an error, not a notice
+        notice(f"{where} has no integrity digest (written by an older bitswarm); it is loaded "
+               "unchecked — save it again to add one")
     try:
         cfg = ModelConfig.from_dict(header["config"])
     except (ConfigError, TypeError) as e:

@@ -99,9 +99,6 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                              {k: v.numpy() for k, v in tensors.items()}):
             raise CheckpointError(f"{p}: integrity check failed (SHA-256 digest mismatch): the "
                                   "checkpoint is corrupted or was edited")
-    else:
-        notice(f"{p} has no integrity digest (written by an older bitswarm); it is loaded "
-               "unchecked")
     if not isinstance(h, dict) or h.get("format") != CKPT_FORMAT:
         raise CheckpointError(f"{p}: header format must be {CKPT_FORMAT!r}")
     if h.get("version") != CKPT_VERSION:
@@ -110,6 +107,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                      ("metrics", list)):
         if not isinstance(h.get(key), typ):
             raise CheckpointError(f"{p}: header field {key!r} is missing or not a {typ.__name__}")
+    unknown = sorted(set(h) - {"format", "version", "config", "epoch", "data_order", "rule_meta",
+                               "metrics", DIGEST_KEY})
+    if unknown:
+        raise CheckpointError(f"{p}: unknown header field(s) {unknown}: the checkpoint is corrupted "
+                              "or was not written by bitswarm")
+    if DIGEST_KEY not in h:  # after the checks: a damaged digest field is an error, not a notice
+        notice(f"{p} has no integrity digest (written by an older bitswarm); it is loaded "
+               "unchecked")
     model = None
     if "model_file" in tensors:
         try:
