@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "bitswarm.train.cli",
     "bitswarm.train.zoo.cli",
     "bitswarm.interop.cli",
+    "bitswarm.interop.import_cli",
 ]
 
 
