@@ -1,6 +1,6 @@
 """A W1A1 QONNX network (e.g. exported by Brevitas) as a bitswarm model (issue 14, SPEC §13).
 
-:func:`import_qonnx` runs ``qonnx.util.cleanup`` and walks the graph from its one input to its
+:func:`import_qonnx` walks the graph (node names as in the file) from its one input to its
 one output as a chain of layers. Each layer is
 
     [input quantizer] -> MatMul | Gemm (quantized constant weights) -> affine ops -> quantizer
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -43,18 +44,15 @@ __all__ = ["fold_threshold", "import_qonnx"]
 _AFFINE = ("Mul", "Div", "Add", "Sub")
 _PASS = ("Identity", "Dropout")
 _SHAPE = ("Flatten", "Reshape", "Squeeze", "Unsqueeze")
-_TOL = 1e-9
 
 
 def fold_threshold(s: float, b: float, z_bound: int) -> tuple[int, int]:
     """SPEC §13: ``(θ, inv)`` with ``((z ≥ θ) XOR inv) == (s·z + b ≥ 0)`` for every integer
-    ``|z| ≤ z_bound``, and ``|θ| ≤ z_bound``."""
+    ``|z| ≤ z_bound``, and ``|θ| ≤ z_bound``; exact in rational arithmetic on the floats
+    ``s``, ``b`` (no rounding of ``−b/s``)."""
     if s == 0:
         return -z_bound, 0 if b >= 0 else 1
-    t = -b / s
-    r = round(t)
-    if abs(t - r) <= _TOL * max(1.0, abs(t)):  # an integer up to float64 rounding
-        t = float(r)
+    t = Fraction(-b) / Fraction(s)  # exact: every float is a fraction
     if s > 0:  # z ≥ t  <=>  z ≥ ceil(t)
         theta, inv = math.ceil(t), 0
     else:  # z ≤ t  <=>  not (z ≥ floor(t) + 1)
@@ -70,16 +68,17 @@ class _Unmappable(Exception):
                          f"bitswarm layer: {reason}")
 
 
-def _weight_planes(node, w_int: np.ndarray):
-    """``(kind, swarm, weights tensor)`` of an integer weight matrix ``[M, N]``."""
+def _weight_planes(node, w_int: np.ndarray, min_swarm: int = 1):
+    """``(kind, swarm, weights tensor)`` of an integer weight matrix ``[M, N]``: the fewest
+    planes (at least ``min_swarm``) that sum to it."""
     vals = np.unique(w_int)
-    if set(vals.tolist()) <= {-1, 1}:
+    if min_swarm == 1 and set(vals.tolist()) <= {-1, 1}:
         return "binary", 1, torch.from_numpy(((w_int + 1) // 2).astype(np.uint8)[None])
-    if set(vals.tolist()) <= {-1, 0, 1}:
+    if min_swarm == 1 and set(vals.tolist()) <= {-1, 0, 1}:
         return "ternary", 1, torch.from_numpy(w_int.astype(np.int8))
     top = int(np.abs(w_int).max())
     for s in SWARM_SIZES:
-        if s >= top and np.all((w_int - s) % 2 == 0):
+        if s >= max(top, min_swarm) and np.all((w_int - s) % 2 == 0):
             ones = (w_int + s) // 2  # planes 0..ones-1 are 1
             planes = (np.arange(s)[:, None, None] < ones[None]).astype(np.uint8)
             return "binary", s, torch.from_numpy(planes)
@@ -153,7 +152,6 @@ def _consumer(g, name):
 def _load(path):
     import onnx
     from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.util.cleanup import cleanup_model
 
     try:
         proto = onnx.load(str(path))
@@ -161,12 +159,15 @@ def _load(path):
         raise ModelFileError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
     if not proto.graph.node:
         raise ModelFileError(f"{path}: the ONNX graph has no nodes")
-    try:
-        mw = cleanup_model(ModelWrapper(proto))
-    except Exception as e:
-        raise ModelFileError(f"{path}: qonnx cannot clean the graph up ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    return proto, mw
+    inits = {t.name for t in proto.graph.initializer}
+    # initializers listed as graph inputs (Brevitas's exporter does so) are constants
+    keep = [i for i in proto.graph.input if i.name not in inits]
+    del proto.graph.input[:]
+    proto.graph.input.extend(keep)
+    for k, n in enumerate(proto.graph.node):  # errors name nodes; give nameless ones a name
+        if not n.name:
+            n.name = f"{n.op_type}_{k}"
+    return proto, ModelWrapper(proto)
 
 
 def import_qonnx(path: str | os.PathLike, *, input_shape: tuple[int, ...] | None = None) -> Model:
@@ -282,7 +283,7 @@ def _import(mw, proto, input_shape):
                                           "pixels ≥ 128 (bitswarm's input_bits = 1)")
                     in_bits, phase = 1, "x"
                 elif phase == "acc":
-                    _finish(cur_lay, s, b, thetas, invs, hidden=True)
+                    _finish(cur_lay, s, b, thetas, invs)
                     phase = "x"
                 else:
                     raise _Unmappable(n, "two quantizers in a row")
@@ -355,7 +356,19 @@ def _import(mw, proto, input_shape):
         raise ConfigError("the graph output is not the scores of a MatMul/Gemm layer")
     if not layers:
         raise ConfigError("the graph has no MatMul/Gemm layer")
-    _finish(cur_lay, s, b, thetas, invs, hidden=False)
+    th_out = _output_theta(s, b)
+    need = int(np.abs(th_out).max(initial=0))
+    while need > cur_lay.z_bound:  # scores z − θ are exact only with |θ| ≤ z_bound: more planes
+        w_int = _effective(cur_lay, ws[-1])
+        bigger = [v for v in SWARM_SIZES if v > cur_lay.swarm and np.all((w_int - v) % 2 == 0)]
+        if not bigger or cur_lay.weights == "ternary":
+            raise ConfigError(f"an output threshold {need} exceeds the last layer's bound "
+                              f"{cur_lay.z_bound}")
+        kind, swarm, wt = _weight_planes(None, w_int, bigger[0])
+        cur_lay = LayerConfig(**{**cur_lay.to_dict(), "swarm": swarm, "weights": kind})
+        layers[-1], ws[-1] = cur_lay, wt
+    thetas.append(torch.tensor(th_out.astype(np.int64), dtype=torch.int32))
+    invs.append(torch.zeros(cur_lay.n_out, dtype=torch.uint8))
     layers[-1] = LayerConfig(**{**layers[-1].to_dict(), "output": True})
     if input_shape is None:
         props = {p.key: p.value for p in proto.metadata_props}
@@ -379,30 +392,31 @@ def get_by_name_attr(n, key, default):
     return v.decode() if isinstance(v, bytes) else v
 
 
-def _finish(lay, s, b, thetas, invs, *, hidden):
+def _effective(lay, w) -> np.ndarray:
+    from bitswarm.golden.layer import effective_weights
+
+    return effective_weights(lay, w).numpy().astype(np.int64)
+
+
+def _finish(lay, s, b, thetas, invs):
     zb = lay.z_bound
-    if hidden:
-        th, iv = zip(*(fold_threshold(float(sj), float(bj), zb) for sj, bj in zip(s, b,
-                                                                                 strict=True)),
-                     strict=True)
-        thetas.append(torch.tensor(th, dtype=torch.int32))
-        invs.append(torch.tensor(iv, dtype=torch.uint8))
-        return
+    th, iv = zip(*(fold_threshold(float(sj), float(bj), zb) for sj, bj in zip(s, b, strict=True)),
+                 strict=True)
+    thetas.append(torch.tensor(th, dtype=torch.int32))
+    invs.append(torch.tensor(iv, dtype=torch.uint8))
+
+
+def _output_theta(s, b) -> np.ndarray:
+    """Integer output thresholds with ``argmax(s·z + b) == argmax(z − θ)`` (SPEC §13)."""
     s0 = float(s[0])
     if s0 <= 0 or not np.allclose(s, s0, rtol=1e-6, atol=0):
         raise ConfigError("the output scores need one positive scale shared by all classes "
                           f"(found {np.unique(s)[:4].tolist()}): argmax would not be integer")
     t = -np.asarray(b, dtype=np.float64) / s0
     frac = t - np.floor(t)
-    near = np.abs(t - np.round(t)) <= 1e-6
-    if np.all(near):
-        th = np.round(t)
-    elif np.allclose(frac, frac[0], atol=1e-6):
-        th = np.floor(t)
-    else:
-        raise ConfigError("the output offsets −b/s are not integers (nor equal fractions): "
-                          "the scores cannot be integers without changing the classes")
-    if np.abs(th).max(initial=0) > zb:
-        raise ConfigError(f"an output threshold exceeds the layer's bound {zb}")
-    thetas.append(torch.tensor(th.astype(np.int64), dtype=torch.int32))
-    invs.append(torch.zeros(lay.n_out, dtype=torch.uint8))
+    if np.all(np.abs(t - np.round(t)) <= 1e-6):
+        return np.round(t)
+    if np.allclose(frac, frac[0], atol=1e-6):
+        return np.floor(t)
+    raise ConfigError("the output offsets −b/s are not integers (nor equal fractions): "
+                      "the scores cannot be integers without changing the classes")
