@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bitswarm.golden.errors import ConfigError, ModelFileError
+from bitswarm.golden.errors import BitswarmError, ConfigError, ModelFileError
 from bitswarm.golden.layer import SWARM_SIZES, LayerConfig
 from bitswarm.golden.model import PIXEL_BITS, Model, ModelConfig
 
@@ -184,6 +184,12 @@ def import_qonnx(path: str | os.PathLike, *, input_shape: tuple[int, ...] | None
         return _import(mw, proto, input_shape)
     except _Unmappable as e:
         raise ConfigError(f"{path}: {e}") from None
+    except BitswarmError:
+        raise
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError) as e:
+        # a structurally broken graph (protobuf parses almost any bytes): one line, no traceback
+        raise ModelFileError(f"{path}: malformed ONNX graph ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
 def _import(mw, proto, input_shape):
