@@ -103,8 +103,8 @@ def test_argmax_ties_lowest_index(tmp_path):
     assert (argmax(torch.from_numpy(got)) == 3).all()
 
 
-@pytest.mark.slow
 def test_mnist5k_test_set(tmp_path):
+    """A trained 784-128-10 mnist5k model (3 epochs, ~5 s) on the whole mnist5k test split."""
     from bitswarm.golden.model import load_model
     from bitswarm.train import TrainConfig, load_dataset, train
 
