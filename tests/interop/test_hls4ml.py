@@ -62,3 +62,14 @@ def test_argmax_ties(tmp_path):
     x = inputs_for(m, 20)
     got = hls4ml_scores(m, x, tmp_path)
     assert (argmax(torch.from_numpy(got)) == 3).all()
+
+
+def test_broken_model_is_caught(tmp_path):
+    """Mutation check: hls4ml built from a file of the original model must disagree with golden
+    once one first-layer weight bit of golden's model is flipped."""
+    m = random_model("bits1_ragged", seed=6)
+    x = digits().x_test[:100]
+    got = hls4ml_scores(m, x, tmp_path)
+    np.testing.assert_array_equal(got, m.forward(torch.from_numpy(x)).numpy())
+    m.weights[-1][0, 0, 0] ^= 1  # an output-layer bit: every image's class-0 score moves by 2
+    assert not np.array_equal(got, m.forward(torch.from_numpy(x)).numpy())
