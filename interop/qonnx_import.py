@@ -6,7 +6,9 @@ one output as a chain of layers. Each layer is
     [input quantizer] -> MatMul | Gemm (quantized constant weights) -> affine ops -> quantizer
 
 where the affine ops are any sequence of ``Mul``/``Div``/``Add``/``Sub`` by constants and
-``BatchNormalization``. The pre-activation of layer ``i`` is then ``y = s ⊙ z + b`` (``z`` the
+``BatchNormalization``, and the quantizer is ``BipolarQuant``, a 1-bit signed ``Quant`` or a
+one-step ``MultiThreshold`` (FINN's streamlined form; its ``out_scale``/``out_bias`` make the
+next layer's input ``α·(±1) + β``, and ``β`` times the next weights' column sums joins ``b``). The pre-activation of layer ``i`` is then ``y = s ⊙ z + b`` (``z`` the
 integer XNOR-popcount / unsigned dot product of SPEC §3–§5, ``s``, ``b`` real per neuron) and
 SPEC §13's folding rule turns ``y ≥ 0`` (``BipolarQuant`` or a 1-bit signed ``Quant``) into an
 integer threshold and an invert bit. The graph output must be the last layer's ``y`` with one
@@ -205,7 +207,7 @@ def _import(mw, proto, input_shape):
     # phase "pix": value = pa * pixel + pc; "x": layer input ints (bits: ±1) times x_scale;
     # "acc": y = s * z + b of the current layer
     phase, pa, pc = "pix", 1.0, 0.0
-    in_bits, x_scale = None, 1.0
+    in_bits, x_scale, x_off = None, 1.0, 0.0  # layer input value = x_scale * x + x_off
     s = b = None
     cur_lay = None
     cur = g.input[0].name
@@ -293,7 +295,7 @@ def _import(mw, proto, input_shape):
                     phase = "x"
                 else:
                     raise _Unmappable(n, "two quantizers in a row")
-                x_scale = scale
+                x_scale, x_off = scale, 0.0
             elif phase == "pix" and not signed:
                 ra = get_by_name_attr(n, "rounding_mode", "ROUND").upper()
                 shift = PIXEL_BITS - bits
@@ -303,10 +305,44 @@ def _import(mw, proto, input_shape):
                     raise _Unmappable(n, "a multi-bit input quantizer must compute "
                                       "pixel >> (8 − B) (unsigned, zero point 0, power-of-two "
                                       "scale, FLOOR)")
-                in_bits, phase, x_scale = bits, "x", scale
+                in_bits, phase, x_scale, x_off = bits, "x", scale, 0.0
             else:
                 raise _Unmappable(n, f"{bits}-bit {'signed' if signed else 'unsigned'} "
                                   "activations: only binary (W1A1) hidden activations map")
+        elif op == "MultiThreshold":
+            if len(vals) != 1 or vals[0] is None:
+                raise _Unmappable(n, "the thresholds must be a constant")
+            thr = np.asarray(vals[0], dtype=np.float64)
+            osc = float(get_by_name_attr(n, "out_scale", 1.0))
+            obi = float(get_by_name_attr(n, "out_bias", 0.0))
+            if thr.ndim != 2 or osc <= 0:
+                raise _Unmappable(n, "thresholds must be [channels, steps] with out_scale > 0")
+            if phase == "acc":
+                if thr.shape[1] != 1:
+                    raise _Unmappable(n, f"{thr.shape[1]} thresholds per channel: only binary "
+                                      "(one threshold) hidden activations map")
+                t = np.broadcast_to(thr[:, 0], s.shape)
+                _finish(cur_lay, s, b - t, thetas, invs)  # bit = (y − T ≥ 0)
+                # value = osc·bit + obi = (osc/2)·(±1) + (obi + osc/2)
+                x_scale, x_off, phase = osc / 2, obi + osc / 2, "x"
+            elif phase == "pix":
+                if not np.all(thr == thr[:1]):
+                    raise _Unmappable(n, "pixel thresholds must be the same for every pixel")
+                steps = np.sort(thr[0])
+                p = np.arange(1 << PIXEL_BITS, dtype=np.float64)
+                cnt = ((pa * p + pc)[:, None] >= steps[None]).sum(axis=1)
+                bits = int(len(steps) + 1).bit_length() - 1
+                if len(steps) == 1 and np.array_equal(cnt, p >= 1 << (PIXEL_BITS - 1)):
+                    in_bits, x_scale, x_off = 1, osc / 2, obi + osc / 2
+                elif (1 << bits) == len(steps) + 1 and 2 <= bits <= PIXEL_BITS and np.array_equal(
+                        cnt, p.astype(np.int64) >> (PIXEL_BITS - bits)):
+                    in_bits, x_scale, x_off = bits, osc, obi
+                else:
+                    raise _Unmappable(n, "pixel thresholds must compute pixel ≥ 128 or "
+                                      "pixel >> (8 − B)")
+                phase = "x"
+            else:
+                raise _Unmappable(n, "two quantizers in a row")
         elif op in ("MatMul", "Gemm"):
             if phase == "acc":
                 raise _Unmappable(n, "two MatMul/Gemm without a quantizer between them")
@@ -344,8 +380,8 @@ def _import(mw, proto, input_shape):
             w_int = w_int.astype(np.int64).T  # [M, N]
             kind, swarm, wt = _weight_planes(n, w_int)
             if phase == "pix":  # MatMul on the pixels themselves: 8-bit inputs
-                in_bits, x_scale = PIXEL_BITS, pa
-                extra = extra + pc * (w_int.sum(axis=1) * col)
+                in_bits, x_scale, x_off = PIXEL_BITS, pa, pc
+            extra = extra + x_off * w.sum(axis=0)  # an input offset: c · column sums
             bits_here = in_bits if not layers else 1
             if layers and in_bits is None:
                 raise _Unmappable(n, "internal: no input quantizer")

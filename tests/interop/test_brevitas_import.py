@@ -259,3 +259,43 @@ def test_unreadable_file(tmp_path):
         import_qonnx(p)
     with pytest.raises(ModelFileError, match="no such ONNX file"):
         import_qonnx(tmp_path / "missing.onnx")
+
+
+def test_multithreshold_graph_equals_qonnx_exec(tmp_path):
+    """A FINN-style graph: MultiThreshold input quantizer (pixel >> 4), a bipolar and a 0/1
+    MultiThreshold between layers; the import's classes equal qonnx's execution of the file on
+    the whole digits test set, its scores equal the graph's output divided by the output scale."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.util.cleanup import cleanup_model
+
+    rng = np.random.default_rng(3)
+    dom = "qonnx.custom_op.general"
+
+    def pm1(*shape):
+        return rng.choice([-1.0, 1.0], size=shape)
+
+    inits = {"t0": (np.arange(1, 16) * 16.0)[None], "w0": pm1(64, 32),
+             "t1": rng.uniform(-60, 60, (32, 1)).round(1), "w1": pm1(32, 16),
+             "t2": rng.integers(-6, 7, (16, 1)) * 1.0, "w2": pm1(16, 10)}
+    nodes = [
+        helper.make_node("MultiThreshold", ["x", "t0"], ["q0"], domain=dom, name="in_q",
+                         out_dtype="UINT4"),
+        helper.make_node("MatMul", ["q0", "w0"], ["z0"], name="fc0"),
+        helper.make_node("MultiThreshold", ["z0", "t1"], ["a0"], domain=dom, name="act0",
+                         out_dtype="BIPOLAR", out_scale=2.0, out_bias=-1.0),
+        helper.make_node("MatMul", ["a0", "w1"], ["z1"], name="fc1"),
+        helper.make_node("MultiThreshold", ["z1", "t2"], ["a1"], domain=dom, name="act1",
+                         out_dtype="BINARY"),
+        helper.make_node("MatMul", ["a1", "w2"], ["y"], name="fc2"),
+    ]
+    path = _save(tmp_path, _graph(nodes, inits, n_in=64, n_out=10))
+    m = import_qonnx(path, input_shape=(8, 8))
+    assert [lay.input_bits for lay in m.cfg.layers] == [4, 1, 1]
+    x = digits().x_test
+    mw = cleanup_model(ModelWrapper(str(path)), override_inpsize=len(x))
+    y = execute_onnx(mw, {mw.graph.input[0].name: x.reshape(len(x), -1).astype(np.float32)})
+    y = y[mw.graph.output[0].name]
+    scores = m.forward(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(scores * 0.5, y)  # 0/1 inputs: y = (z± + column sums) / 2
+    np.testing.assert_array_equal(argmax(torch.from_numpy(scores)).numpy(), y.argmax(1))
