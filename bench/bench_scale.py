@@ -139,7 +139,8 @@ def _paper(step_s: dict[str, float], replicated: dict[str, float]) -> list[dict]
     return rows
 
 
-def _markdown(rows: list[dict], paper: list[dict], parts: list[dict], meta: dict) -> str:
+def _markdown(rows: list[dict], paper: list[dict], parts: list[dict], meta: dict,
+              probes: list[dict]) -> str:
     base = {(r["dataset"]): r["train_samples_per_s"] for r in rows if (r["nproc"], r["threads"]) == (1, 1)}
     lines = [
         "# Scale-out benchmark (`make bench-scale`)", "",
@@ -168,9 +169,11 @@ def _markdown(rows: list[dict], paper: list[dict], parts: list[dict], meta: dict
         "file (SHA-256 prefix shown).", "",
         "## Where a step's time goes (one process, one thread, no communication)", "",
         "Rank 0's half of the batch timed in-process with its collectives replaced by its own "
-        "part: the forward/backward shrinks with the shard, the vote + integrate-and-fire + "
-        "homeostasis update of every weight bit does not (every rank applies it to the whole "
-        "model), so it bounds the speed-up (Amdahl) before any communication.", "",
+        "part. \"Replicated\" is the part of a step that does not shrink with the shard, "
+        "full − 2 (full − half): the vote + integrate-and-fire + homeostasis update of every "
+        "weight bit (every rank applies it to the whole model) and the per-step fixed costs of "
+        "the forward/backward (small-matrix calls whose time does not halve with the rows). It "
+        "bounds the speed-up (Amdahl) before any communication.", "",
         "| data set | full step (B = 128) | rank 0 of 2 (64 rows) | replicated update | "
         "replicated fraction | speed-up bound at 2 / 8 ranks |",
         "|---|---|---|---|---|---|",
@@ -181,7 +184,33 @@ def _markdown(rows: list[dict], paper: list[dict], parts: list[dict], meta: dict
                      f"{1e3 * b['replicated_s']:.2f} ms | {100 * f:.0f} % | "
                      f"{1 / (f + (1 - f) / 2):.2f} / {1 / (f + (1 - f) / 8):.2f} |")
     lines += [
-        "",
+        "", "## Measured: the two all-reduces of a step, 2 ranks (gloo, localhost, this machine)", "",
+        "`bench/allreduce_probe.py` under torchrun: each step's forward collective (int64 column "
+        "sums and scores) and gradient collective, timed alone (mean of 100). \"Predicted N = 2 "
+        "step\" = rank 0's half step from the breakdown above + both all-reduces; against it the "
+        "measured N = 2 step (128 / samples/s).", "",
+        "| network | forward all-reduce | gradient all-reduce | comm/step | predicted N = 2 step | "
+        "measured N = 2 step | measured N = 1 step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    half = {r["arch"]: b["half_step_s"] for r, b in zip(
+        [r for r in rows if (r["nproc"], r["threads"]) == (1, 1)], parts, strict=True)}
+    for p in probes:
+        n2 = next(r for r in rows if r["arch"] == p["arch"] and r["nproc"] == 2)
+        n1 = next(r for r in rows if r["arch"] == p["arch"] and (r["nproc"], r["threads"]) == (1, 1))
+        f, g = p["forward"], p["gradients"]
+        lines.append(f"| {p['arch']} | {f['bytes']:,} B: {1e3 * f['seconds']:.2f} ms | "
+                     f"{g['bytes']:,} B ({g['dtype']}): {1e3 * g['seconds']:.2f} ms | "
+                     f"{1e3 * p['comm_s_per_step']:.2f} ms | "
+                     f"{1e3 * (half[p['arch']] + p['comm_s_per_step']):.2f} ms | "
+                     f"{1e3 * BATCH / n2['train_samples_per_s']:.2f} ms | "
+                     f"{1e3 * BATCH / n1['train_samples_per_s']:.2f} ms |")
+    lines += [
+        "", "On these 2 cores a gloo all-reduce costs about a millisecond whatever its size "
+        "(latency, not bandwidth: the ranks and gloo's threads share the cores), so the two "
+        "collectives of a step cost more than the half step they save: N = 2 is slower than "
+        "N = 1 here. The exactness (identical bytes) does not depend on it; the speed-up needs "
+        "cores or machines the ranks do not share.", "",
         "## On paper: bytes all-reduced per step and a ring all-reduce at 8 and 64 ranks", "",
         "Per step the golden rule all-reduces (SUM) two integer tensors: the hidden layers' column "
         "sums (3 M each) with the batch's output scores (B x classes), int64, then every layer's "
@@ -222,6 +251,22 @@ def _markdown(rows: list[dict], paper: list[dict], parts: list[dict], meta: dict
     return "\n".join(lines)
 
 
+def _probe(arch: tuple[int, ...], tmp: Path) -> dict:
+    """Measured gloo all-reduce times (2 ranks, this machine) of one step's two collectives."""
+    hidden = sum(arch[1:-1])
+    fwd = 3 * hidden + BATCH * arch[-1]  # int64: column sums per hidden layer + output scores
+    grads = sum(a * b for a, b in zip(arch[1:], arch[:-1], strict=False))
+    rule_bytes = GoldenRule(NetSpec(arch, (arch[0],), flip=DEFAULT_FLIP)).allreduce_bytes(BATCH)
+    g_dtype = "int32" if rule_bytes == 8 * fwd + 4 * grads else "int64"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           str(Path(__file__).with_name("allreduce_probe.py")), f"int64:{fwd}", f"{g_dtype}:{grads}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env, cwd=tmp)
+    fw, gr = json.loads(r.stdout.strip().splitlines()[-1])
+    return {"arch": "-".join(map(str, arch)), "forward": fw, "gradients": gr,
+            "comm_s_per_step": fw["seconds"] + gr["seconds"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2, help="runs per configuration (best kept)")
@@ -254,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     step_s = {r["arch"]: BATCH / r["train_samples_per_s"] for r in rows
               if (r["nproc"], r["threads"]) == (1, 1)}
     parts = [_breakdown(ds) for ds in epochs]
+    with tempfile.TemporaryDirectory() as tmp:
+        probes = [_probe(tuple(int(a) for a in r["arch"].split("-")), Path(tmp)) for r in rows
+                  if (r["nproc"], r["threads"]) == (1, 1)]
     arch_of = {r["dataset"]: r["arch"] for r in rows}
     paper = _paper(step_s, {arch_of[b["dataset"]]: b["replicated_fraction"] for b in parts})
     meta = {"machine": platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__,
@@ -262,9 +310,10 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_1min": [load0, os.getloadavg()[0]],
             "hop_latency_s": HOP_LATENCY_S, "links_bytes_per_s": LINKS}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "scale.json").write_text(json.dumps({"meta": meta, "measured": rows, "breakdown": parts, "paper": paper},
+    (RESULTS / "scale.json").write_text(json.dumps({"meta": meta, "measured": rows, "breakdown": parts,
+                                                    "allreduce_measured": probes, "paper": paper},
                                                    indent=2) + "\n")
-    (RESULTS / "scale.md").write_text(_markdown(rows, paper, parts, meta))
+    (RESULTS / "scale.md").write_text(_markdown(rows, paper, parts, meta, probes))
     print((RESULTS / "scale.md").read_text())
     if not all(r["same_bytes"] for r in rows):
         print("bench_scale: model bytes differ between process counts", file=sys.stderr)
