@@ -1,4 +1,4 @@
-"""A bitswarm model as a QONNX graph (issue 14): exact integer semantics with QONNX's own ops.
+"""A bitswarm model as a QONNX graph: exact integer semantics with QONNX's own ops.
 
 The graph reads the raw 8-bit pixels as a float32 tensor ``[batch, N]`` (what ``bitswarm eval``
 reads) and gives the integer scores ``z − θ`` (SPEC.md §7) as float32 ``[batch, classes]``.

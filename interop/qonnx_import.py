@@ -1,4 +1,4 @@
-"""A W1A1 QONNX network (e.g. exported by Brevitas) as a bitswarm model (issue 14, SPEC §13).
+"""A W1A1 QONNX network (e.g. exported by Brevitas) as a bitswarm model (SPEC §13).
 
 :func:`import_qonnx` walks the graph (node names as in the file) from its one input to its
 one output as a chain of layers. Each layer is

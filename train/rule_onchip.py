@@ -21,7 +21,7 @@ stored in the model's meta (key ``"onchip"``):
 ``bitswarm train --votes integer`` selects this rule and, unless integrate-and-fire constants
 are given, :data:`ONCHIP_FLIP` (swarms: with stochastic LFSR firing, as the golden rule).
 
-Defaults (issue 8; tuned on digits 64-256-10 x 10 epochs, mnist5k 784-256-10 x 3, fashion
+Defaults (tuned on digits 64-256-10 x 10 epochs, mnist5k 784-256-10 x 3, fashion
 784-256-10 x 1, seeds 0-3): ``margin_pct=300`` (margin 48 for 256 hidden units: the target
 must beat the rival by about three standard deviations of a random score), ``window_pct=200``
 (the error passes hidden units within two standard deviations of their threshold),

@@ -1,4 +1,4 @@
-"""QONNX import (issue 14 item 3): a W1A1 Brevitas network (binary ``QuantLinear``, BatchNorm,
+"""QONNX import: a W1A1 Brevitas network (binary ``QuantLinear``, BatchNorm,
 binary ``QuantIdentity``), trained briefly on digits and exported by Brevitas's own QONNX
 exporter, imported with ``bitswarm import``: its classes equal Brevitas's forward on the whole
 digits test set, and the imported model runs through ``verilog`` and ``sim --backend

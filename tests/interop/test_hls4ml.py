@@ -1,4 +1,4 @@
-"""hls4ml cross-check (issue 14 item 2): the exported QONNX file through hls4ml's QONNX frontend,
+"""hls4ml cross-check: the exported QONNX file through hls4ml's QONNX frontend,
 compiled to its C simulation (g++ and hls4ml's bundled headers), predicts golden's scores."""
 
 from __future__ import annotations

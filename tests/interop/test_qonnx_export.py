@@ -1,4 +1,4 @@
-"""QONNX export (issue 14 item 1): qonnx loads the file, ``qonnx.util.cleanup`` runs, and
+"""QONNX export: qonnx loads the file, ``qonnx.util.cleanup`` runs, and
 ``qonnx.core.onnx_exec`` gives golden's integer scores and classes exactly."""
 
 from __future__ import annotations
