@@ -54,7 +54,7 @@ from .rules import Rule, StepResult, register_rule
 __all__ = ["ONCHIP_FLIP", "OnChipRule", "initial_onchip_model"]
 
 #: Integrate-and-fire constants for integer votes unless given (tuned on digits, mnist5k and
-#: fashion, issue 8): every erring sample votes on every bit of an erring row (with an input
+#: fashion): every erring sample votes on every bit of an erring row (with an input
 #: sign), the accumulator integrates those votes without leak (``a - (a >> L)`` with a large
 #: ``L`` only nudges negative values; a small ``L`` forgets in tens of samples and flips at
 #: random) and a bit flips after a net 30 "wrong" votes; 8 bits hold ``[-128, 127]``.
