@@ -67,7 +67,7 @@ def plot_metrics(metrics: list[dict], folder: str | os.PathLike, title: str = ""
     with_train = [r for r in metrics if "train_accuracy" in r]
     if with_train:
         ax.plot([r["epoch"] for r in with_train], [100 * r["train_accuracy"] for r in with_train],
-                marker="s", label="train")
+                marker="s", label="train (running, during each epoch)")
     ax.plot(ep, [100 * r["test_accuracy"] for r in metrics], marker="o", label="test")
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")

@@ -63,7 +63,7 @@ from bitswarm.golden.homeostasis import (
     floor_mean,
     homeostasis_update,
 )
-from bitswarm.golden.layer import effective_weights, exact_matmul, preact, threshold
+from bitswarm.golden.layer import argmax, effective_weights, exact_matmul, preact, threshold
 from bitswarm.golden.lfsr import LFSR
 from bitswarm.golden.model import Model, quantize_input
 
@@ -180,6 +180,9 @@ class GoldenRule(Rule):
         float64 softmax of the whole minibatch exactly as one process does), then the weight
         gradients. Two collectives per step; the result does not depend on the number of ranks.
 
+        Also sets ``self.last_correct``: how many of the ``B`` samples the scores classify
+        correctly (golden argmax), for the trainer's running train accuracy.
+
         Returns ``(loss, grads, means)``: the float surrogate loss, the integer weight gradient
         ``G`` (int64 ``[M, N]``, summed over the minibatch) of every layer and every hidden
         layer's floor batch mean of ``z`` (int64 ``[M]``, golden
@@ -226,6 +229,7 @@ class GoldenRule(Rule):
         # softmax runs on the CPU whatever the device (a [B, classes] tensor), so CUDA cannot
         # round one of its values differently and change a vote: the step stays bit-exact.
         out = cfg.layers[-1]
+        self.last_correct = int((argmax(scores).cpu() == y.cpu()).sum())
         logits = scores.cpu().to(torch.float64) * (o.temperature / math.sqrt(out.n_in * out.swarm))
         y_cpu = y.cpu()
         loss = F.cross_entropy(logits, y_cpu)
@@ -281,4 +285,4 @@ class GoldenRule(Rule):
         for i, lay in enumerate(cfg.layers):
             if not lay.output:
                 m.theta[i] = homeostasis_update(self.homeostasis, m.theta[i], means[i], lay.theta_bound)
-        return StepResult(loss, flips)
+        return StepResult(loss, flips, self.last_correct)

@@ -171,7 +171,9 @@ class _BnBinaryNet:
         for i, lay in enumerate(cfg.layers):
             z = h @ self._planes(i).sum(0).T
             if lay.output:
-                return F.cross_entropy(self.alpha * z + self.bias, y)
+                logits = self.alpha * z + self.bias
+                self.last_correct = int((logits.detach().argmax(1) == y).sum())
+                return F.cross_entropy(logits, y)
             bn = self.bn[i]
             mu = z.mean(0)
             var = z.var(0, unbiased=False)
@@ -257,7 +259,7 @@ class SteAdamRule(_BnBinaryNet, Rule):
         with torch.no_grad():
             for w in self.latent:
                 w.clamp_(-1, 1)
-        return StepResult(float(loss.detach()), self._flip_count(before))
+        return StepResult(float(loss.detach()), self._flip_count(before), self.last_correct)
 
     def state_tensors(self):
         out = {f"latent{i}": w.detach().cpu().contiguous() for i, w in enumerate(self.latent)}
@@ -318,7 +320,7 @@ class BopRule(_BnBinaryNet, Rule):
                 w[flip] *= -1
                 w.grad = None
                 flips.append(int(flip.sum()))
-        return StepResult(float(loss.detach()), flips)
+        return StepResult(float(loss.detach()), flips, self.last_correct)
 
     def state_tensors(self):
         out = {f"w{i}": w.detach().cpu().contiguous() for i, w in enumerate(self.w)}
@@ -374,10 +376,12 @@ class FloatRule(Rule):
         return h
 
     def train_step(self, x, y) -> StepResult:
-        loss = F.cross_entropy(self._logits(x), y)
+        logits = self._logits(x)
+        loss = F.cross_entropy(logits, y)
         loss.backward()
         self.opt.step()
-        return StepResult(float(loss.detach()), [0] * len(self.model_config.layers))
+        return StepResult(float(loss.detach()), [0] * len(self.model_config.layers),
+                          int((logits.detach().argmax(1) == y).sum()))
 
     @torch.no_grad()
     def predict(self, x, batch: int = 4096):

@@ -82,10 +82,13 @@ class NetSpec:
 
 @dataclass
 class StepResult:
-    """What one minibatch step reports: the surrogate loss and bit flips per layer."""
+    """What one minibatch step reports: the surrogate loss, bit flips per layer and, where the
+    rule's step scores the minibatch anyway, how many of its samples the network classified
+    correctly before the step (``None`` where the rule does not say)."""
 
     loss: float
     flips: list[int]
+    correct: int | None = None
 
 
 def parse_options(cls: type, given: dict[str, Any] | None) -> Any:

@@ -390,7 +390,7 @@ def train(
         t0 = time.perf_counter()
         rule.start_epoch(epoch)
         order = torch.from_numpy(epoch_order(config.seed, epoch, n)).to(dev)
-        loss_sum, flips = 0.0, [0] * len(bits)
+        loss_sum, flips, correct = 0.0, [0] * len(bits), 0
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{config.epochs}", file=sys.stderr,
                    disable=quiet, leave=False, unit="step", dynamic_ncols=True)
         for s in bar:
@@ -399,6 +399,7 @@ def train(
             if not math.isfinite(r.loss):
                 raise BitswarmError(f"training diverged (loss {r.loss}) in epoch {epoch + 1}")
             loss_sum += r.loss
+            correct = None if correct is None or r.correct is None else correct + r.correct
             flips = [a + b for a, b in zip(flips, r.flips, strict=True)]
             if s % 10 == 0:
                 bar.set_postfix(loss=f"{loss_sum / (s + 1):.3f}")
@@ -406,11 +407,9 @@ def train(
         train_s = time.perf_counter() - t0
         pred = rule.predict(x_test)
         acc = float((pred == y_test).double().mean())
-        train_acc = float((rule.predict(x_train) == y_train).double().mean())
         rec = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(1, steps),
-            "train_accuracy": train_acc,
             "test_accuracy": acc,
             "flip_rate": [f / (b * steps) if b and steps else 0.0 for f, b in zip(flips, bits, strict=True)],
             "flips": flips,
@@ -418,6 +417,8 @@ def train(
             "seconds": time.perf_counter() - t0,
             "train_samples_per_s": steps * config.batch_size / train_s if train_s > 0 else 0.0,
         }
+        if correct is not None and steps:  # running: each minibatch scored before its step
+            rec["train_accuracy"] = correct / (steps * config.batch_size)
         metrics.append(rec)
         model = rule.export()
         with comm.writes(f"writing the epoch-{epoch + 1} checkpoint") as writer:

@@ -174,3 +174,16 @@ def test_fold_batchnorm_matches_float_sign():
     got = threshold(z, theta, inv).bool()
     assert (got == want).double().mean() > 0.999  # equal except at float ties
     assert inv[gamma < 0].all() and not inv[gamma > 0].any()
+
+
+@pytest.mark.parametrize("rule", ["golden", "float"])
+def test_step_reports_the_batch_correct_before_its_step(digits, rule):
+    """``StepResult.correct`` (the trainer's running train accuracy) counts the samples the
+    network classifies correctly *before* the step changes it."""
+    x, y = digits
+    r = get_rule(rule)(_spec())
+    r.init_state(x)
+    for s in range(3):
+        xb, yb = x[64 * s : 64 * (s + 1)], y[64 * s : 64 * (s + 1)]
+        before = int((r.predict(xb) == yb).sum())
+        assert r.train_step(xb, yb).correct == before
