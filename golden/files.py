@@ -22,11 +22,11 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["atomic_write_bytes", "check_outputs", "file_mode", "header_sealed", "notice",
-           "seal_header", "tensor_digest"]
+__all__ = ["DIGEST_KEY", "atomic_write_bytes", "check_outputs", "file_mode", "header_sealed",
+           "notice", "seal_header", "tensor_digest"]
 
-#: Header field that holds the digest.
-_FIELD = "sha256"
+#: Header field that holds the digest (model files and checkpoints, SPEC.md §10).
+DIGEST_KEY = "sha256"
 
 
 def file_mode() -> int:
@@ -134,19 +134,19 @@ def seal_header(kind: str, header: dict, tensors: Mapping[str, np.ndarray]) -> s
     """The header text with its digest: ``header`` plus ``"sha256"`` = :func:`tensor_digest`
     over ``kind``, the header's canonical JSON without the digest (``json.dumps(...,
     sort_keys=True)``) and ``tensors``; returned as canonical JSON."""
-    if _FIELD in header:
-        raise ValueError(f"header already has a {_FIELD!r} field")
+    if DIGEST_KEY in header:
+        raise ValueError(f"header already has a {DIGEST_KEY!r} field")
     body = json.dumps(header, sort_keys=True)
-    return json.dumps({**header, _FIELD: tensor_digest(kind, body, tensors)}, sort_keys=True)
+    return json.dumps({**header, DIGEST_KEY: tensor_digest(kind, body, tensors)}, sort_keys=True)
 
 
 def header_sealed(kind: str, text: str, header: dict, tensors: Mapping[str, np.ndarray]) -> bool:
     """True if ``text`` (parsed as ``header``) is exactly what :func:`seal_header` writes for
     these tensors: canonical JSON whose digest matches. Any edit -- a field, a byte of
     whitespace, a tensor bit -- makes it False."""
-    digest = header.get(_FIELD)
+    digest = header.get(DIGEST_KEY)
     if not isinstance(digest, str):
         return False
-    body = {k: v for k, v in header.items() if k != _FIELD}
+    body = {k: v for k, v in header.items() if k != DIGEST_KEY}
     return (text == json.dumps(header, sort_keys=True)
             and digest == tensor_digest(kind, json.dumps(body, sort_keys=True), tensors))

@@ -17,7 +17,7 @@ import torch
 
 from .bits import n_words, pack_bits, unpack_bits
 from .errors import ConfigError, ModelFileError
-from .files import atomic_write_bytes, header_sealed, notice, seal_header
+from .files import DIGEST_KEY, atomic_write_bytes, header_sealed, notice, seal_header
 from .flip import FlipRuleConfig
 from .layer import LayerConfig, argmax, layer_forward
 from .lfsr import _is_int
@@ -38,8 +38,6 @@ __all__ = [
 FORMAT = "bitswarm-model"
 VERSION = 1
 PIXEL_BITS = 8
-#: header field of the integrity digest (SPEC.md §10).
-DIGEST_KEY = "sha256"
 #: metadata key that marks a training checkpoint (bitswarm.train.checkpoint), not a model.
 _CHECKPOINT_KEY = "bitswarm-checkpoint"
 
