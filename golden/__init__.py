@@ -20,6 +20,8 @@ from .bits import (
     unpack_trits_u32,
     xnor_popcount_dot,
 )
+from .arch import Arch, ConvSpec, parse_arch
+from .conv import ConvGeometry, conv_forward, im2col, maxpool_bits
 from .errors import BitswarmError, ConfigError, ModelFileError
 from .files import atomic_write_bytes, check_outputs, tensor_digest
 from .flip import NOISE_MODES, FlipRuleConfig, flip_step
@@ -53,6 +55,7 @@ __all__ = [
     "WORD_BITS", "bits_to_pm1", "n_words", "pack_bits", "pack_trits_base3", "pack_trits_u32",
     "planes_to_ternary", "pm1_to_bits", "popcount", "ternary_to_planes", "unpack_bits",
     "unpack_trits_base3", "unpack_trits_u32", "xnor_popcount_dot",
+    "Arch", "ConvSpec", "parse_arch", "ConvGeometry", "conv_forward", "im2col", "maxpool_bits",
     "BitswarmError", "ConfigError", "ModelFileError",
     "NOISE_MODES", "FlipRuleConfig", "flip_step",
     "SWARM_SIZES", "LayerConfig", "argmax", "effective_weights", "exact_matmul", "layer_forward",

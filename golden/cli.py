@@ -20,16 +20,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_summary)
 
 
+def _shape(lay, side: str) -> str:
+    """``HxWxC`` of a convolutional layer's input or (pooled) output map; the width if dense."""
+    g = lay.conv
+    if g is None:
+        return str(lay.n_in if side == "in" else lay.n_out)
+    if side == "in":
+        return f"{g.in_height}x{g.in_width}x{g.in_channels}"
+    return f"{g.pooled_height}x{g.pooled_width}x{lay.n_out}"
+
+
 def summary_table(model) -> tuple[list[dict], dict]:
-    """Per-layer rows and totals: weight bits, binary ops per inference, memory bytes."""
+    """Per-layer rows and totals: output shape, weight bits, binary ops per inference, memory
+    bytes. A convolutional layer's ``binary_macs`` counts every output pixel (SPEC.md §14)."""
     rows = []
     for i, lay in enumerate(model.cfg.layers):
-        ops = lay.n_in * lay.n_out * lay.swarm * lay.input_bits  # 1-bit MACs per inference
+        ops = lay.macs * lay.input_bits  # 1-bit MACs per inference
         thr_bits = 0 if lay.output else lay.n_out * (lay.z_width + 1)
+        g = lay.conv
+        kind = f"{lay.weights}{'-out' if lay.output else ''}"
+        if g is not None:
+            kind = (f"conv{g.kernel}x{g.kernel}" + (f"/s{g.stride}" if g.stride != 1 else "")
+                    + (f"/p{g.pad}" if g.pad else "") + (f"+mp{g.pool}" if g.pool != 1 else "")
+                    + f"-{lay.weights}")
         rows.append(
             {
                 "layer": i,
-                "kind": f"{lay.weights}{'-out' if lay.output else ''}",
+                "kind": kind,
+                "in_shape": _shape(lay, "in"),
+                "out_shape": _shape(lay, "out"),
                 "n_in": lay.n_in,
                 "n_out": lay.n_out,
                 "swarm": lay.swarm,
@@ -52,11 +71,11 @@ def _cmd_summary(args) -> int:
     if args.json:
         print(json.dumps({"layers": rows, "total": tot, "config": m.cfg.to_dict()}))
         return 0
-    cols = ["layer", "kind", "n_in", "n_out", "swarm", "input_bits", "weight_bits", "z_width",
+    cols = ["layer", "kind", "in_shape", "out_shape", "n_in", "n_out", "swarm", "input_bits", "weight_bits", "z_width",
             "binary_macs", "memory_bytes"]
     width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
     line = "+" + "+".join("-" * (width[c] + 2) for c in cols) + "+"
-    print(f"Model: {args.model}  arch {'-'.join(map(str, m.cfg.arch))}  meta {m.cfg.meta}")
+    print(f"Model: {args.model}  arch {m.cfg.arch_string}  meta {m.cfg.meta}")
     print(line)
     print("| " + " | ".join(c.ljust(width[c]) for c in cols) + " |")
     print(line)
@@ -90,7 +109,8 @@ def selfcheck(seed: int = 0) -> dict:
     from .model import Model, ModelConfig, model_from_bytes, model_to_bytes
 
     g = torch.Generator().manual_seed(seed)
-    checks = {"layer_cases": 0, "lfsr_periods": 0, "packings": 0, "model_round_trips": 0}
+    checks = {"layer_cases": 0, "conv_cases": 0, "lfsr_periods": 0, "packings": 0,
+              "model_round_trips": 0}
     for S in (1, 2, 4, 8, 16, 32):
         for bits in (1, 8):
             for kind in ("binary", "ternary") if S == 1 else ("binary",):
@@ -104,6 +124,26 @@ def selfcheck(seed: int = 0) -> dict:
                 if not np.array_equal(preact(c, x, w).numpy(), preact_packed(c, x, w)):
                     raise BitswarmError(f"selfcheck: layer mismatch for {c}")
                 checks["layer_cases"] += 1
+    from .conv import ConvGeometry, conv_forward, conv_reference, im2col
+
+    for k, stride, pad, pool, bits, kind in ((3, 1, 1, 2, 8, "binary"), (3, 2, 0, 1, 1, "binary"),
+                                             (2, 1, 1, 3, 1, "ternary"), (1, 1, 0, 2, 4, "binary")):
+        geo = ConvGeometry(3, 7, 6, k, stride, pad, pool)
+        c = LayerConfig(n_in=geo.window, n_out=4, swarm=2 if kind == "binary" else 1,
+                        input_bits=bits, weights=kind, conv=geo)
+        x = torch.randint(0, 1 << bits, (2, geo.in_size), generator=g, dtype=torch.uint8)
+        if kind == "binary":
+            w = torch.randint(0, 2, c.weight_shape(), generator=g, dtype=torch.uint8)
+        else:
+            w = torch.randint(-1, 2, c.weight_shape(), generator=g, dtype=torch.int8)
+        cols = im2col(geo, x)
+        th = torch.randint(-c.z_bound // 4, c.z_bound // 4 + 1, (4,), generator=g, dtype=torch.int32)
+        inv = torch.tensor([0, 1, 0, 1], dtype=torch.uint8)
+        got = conv_forward(c, x, w, th, inv)
+        if not (np.array_equal(preact(c, cols, w).numpy(), preact_packed(c, cols, w))
+                and got.tolist() == conv_reference(c, x, w, th, inv)):
+            raise BitswarmError(f"selfcheck: conv mismatch for {c}")
+        checks["conv_cases"] += 1
     for width in (8, 9, 10, 11, 12):
         lf = LFSRConfig(width=width, seed=1).create()
         period = int(np.argmax(lf.states((1 << width) - 1) == 1)) + 1
@@ -124,6 +164,11 @@ def selfcheck(seed: int = 0) -> dict:
     x = torch.randint(0, 256, (16, 8, 8), generator=g, dtype=torch.uint8)
     if not (m.equal(m2) and torch.equal(m.forward(x), m2.forward(x))):
         raise BitswarmError("selfcheck: model file round trip failed")
+    checks["model_round_trips"] += 1
+    mc = Model.random(ModelConfig.from_arch("1x8x8-c8k3p1-mp2-c8k3s2-16-10", swarm=2), seed)
+    mc2 = model_from_bytes(model_to_bytes(mc))
+    if not (mc.equal(mc2) and torch.equal(mc.forward(x), mc2.forward(x))):
+        raise BitswarmError("selfcheck: conv model file round trip failed")
     checks["model_round_trips"] += 1
     return checks
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .bits import WORD_BITS, pack_bits, popcount
+from .conv import ConvGeometry, conv_forward
 from .errors import ConfigError
 
 __all__ = [
@@ -68,6 +69,9 @@ class LayerConfig:
         ``"binary"`` (S bit-planes) or ``"ternary"`` ((mask, sign) planes; requires S = 1).
     output : bool
         True for the output layer: it yields integer scores ``z - theta`` instead of bits.
+    conv : ConvGeometry or None
+        Set for a convolutional layer (SPEC.md §14): ``n_in`` is then the window size
+        ``K * K * C`` and ``n_out`` the output channels; ``None`` for a dense layer.
     """
 
     n_in: int
@@ -76,6 +80,7 @@ class LayerConfig:
     input_bits: int = 1
     weights: str = "binary"
     output: bool = False
+    conv: ConvGeometry | None = None
 
     def __post_init__(self):
         for name in ("n_in", "n_out"):
@@ -92,6 +97,33 @@ class LayerConfig:
             raise ConfigError(f"ternary layers need swarm 1, not {self.swarm}")
         if not isinstance(self.output, bool):
             raise ConfigError(f"layer.output must be true or false, not {self.output!r}")
+        if isinstance(self.conv, dict):
+            object.__setattr__(self, "conv", ConvGeometry.from_dict(self.conv))
+        if self.conv is not None:
+            if not isinstance(self.conv, ConvGeometry):
+                raise ConfigError("layer.conv must be a conv geometry object")
+            if self.n_in != self.conv.window:
+                raise ConfigError(f"a conv layer's n_in must be its window K*K*C = "
+                                  f"{self.conv.window}, not {self.n_in}")
+            if self.output:
+                raise ConfigError("a convolutional layer cannot be the output layer")
+
+    # -- activation sizes (SPEC.md §14): what chains from layer to layer ---------------------
+    @property
+    def in_size(self) -> int:
+        """Flat input activation size: ``C * H * W`` (conv) or ``n_in`` (dense)."""
+        return self.conv.in_size if self.conv is not None else self.n_in
+
+    @property
+    def out_size(self) -> int:
+        """Flat output activation size: ``H_q * W_q * F`` (conv) or ``n_out`` (dense)."""
+        return self.conv.out_size(self.n_out) if self.conv is not None else self.n_out
+
+    @property
+    def macs(self) -> int:
+        """Binary multiply-accumulates per sample: ``H_o * W_o * F * N * S`` (or ``M * N * S``)."""
+        rows = self.conv.positions if self.conv is not None else 1
+        return rows * self.n_out * self.n_in * self.swarm
 
     # -- derived widths ----------------------------------------------------------------------
     @property
@@ -126,12 +158,19 @@ class LayerConfig:
         return (self.n_out, self.n_in)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The layer object of a model file; ``conv`` only for convolutional layers (so a
+        dense layer's object is exactly the v1 one)."""
+        d = asdict(self)
+        if self.conv is None:
+            del d["conv"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "LayerConfig":
         from .lfsr import _from_dict
 
+        if isinstance(d, dict) and "conv" not in d:
+            d = {**d, "conv": None}
         return _from_dict(cls, d, "layer")
 
 
@@ -229,7 +268,10 @@ def threshold(z: torch.Tensor, theta: torch.Tensor, invert: torch.Tensor) -> tor
 
 
 def layer_forward(cfg, x, w, theta, invert) -> torch.Tensor:
-    """Hidden layer: activation bits (uint8). Output layer: scores ``z - theta`` (int64)."""
+    """Hidden layer: activation bits (uint8). Output layer: scores ``z - theta`` (int64).
+    A convolutional layer (``cfg.conv``) yields its pooled HWC bits ``[B, H_q * W_q * F]``."""
+    if cfg.conv is not None:
+        return conv_forward(cfg, x, w, theta, invert)
     z = preact(cfg, x, w)
     if cfg.output:
         return z - theta.to(z.device, torch.int64)

@@ -1,4 +1,4 @@
-"""Whole models and the model file format v1 (SPEC.md §9, §10).
+"""Whole models and the model file format (v1; v2 with convolutions) (SPEC.md §9, §10, §14).
 
 A model file is a safetensors file (no pickle, no code) whose metadata holds one JSON header
 under the key ``"bitswarm"``; see SPEC.md §10 for every field and tensor.
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .bits import n_words, pack_bits, unpack_bits
+from .conv import to_hwc
 from .errors import ConfigError, ModelFileError
 from .files import DIGEST_KEY, atomic_write_bytes, header_sealed, notice, seal_header
 from .flip import FlipRuleConfig
@@ -25,6 +26,7 @@ from .lfsr import _is_int
 __all__ = [
     "FORMAT",
     "VERSION",
+    "VERSIONS",
     "DIGEST_KEY",
     "PIXEL_BITS",
     "ModelConfig",
@@ -36,7 +38,10 @@ __all__ = [
 ]
 
 FORMAT = "bitswarm-model"
-VERSION = 1
+#: The newest model file version this bitswarm reads and writes (SPEC.md §14: files without
+#: convolutional layers are written as version 1, byte for byte as before).
+VERSION = 2
+VERSIONS = (1, 2)
 PIXEL_BITS = 8
 #: metadata key that marks a training checkpoint (bitswarm.train.checkpoint), not a model.
 _CHECKPOINT_KEY = "bitswarm-checkpoint"
@@ -90,14 +95,28 @@ class ModelConfig:
             isinstance(k, str) and isinstance(v, str) for k, v in self.meta.items()
         ):
             raise ConfigError("meta must map strings to strings")
-        if math.prod(shape) != layers[0].n_in:
+        if math.prod(shape) != layers[0].in_size:
             raise ConfigError(
                 f"input_shape {list(shape)} has {math.prod(shape)} values but layer 0 takes "
-                f"{layers[0].n_in}"
+                f"{layers[0].in_size}"
             )
+        g0 = layers[0].conv
+        if g0 is not None and shape != (g0.in_channels, g0.in_height, g0.in_width):
+            raise ConfigError(f"input_shape {list(shape)} must be the first convolution's input "
+                              f"[C, H, W] = {[g0.in_channels, g0.in_height, g0.in_width]}")
         for i, (a, b) in enumerate(zip(layers, layers[1:], strict=False)):
-            if a.n_out != b.n_in:
-                raise ConfigError(f"layer {i} gives {a.n_out} outputs but layer {i + 1} takes {b.n_in}")
+            if a.out_size != b.in_size:
+                raise ConfigError(f"layer {i} gives {a.out_size} outputs but layer {i + 1} takes {b.in_size}")
+            if b.conv is not None:
+                g = a.conv
+                if g is None:
+                    raise ConfigError(f"layer {i + 1} is a convolution after a dense layer; "
+                                      "convolutions come first")
+                want = (a.n_out, g.pooled_height, g.pooled_width)
+                have = (b.conv.in_channels, b.conv.in_height, b.conv.in_width)
+                if have != want:
+                    raise ConfigError(f"layer {i + 1} takes a {'x'.join(map(str, have))} map but "
+                                      f"layer {i} gives {'x'.join(map(str, want))}")
         for i, lay in enumerate(layers):
             if lay.output != (i == len(layers) - 1):
                 raise ConfigError("exactly the last layer must have output=true")
@@ -112,7 +131,52 @@ class ModelConfig:
 
     @property
     def arch(self) -> list[int]:
-        return [self.layers[0].n_in] + [lay.n_out for lay in self.layers]
+        """Activation sizes, input first: the MLP widths (``[64, 128, 10]``); for a network
+        with convolutions the flat sizes of its maps (SPEC.md §14)."""
+        return [self.layers[0].in_size] + [lay.out_size for lay in self.layers]
+
+    @property
+    def has_conv(self) -> bool:
+        return any(lay.conv is not None for lay in self.layers)
+
+    @property
+    def arch_string(self) -> str:
+        """The canonical architecture string (``64-128-10``, ``1x8x8-c16k3p1-mp2-10``)."""
+        from .arch import arch_of_layers
+
+        return str(arch_of_layers(self.input_shape, self.layers))
+
+    def require_dense(self, what: str) -> None:
+        """One-line ConfigError where ``what`` does not handle convolutional layers."""
+        if self.has_conv:
+            raise ConfigError(f"{what} does not support convolutional layers yet "
+                              f"(model {self.arch_string}); use an MLP")
+
+    @classmethod
+    def from_arch(
+        cls,
+        arch,
+        input_shape: tuple[int, ...] | None = None,
+        swarm: int = 1,
+        input_bits: int = 8,
+        weights: str = "binary",
+        flip: FlipRuleConfig | None = None,
+        meta: dict | None = None,
+    ) -> "ModelConfig":
+        """A network from an architecture string (:func:`bitswarm.golden.arch.parse_arch`).
+        ``input_shape`` (the data set's sample shape) is used for an MLP whose string starts
+        with a width; with convolutions the string's ``CxHxW`` is the input shape."""
+        from .arch import parse_arch
+
+        a = parse_arch(arch)
+        shape = a.input_shape
+        if a.is_mlp and len(shape) == 1 and input_shape is not None:
+            if math.prod(input_shape) != shape[0]:
+                raise ConfigError(f"arch {a} takes {shape[0]} inputs but the samples have "
+                                  f"{math.prod(input_shape)}")
+            shape = tuple(input_shape)
+        return cls(input_shape=tuple(shape), layers=a.layers(swarm, input_bits, weights),
+                   flip=flip or FlipRuleConfig(), meta=dict(meta or {}))
 
     @classmethod
     def mlp(
@@ -164,12 +228,18 @@ def quantize_input(cfg: ModelConfig, x) -> torch.Tensor:
     x = torch.as_tensor(x)
     if x.dtype != torch.uint8:
         raise ConfigError(f"samples must be uint8 pixels, not {x.dtype}")
-    if tuple(x.shape[1:]) != cfg.input_shape and tuple(x.shape[1:]) != (cfg.layers[0].n_in,):
+    shape, lay0 = tuple(x.shape[1:]), cfg.layers[0]
+    ok = {cfg.input_shape, (lay0.in_size,)}
+    if len(cfg.input_shape) == 3 and cfg.input_shape[0] == 1:
+        ok.add(cfg.input_shape[1:])  # [B, H, W] for one channel
+    if shape not in ok:
         raise ConfigError(
             f"samples must have shape [batch, {', '.join(map(str, cfg.input_shape))}], "
             f"found {list(x.shape)}"
         )
-    return (x.reshape(x.shape[0], -1) >> (PIXEL_BITS - cfg.layers[0].input_bits)).contiguous()
+    if lay0.conv is not None:  # flat HWC (SPEC.md §14)
+        x = to_hwc(x, cfg.input_shape)
+    return (x.reshape(x.shape[0], -1) >> (PIXEL_BITS - lay0.input_bits)).contiguous()
 
 
 class Model:
@@ -305,7 +375,7 @@ def model_to_bytes(model: Model) -> bytes:
     model.validate()
     header = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": 2 if model.cfg.has_conv else 1,
         "config": model.cfg.to_dict(),
         "has_state": model.acc is not None,
         "lfsr_state": model.lfsr_state,
@@ -315,7 +385,7 @@ def model_to_bytes(model: Model) -> bytes:
 
 
 def save_model(model: Model, path: str | os.PathLike) -> None:
-    """Validate and write a model file v1 atomically."""
+    """Validate and write a model file atomically (version 1, or 2 with convolutions)."""
     atomic_write_bytes(path, model_to_bytes(model))
 
 
@@ -372,9 +442,10 @@ def model_from_bytes(data: bytes, where: str = "model file", *, quiet: bool = Fa
         unsealed = isinstance(header, dict)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelFileError(f"{where}: header format must be {FORMAT!r}")
-    if header.get("version") != VERSION:
+    if header.get("version") not in VERSIONS:
         raise ModelFileError(
-            f"{where}: unsupported model file version {header.get('version')!r} (this bitswarm reads {VERSION})"
+            f"{where}: unsupported model file version {header.get('version')!r} (this bitswarm "
+            f"reads {' and '.join(map(str, VERSIONS))})"
         )
     for key in ("config", "has_state", "lfsr_state"):
         if key not in header:
@@ -390,6 +461,10 @@ def model_from_bytes(data: bytes, where: str = "model file", *, quiet: bool = Fa
         cfg = ModelConfig.from_dict(header["config"])
     except (ConfigError, TypeError) as e:
         raise ModelFileError(f"{where}: invalid config: {e}") from None
+    if cfg.has_conv != (header["version"] == 2):
+        raise ModelFileError(f"{where}: a version-{header['version']} file must "
+                             f"{'not ' if header['version'] == 1 else ''}have convolutional "
+                             "layers (version 2 is written exactly when there are)")
     if not isinstance(header["has_state"], bool):
         raise ModelFileError(f"{where}: header field 'has_state' must be true or false")
     expected = set()
@@ -433,7 +508,7 @@ def model_from_bytes(data: bytes, where: str = "model file", *, quiet: bool = Fa
 
 
 def load_model(path: str | os.PathLike) -> Model:
-    """Read and fully validate a model file v1; every defect is a one-line ModelFileError."""
+    """Read and fully validate a model file (v1 or v2); every defect is a one-line ModelFileError."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")

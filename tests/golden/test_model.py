@@ -96,7 +96,8 @@ def _good_parts():
 def _mutations():
     out = {}
     t, h = _good_parts()
-    out["wrong version"] = (t, {**h, "version": 2}, "unsupported model file version 2")
+    out["wrong version"] = (t, {**h, "version": 3}, "unsupported model file version 3")
+    out["v2 without conv"] = (t, {**h, "version": 2}, "a version-2 file must have convolutional")
     out["wrong format"] = (t, {**h, "format": "onnx"}, "format must be 'bitswarm-model'")
     h2 = json.loads(json.dumps(h))
     del h2["config"]["layers"][0]["swarm"]
