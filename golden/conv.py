@@ -134,36 +134,27 @@ def im2col(g: ConvGeometry, x: torch.Tensor) -> torch.Tensor:
     Rows are in (batch, y, x) raster order, columns in ``(ky, kx, c)`` order; padding holds the
     encoded value 0 (SPEC.md §14). Works for any integer dtype (bits or unsigned inputs).
     """
-    if x.ndim != 2 or x.shape[1] != g.in_size:
+    if not torch.jit.is_tracing() and (x.ndim != 2 or x.shape[1] != g.in_size):
         raise ConfigError(f"conv input must have shape [batch, {g.in_size}] "
                           f"({g.in_height}x{g.in_width}x{g.in_channels} HWC), found {tuple(x.shape)}")
-    b, k, s, p = x.shape[0], g.kernel, g.stride, g.pad
-    m = x.reshape(b, g.in_height, g.in_width, g.in_channels)
+    k, s, p = g.kernel, g.stride, g.pad
+    m = x.reshape(-1, g.in_height, g.in_width, g.in_channels)  # -1: traceable batch axis
     if p:
-        m = torch.nn.functional.pad(m, (0, 0, p, p, p, p), value=0) if m.dtype.is_floating_point \
-            else _pad_int(m, p)
+        m = torch.nn.functional.pad(m, (0, 0, p, p, p, p), value=0)
     win = m.unfold(1, k, s).unfold(2, k, s)  # [B, Ho, Wo, C, K(y), K(x)]
     win = win.permute(0, 1, 2, 4, 5, 3)  # [B, Ho, Wo, ky, kx, c]
-    return win.reshape(b * g.positions, g.window).contiguous()
-
-
-def _pad_int(m: torch.Tensor, p: int) -> torch.Tensor:
-    b, h, w, c = m.shape
-    out = torch.zeros((b, h + 2 * p, w + 2 * p, c), dtype=m.dtype, device=m.device)
-    out[:, p : p + h, p : p + w] = m
-    return out
+    return win.reshape(-1, g.window).contiguous()
 
 
 def maxpool_bits(g: ConvGeometry, bits: torch.Tensor, channels: int) -> torch.Tensor:
     """OR of activation bits ``[B * H_o * W_o, F]`` over ``Q x Q`` windows -> flat HWC
     ``[B, H_q * W_q * F]`` (uint8); rows/columns that fill no window are dropped."""
     q = g.pool
-    b = bits.shape[0] // g.positions
-    m = bits.reshape(b, g.out_height, g.out_width, channels)
+    m = bits.reshape(-1, g.out_height, g.out_width, channels)
     if q > 1:
         hq, wq = g.pooled_height, g.pooled_width
-        m = m[:, : hq * q, : wq * q].reshape(b, hq, q, wq, q, channels).amax(dim=(2, 4))
-    return m.reshape(b, -1).contiguous()
+        m = m[:, : hq * q, : wq * q].reshape(-1, hq, q, wq, q, channels).amax(dim=(2, 4))
+    return m.reshape(m.shape[0], -1).contiguous()
 
 
 def conv_preact(cfg, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -110,6 +110,7 @@ class OnChipConfig:
 
     def check(self, cfg: ModelConfig) -> None:
         """Raise :class:`ConfigError` unless this config fits the model ``cfg``."""
+        cfg.require_dense("the fully integer training step (SPEC.md §12)")
         hidden = len(cfg.layers) - 1
         if len(self.windows) != hidden:
             raise ConfigError(

@@ -187,6 +187,7 @@ def _check(model: Model) -> None:
     if not isinstance(model, Model):
         raise ConfigError(f"export needs a bitswarm Model, not {type(model).__name__}")
     model.validate()
+    model.cfg.require_dense("the C export")
     for i, lay in enumerate(model.cfg.layers):
         if 2 * lay.z_bound > INT32_MAX:  # cannot happen for legal layers (module docstring)
             raise ConfigError(f"layer {i}: |z - theta| can reach {2 * lay.z_bound}, beyond int32")

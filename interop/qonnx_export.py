@@ -54,6 +54,7 @@ def build_qonnx(model: Model):
     from onnx import TensorProto, helper, numpy_helper
 
     cfg = model.cfg
+    cfg.require_dense("the QONNX export")
     for i, lay in enumerate(cfg.layers):
         if 2 * lay.z_bound + 1 >= F32_EXACT:
             raise ConfigError(

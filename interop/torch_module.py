@@ -2,11 +2,15 @@
 
 ``GoldenModule(model)`` (or ``model.to_torch()``) computes exactly
 :meth:`bitswarm.golden.model.Model.forward`: raw uint8 pixels ``[B, *input_shape]`` or
-``[B, N]`` in, int64 scores ``z - theta`` ``[B, classes]`` out (SPEC.md §3–§7). Each layer is
+``[B, N]`` in, int64 scores ``z - theta`` ``[B, classes]`` out (SPEC.md §3–§7, §14). Each layer is
 one matrix product of the ±1 (or unsigned, first layer) inputs with the integer weight matrix
 ``W = sum_s (2 w_s - 1)`` (or the trits), done by :func:`bitswarm.golden.layer.exact_matmul`:
 float32 below ``2**24``, float64 below ``2**53`` (SPEC.md §9), so it runs wherever float
-matmuls run (CPU, CUDA, ONNX runtimes) and every result is an exact integer.
+matmuls run (CPU, CUDA, ONNX runtimes) and every result is an exact integer. A convolutional
+layer is the same product on its windows (golden :func:`~bitswarm.golden.conv.im2col`, HWC,
+encoded-zero padding) followed by the OR max-pool; such a module runs in eager torch and
+``torch.jit.trace`` (the QONNX exporter, not ``torch.onnx``, is the interchange path, and it
+takes MLPs only).
 
 The weights, thresholds and invert bits are **buffers**, not parameters: the module is for
 inference, ``parameters()`` is empty and ``state_dict()`` holds the integer state (``w0``
@@ -21,6 +25,7 @@ The bound rule is decided when tracing: a module traced with float32 stays float
 from __future__ import annotations
 
 import torch
+from bitswarm.golden.conv import im2col, maxpool_bits, to_hwc
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.layer import argmax, effective_weights, exact_matmul
 from bitswarm.golden.model import PIXEL_BITS, Model
@@ -61,26 +66,33 @@ class GoldenModule(nn.Module):
         cfg = self.cfg
         if pixels.dtype != torch.uint8:
             raise ConfigError(f"pixels must be uint8, not {pixels.dtype}")
+        lay0 = cfg.layers[0]
         if not torch.jit.is_tracing():  # shapes are symbolic while tracing
             shape = tuple(pixels.shape[1:])
-            if shape != tuple(cfg.input_shape) and shape != (cfg.layers[0].n_in,):
+            ok = {tuple(cfg.input_shape), (lay0.in_size,)}
+            if len(cfg.input_shape) == 3 and cfg.input_shape[0] == 1:
+                ok.add(tuple(cfg.input_shape[1:]))
+            if shape not in ok:
                 want = ", ".join(map(str, cfg.input_shape))
                 raise ConfigError(f"pixels must have shape [batch, {want}], found "
                                   f"{list(pixels.shape)}")
         # x = pixel >> (8 - B) (SPEC.md §4) as a floor division of int32: torch.onnx's dynamo
         # exporter translates a uint8 right shift through int8 and wraps pixels above 127.
-        h = pixels.flatten(1).to(torch.int32)
-        shift = PIXEL_BITS - cfg.layers[0].input_bits
+        h = (to_hwc(pixels, cfg.input_shape) if lay0.conv is not None else pixels.flatten(1))
+        h = h.to(torch.int32)
+        shift = PIXEL_BITS - lay0.input_bits
         if shift:
             h = torch.div(h, 1 << shift, rounding_mode="floor")
         for i, lay in enumerate(cfg.layers):
-            x = h.to(torch.int32)
+            x = h.to(torch.int32) if lay.conv is None else im2col(lay.conv, h.to(torch.int32))
             if lay.input_bits == 1:
-                x = x * 2 - 1  # bit 1 is +1, bit 0 is -1 (SPEC.md §1)
+                x = x * 2 - 1  # bit 1 is +1, bit 0 is -1 (SPEC.md §1); padding bit 0 is -1
             z = exact_matmul(x, getattr(self, f"w{i}"), lay.z_bound) - getattr(self, f"theta{i}")
             if lay.output:
                 return z
             h = ((z >= 0) ^ getattr(self, f"invert{i}")).to(torch.uint8)
+            if lay.conv is not None:  # OR-pool to the flat HWC map (SPEC.md §14)
+                h = maxpool_bits(lay.conv, h, lay.n_out)
         raise AssertionError("unreachable: the last layer is the output layer")
 
     def predict(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -88,4 +100,4 @@ class GoldenModule(nn.Module):
         return argmax(self.forward(pixels))
 
     def extra_repr(self) -> str:
-        return f"arch={'-'.join(map(str, self.cfg.arch))}, input_shape={list(self.cfg.input_shape)}"
+        return f"arch={self.cfg.arch_string}, input_shape={list(self.cfg.input_shape)}"
