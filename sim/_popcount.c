@@ -686,6 +686,93 @@ static PyObject *py_and_popcount(PyObject *self, PyObject *args, PyObject *kwarg
     return popcount_kernel(args, kwargs, MODE_AND);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* packed windows of row-packed maps (convolution, golden/SPEC.md section 14)                */
+/* ---------------------------------------------------------------------------------------- */
+
+/* out[(b*Ho + oy)*Wo + ox][ky*Wr + i] = word i of the K*C bits of map row oy*s + ky that start
+ * at bit ox*s*C (a funnel shift of two source words), the last word of each ky masked to its
+ * valid bits. maps: [B*Hp][R] words, out: [B*Ho*Wo][K*Wr], Wr = ceil(K*C / 64). */
+static void window_words(const uint64_t *maps, uint64_t *out, Py_ssize_t B, Py_ssize_t Hp,
+                         Py_ssize_t R, int K, int s, Py_ssize_t C, Py_ssize_t Ho, Py_ssize_t Wo)
+{
+    const Py_ssize_t kc = (Py_ssize_t)K * C, Wr = (kc + 63) / 64;
+    const uint64_t lastmask = (kc % 64) ? ((((uint64_t)1) << (kc % 64)) - 1) : ~(uint64_t)0;
+    uint64_t *o = out;
+    for (Py_ssize_t b = 0; b < B; b++)
+        for (Py_ssize_t oy = 0; oy < Ho; oy++) {
+            const uint64_t *rows = maps + (b * Hp + oy * s) * R;
+            for (Py_ssize_t ox = 0; ox < Wo; ox++) {
+                const Py_ssize_t off = ox * s * C, q = off >> 6;
+                const int r = (int)(off & 63);
+                for (int ky = 0; ky < K; ky++, o += Wr) {
+                    const uint64_t *src = rows + ky * R + q;
+                    if (r == 0) {
+                        for (Py_ssize_t i = 0; i < Wr; i++) o[i] = src[i];
+                    } else {
+                        for (Py_ssize_t i = 0; i < Wr; i++)
+                            o[i] = (src[i] >> r) | (src[i + 1] << (64 - r));
+                    }
+                    o[Wr - 1] &= lastmask;
+                }
+            }
+        }
+}
+
+static PyObject *py_window_words(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    (void)self;
+    static char *kwlist[] = {"maps", "out", "map_rows", "kernel", "stride", "channels",
+                             "out_h", "out_w", NULL};
+    PyObject *mo, *oo;
+    Py_ssize_t hp, c, ho, wo;
+    int k, s;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOniinnn", kwlist, &mo, &oo, &hp, &k, &s,
+                                     &c, &ho, &wo))
+        return NULL;
+    if (k < 1 || s < 1 || c < 1 || ho < 1 || wo < 1 || hp < (ho - 1) * s + k) {
+        PyErr_Format(PyExc_ValueError,
+                     "need kernel, stride, channels, out_h, out_w >= 1 and map_rows >= "
+                     "(out_h - 1) * stride + kernel, found %d, %d, %zd, %zd, %zd and %zd",
+                     k, s, c, ho, wo, hp);
+        return NULL;
+    }
+    Py_buffer mv, ov;
+    if (get_buffer(mo, &mv, "maps", 0, 8, 0, "uint64") != 0) return NULL;
+    if (get_buffer(oo, &ov, "out", 1, 8, 0, "uint64") != 0) {
+        PyBuffer_Release(&mv);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    const Py_ssize_t rows = mv.shape[0], R = mv.shape[1];
+    const Py_ssize_t Wr = ((Py_ssize_t)k * c + 63) / 64;
+    const Py_ssize_t last_q = ((wo - 1) * s * c) >> 6;
+    if (rows % hp != 0) {
+        PyErr_Format(PyExc_ValueError, "maps must have a multiple of map_rows = %zd rows, found %zd",
+                     hp, rows);
+        goto done;
+    }
+    if (last_q + Wr + 1 > R) {
+        PyErr_Format(PyExc_ValueError, "map rows need at least %zd words (the bits of the last "
+                     "window plus one spare word), found %zd", last_q + Wr + 1, R);
+        goto done;
+    }
+    const Py_ssize_t B = rows / hp;
+    if (ov.shape[0] != B * ho * wo || ov.shape[1] != k * Wr) {
+        PyErr_Format(PyExc_ValueError, "out must have shape (%zd, %zd), found (%zd, %zd)",
+                     B * ho * wo, k * Wr, ov.shape[0], ov.shape[1]);
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    window_words((const uint64_t *)mv.buf, (uint64_t *)ov.buf, B, hp, R, k, s, c, ho, wo);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&mv);
+    PyBuffer_Release(&ov);
+    return result;
+}
+
 static PyObject *py_cpu_info(PyObject *self, PyObject *unused)
 {
     (void)self;
@@ -710,6 +797,11 @@ PyDoc_STRVAR(and_doc,
 "and_popcount(a, w, out, n, path=0, threads=0)\n--\n\n"
 "out[i, j] = popcount(a[i] & w[j] & valid); arguments as for xnor_popcount.");
 
+PyDoc_STRVAR(window_doc,
+"window_words(maps, out, map_rows, kernel, stride, channels, out_h, out_w)\n--\n\n"
+"Packed convolution windows: maps uint64 [B*map_rows, R] (row-packed HWC maps), out uint64\n"
+"[B*out_h*out_w, kernel*ceil(kernel*channels/64)]. Releases the GIL.");
+
 PyDoc_STRVAR(cpu_doc,
 "cpu_info()\n--\n\n"
 "Dict: 'avx512' (AVX-512F + VPOPCNTQ usable), 'popcnt', 'threading', 'cpus'.");
@@ -719,6 +811,8 @@ static PyMethodDef methods[] = {
      xnor_doc},
     {"and_popcount", (PyCFunction)(void (*)(void))py_and_popcount, METH_VARARGS | METH_KEYWORDS,
      and_doc},
+    {"window_words", (PyCFunction)(void (*)(void))py_window_words, METH_VARARGS | METH_KEYWORDS,
+     window_doc},
     {"cpu_info", py_cpu_info, METH_NOARGS, cpu_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="run only the first N test images")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--trace", action="store_true",
-                   help="on mismatches, locate the first differing layer/image/neuron")
+                   help="on mismatches, locate the first differing layer/image/neuron (for a "
+                   "convolution: layer/image/channel/pixel)")
     p.add_argument("--waves", metavar="FILE", default=None,
                    help="--backend verilator: write a waveform of the run (FILE.vcd, or FILE.fst "
                    "where lz4.h is installed); use with --limit, VCD grows ~1.5 kB per cycle")
@@ -116,7 +117,8 @@ def _cmd_sim(args) -> int:
     from bitswarm.golden.model import load_model
     from bitswarm.train.data import load_dataset
 
-    from .driver import evaluate, first_mismatch, make_backend
+    from .driver import evaluate, make_backend
+    from .trace import locate_mismatch
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, not {args.limit}")
@@ -126,7 +128,7 @@ def _cmd_sim(args) -> int:
     ds = load_dataset(args.dataset, args.data_dir)
     if args.train:
         return _cmd_train(args, model, ds, build_root)
-    if tuple(ds.input_shape) != tuple(model.cfg.input_shape) and ds.n_inputs != model.cfg.layers[0].n_in:
+    if tuple(ds.input_shape) != tuple(model.cfg.input_shape) and ds.n_inputs != model.cfg.layers[0].in_size:
         raise ConfigError(
             f"{args.dataset} samples are {'x'.join(map(str, ds.input_shape))} but the model takes "
             f"{'x'.join(map(str, model.cfg.input_shape))}")
@@ -182,8 +184,8 @@ def _cmd_sim(args) -> int:
         idx = bad[:8]
         gt: list = []
         model.forward(torch.as_tensor(x[idx]), trace=gt)
-        out["first_mismatch"] = first_mismatch([t.numpy() for t in gt], backend.trace(x[idx]),
-                                               image_ids=idx)
+        out["first_mismatch"] = locate_mismatch(model.cfg, [t.numpy() for t in gt],
+                                                backend.trace(x[idx]), image_ids=idx)
     if args.json:
         print(json.dumps(out))
     else:
@@ -291,6 +293,7 @@ def _cmd_run(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, not {args.limit}")
     model = load_model(args.model)
+    model.cfg.require_dense("bitswarm run (the board's host link)")
     ds = load_dataset(args.dataset, args.data_dir)
     if ds.n_inputs != model.cfg.layers[0].n_in:
         raise ConfigError(f"{args.dataset} samples have {ds.n_inputs} pixels but the model takes "

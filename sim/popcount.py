@@ -1,4 +1,4 @@
-"""Packed-word popcount kernels of the virtual accelerator (golden/SPEC.md §2–§4).
+"""Packed-word popcount kernels of the virtual accelerator (golden/SPEC.md §2–§4, §14).
 
 Two kernels on bit-packed ``uint64`` words (SPEC §2: element ``k`` is bit ``k % 64`` of word
 ``k // 64``), for a batch of input rows ``a[B, W]`` against weight rows ``w[M, W]``:
@@ -8,6 +8,9 @@ Two kernels on bit-packed ``uint64`` words (SPEC §2: element ``k`` is bit ``k %
 
 Padding bits (positions ``n .. 64*W - 1``) are masked off, so results never depend on them.
 Results are exact ``int32`` (``|result| <= n < 2**31``).
+
+:func:`window_words` cuts the packed windows of a convolution (SPEC §14) out of row-packed
+feature maps, so a convolutional layer is one call of the same kernels on its window rows.
 
 Backends
 --------
@@ -50,6 +53,7 @@ __all__ = [
     "cpu_info",
     "xnor_popcount",
     "and_popcount",
+    "window_words",
 ]
 
 #: Every backend name, fastest first.
@@ -275,3 +279,75 @@ def and_popcount(
     else:
         _ext.and_popcount(a, w, out, n, _PATH[backend], threads)
     return out
+
+
+def window_words(
+    maps: np.ndarray,
+    kernel: int,
+    stride: int,
+    channels: int,
+    out_h: int,
+    out_w: int,
+    *,
+    backend: str | None = None,
+) -> np.ndarray:
+    """Packed convolution windows of row-packed HWC maps (SPEC §2, §14).
+
+    Row ``y`` of a (padded) map is its ``W_p * C`` bits, pixel ``x`` channel ``c`` at bit
+    ``x * C + c``, packed into words. The window of output pixel ``(oy, ox)`` is, for each
+    ``ky < kernel``, the ``kernel * C`` bits of map row ``oy * stride + ky`` that start at bit
+    ``ox * stride * C`` (pixels ``ox * stride .. ox * stride + kernel - 1``, all channels):
+    window input ``(ky, kx, c)`` is bit ``kx * C + c`` of word group ``ky``. Each group fills
+    ``ceil(kernel * C / 64)`` words with zero padding bits.
+
+    Parameters
+    ----------
+    maps : numpy.ndarray
+        ``uint64 [B, H_p, R]``, C-contiguous: ``B`` maps of ``H_p`` rows, each row ending in
+        at least one spare word beyond the last window's bits (any value; it is shifted out).
+    kernel, stride, channels, out_h, out_w : int
+        ``K``, ``s``, ``C`` and the output size; ``H_p >= (out_h - 1) * s + K``.
+    backend : str, optional
+        ``"numpy"`` for the numpy path; any compiled backend uses the C loop (default
+        :func:`get_backend`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint64 [B * out_h * out_w, K * ceil(K * C / 64)]``, rows in ``(b, oy, ox)`` raster
+        order.
+
+    Raises
+    ------
+    ConfigError
+        On a wrong dtype, dimension or contiguity, or maps too small for the windows.
+    """
+    if not isinstance(maps, np.ndarray) or maps.dtype != np.uint64 or maps.ndim != 3:
+        raise ConfigError(f"maps must be a numpy uint64 array [B, rows, words], found "
+                          f"{getattr(maps, 'dtype', type(maps).__name__)} "
+                          f"{getattr(maps, 'shape', '')}")
+    if not maps.flags.c_contiguous:
+        raise ConfigError("maps must be C-contiguous (use np.ascontiguousarray)")
+    k, s, c, ho, wo = (int(v) for v in (kernel, stride, channels, out_h, out_w))
+    b, hp, r = maps.shape
+    wr = n_words(k * c)
+    need = ((wo - 1) * s * c) // WORD_BITS + wr + 1
+    if min(k, s, c, ho, wo) < 1 or hp < (ho - 1) * s + k or r < need:
+        raise ConfigError(f"maps [{b}, {hp}, {r}] are too small for {ho}x{wo} windows of kernel "
+                          f"{k}, stride {s}, {c} channels: need >= {(ho - 1) * s + k} rows of "
+                          f">= {need} words")
+    backend = get_backend() if backend is None else _check_backend(backend)
+    if backend != "numpy":
+        out = np.empty((b * ho * wo, k * wr), dtype=np.uint64)
+        _ext.window_words(maps.reshape(b * hp, r), out, hp, k, s, c, ho, wo)
+        return out
+    off = np.arange(wo) * (s * c)
+    sh = (off % WORD_BITS).astype(np.uint64)[None, None, :, None, None]
+    rows = np.arange(ho)[:, None] * s + np.arange(k)[None, :]  # [ho, k]
+    cols = (off // WORD_BITS)[:, None] + np.arange(wr + 1)[None, :]  # [wo, wr + 1]
+    g = maps[:, rows[:, None, :, None], cols[None, :, None, :]]  # [b, ho, wo, k, wr + 1]
+    # funnel shift: bits sh.. of word i, then bits 0..sh-1 of word i+1 (two shifts: sh may be 0)
+    w = (g[..., :wr] >> sh) | ((g[..., 1:] << np.uint64(1)) << (np.uint64(WORD_BITS - 1) - sh))
+    if (k * c) % WORD_BITS:
+        w[..., -1] &= np.uint64((1 << ((k * c) % WORD_BITS)) - 1)
+    return np.ascontiguousarray(w.reshape(b * ho * wo, k * wr))

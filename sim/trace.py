@@ -1,17 +1,69 @@
-"""Per-layer trace of the RTL on the Amaranth simulator, to locate the first mismatching bit.
+"""Per-layer traces and where two of them first differ.
+
+:func:`locate_mismatch` compares a backend's per-layer trace with golden's
+(:meth:`bitswarm.golden.Model.forward` with ``trace=``) and names the first differing value:
+layer, image and neuron for a dense layer; layer, image, channel and pixel ``(y, x)`` of the
+(pooled) output map for a convolutional one, from the flat HWC index
+``(y·W_q + x)·F + c`` (SPEC.md §14).
 
 Bulk Verilator runs only see the accelerator's outputs. When they disagree with golden,
 :func:`rtl_trace` runs a few images through the *same* Amaranth design on Amaranth's simulator
 and records what each layer hands to the next (the threshold-pack stage's activation bits) and
-the final scores, in the format of :meth:`bitswarm.golden.Model.forward`'s trace, so
-:func:`bitswarm.sim.driver.first_mismatch` can name the layer, image and neuron.
+the final scores, in the format of golden's trace.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["rtl_trace"]
+__all__ = ["locate_mismatch", "rtl_trace"]
+
+
+def locate_mismatch(cfg, golden_trace: list, other_trace: list, image_ids=None) -> str | None:
+    """Describe the first value where ``other_trace`` differs from ``golden_trace``, or None.
+
+    Layers are compared in order and, within a layer, the first differing image, then the
+    first differing value of its row. ``image_ids[k]`` (default ``k``) names the traces'
+    ``k``-th row: pass the test-set indices of the traced images.
+
+    Parameters
+    ----------
+    cfg : bitswarm.golden.ModelConfig
+        The traced model's config (it says which layers are convolutions and their map sizes).
+    golden_trace, other_trace : list of array-like
+        Per-layer outputs ``[n, out_size]``: activation bits, then the scores.
+
+    Returns
+    -------
+    str or None
+        ``"layer L, image I, neuron J: activation bit is 1, golden 0 (D differing values in
+        this layer)"`` (``score`` for the output layer); for a convolution ``"layer L (conv,
+        HqxWqxF map), image I, channel C, pixel (y=Y, x=X): ..."``; a shape or length
+        difference is named as such.
+    """
+    layers = cfg.layers
+    for li, (g, o) in enumerate(zip(golden_trace, other_trace, strict=False)):
+        g, o = np.asarray(g), np.asarray(o)
+        if g.shape != o.shape:
+            return f"layer {li}: shape {list(o.shape)} differs from golden {list(g.shape)}"
+        diff = np.argwhere(g != o)
+        if not len(diff):
+            continue
+        k, j = (int(v) for v in diff[0])
+        img = int(image_ids[k]) if image_ids is not None else k
+        last = li == len(golden_trace) - 1
+        what = (f"{'score' if last else 'activation bit'} is {int(o[k, j])}, golden {int(g[k, j])} "
+                f"({len(diff)} differing values in this layer)")
+        geo = layers[li].conv if li < len(layers) else None
+        if geo is None:
+            return f"layer {li}, image {img}, neuron {j}: {what}"
+        f, wq = layers[li].n_out, geo.pooled_width
+        y, x, c = j // (wq * f), (j // f) % wq, j % f
+        return (f"layer {li} (conv, {geo.pooled_height}x{wq}x{f} map), image {img}, channel {c}, "
+                f"pixel (y={y}, x={x}): {what}")
+    if len(golden_trace) != len(other_trace):
+        return f"trace lengths differ: {len(other_trace)} vs golden {len(golden_trace)}"
+    return None
 
 
 def rtl_trace(accel, images, max_cycles_per_image: int | None = None) -> list[np.ndarray]:
