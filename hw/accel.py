@@ -28,6 +28,8 @@ from bitswarm.golden.model import PIXEL_BITS, Model
 from .argmax import Argmax
 from .mac_array import MACArray
 from .plan import AccelPlan, class_width
+from .pool import Pool
+from .sliding_window import SlidingWindow
 from .threshold import Threshold
 
 __all__ = ["Repack", "Serializer", "Accelerator"]
@@ -217,26 +219,31 @@ class Accelerator(wiring.Component):
         macs = self._macs
         for i, mac in enumerate(macs):
             m.submodules[f"mac{i}"] = mac
-        # pixels -> first layer's B-bit inputs (the top B bits of each pixel)
-        b0 = lays[0].input_bits
-        mac0 = macs[0]
-        m.d.comb += [
-            mac0.i_stream.valid.eq(self.i_stream.valid),
-            self.i_stream.ready.eq(mac0.i_stream.ready),
-        ]
-        for k in range(plan.folds[0].simd):
-            m.d.comb += mac0.i_stream.payload.x[k].eq(self.i_stream.payload.x[k][PIXEL_BITS - b0:])
+        src = self._input(m, lays[0], plan.folds[0].simd)
         for i, lay in enumerate(lays):
-            thr = Threshold(lay, lanes=plan.folds[i].pe, theta=model.theta[i].tolist(),
+            fold = plan.folds[i]
+            if lay.conv is not None:
+                gen = SlidingWindow(lay.conv, simd=fold.simd, bits=lay.input_bits)
+                m.submodules[f"window{i}"] = gen
+                wiring.connect(m, src=src, window=gen.i_stream)
+                src = gen.o_stream
+            wiring.connect(m, src=src, mac=macs[i].i_stream)
+            thr = Threshold(lay, lanes=fold.pe, theta=model.theta[i].tolist(),
                             invert=None if lay.output else model.invert[i].tolist())
             m.submodules[f"thr{i}"] = thr
             self._connect_z(m, macs[i], thr)
             if lay.output:
                 break
-            rp = Repack(lay.n_out, pe=plan.folds[i].pe, simd=plan.folds[i + 1].simd)
+            bits = thr.o_stream
+            if lay.conv is not None and lay.conv.pool > 1:
+                pool = Pool(lay.conv, channels=lay.n_out, pe=fold.pe)
+                m.submodules[f"pool{i}"] = pool
+                wiring.connect(m, thr=bits, pool=pool.i_stream)
+                bits = pool.o_stream
+            rp = Repack(lay.out_size, pe=fold.pe, simd=plan.folds[i + 1].simd)
             m.submodules[f"repack{i}"] = rp
-            wiring.connect(m, thr=thr.o_stream, repack=rp.i_stream)
-            wiring.connect(m, repack=rp.o_stream, mac=macs[i + 1].i_stream)
+            wiring.connect(m, src=bits, repack=rp.i_stream)
+            src = rp.o_stream
         last = lays[-1]
         m.submodules.serializer = ser = Serializer(last.n_out, pe=plan.folds[-1].pe,
                                                    width=last.z_width)
@@ -251,6 +258,16 @@ class Accelerator(wiring.Component):
             o.payload.scores.eq(am.o_stream.payload.scores),
         ]
         return m
+
+    def _input(self, m, lay0, simd0):
+        """Raw pixels -> the first layer's B-bit inputs (the top B bits of each pixel)."""
+        b0 = lay0.input_bits
+        s = stream.Signature(data.StructLayout({
+            "x": data.ArrayLayout(unsigned(b0), simd0)})).create(path=("pixels",))
+        m.d.comb += [s.valid.eq(self.i_stream.valid), self.i_stream.ready.eq(s.ready)]
+        for k in range(simd0):
+            m.d.comb += s.payload.x[k].eq(self.i_stream.payload.x[k][PIXEL_BITS - b0:])
+        return s
 
     @staticmethod
     def _connect_z(m, mac, thr):

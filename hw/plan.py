@@ -52,12 +52,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bitswarm.golden.conv import ConvGeometry
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.layer import LayerConfig
 from bitswarm.golden.model import PIXEL_BITS, ModelConfig
 
 __all__ = ["MEM_STYLES", "MEM_ATTRS", "auto_mem_style", "FOLD_FORMAT", "LayerFold", "AccelPlan", "tree_depth", "tree_terms",
-           "weight_planes", "class_width", "load_fold", "BUFFER_BANKS", "add_fold_args",
+           "weight_planes", "class_width", "conv_rows", "line_rows", "load_fold", "BUFFER_BANKS", "add_fold_args",
            "plan_from_args", "TrainerCycles", "cycles_per_sample", "DEFAULT_IN_LANES", "SYNC",
            "REPLY"]
 
@@ -85,6 +86,10 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
 def tree_depth(n_bits: int) -> int:
     """Levels of a popcount tree over ``n_bits`` (one level of 4-input counts, then adders)."""
     leaves = -(-n_bits // 4)
@@ -104,6 +109,39 @@ def tree_terms(lay: LayerConfig, simd: int) -> int:
 def class_width(n_classes: int) -> int:
     """Width of a class index (at least 1 bit)."""
     return max(1, (n_classes - 1).bit_length())
+
+
+# -- convolution stages: the sliding-window generator's row schedule ------------------------
+def conv_rows(g: ConvGeometry) -> list[tuple[int, int, int]]:
+    """Per output row ``oy`` of a convolution: ``(lo, need, release)`` of the sliding-window
+    generator. ``lo = max(0, oy·s - P)`` is the first map row the row's windows read (the line
+    buffer's oldest held row while it is emitted), ``need`` the rows from ``lo`` that must be
+    completely written before its first window is emitted (those its windows read; for the
+    last output row every remaining row of the image, so that the next image starts on a
+    clean buffer) and ``release`` the rows freed once its last window has been emitted."""
+    k, s, p, h = g.kernel, g.stride, g.pad, g.in_height
+    out = []
+    for oy in range(g.out_height):
+        y0 = oy * s - p
+        lo = max(0, y0)
+        last = oy == g.out_height - 1
+        need = (h if last else min(h, y0 + k)) - lo
+        release = (h - lo) if last else max(0, y0 + s) - lo
+        out.append((lo, need, release))
+    return out
+
+
+def line_rows(g: ConvGeometry) -> int:
+    """Rows ``R`` of the sliding-window generator's line buffer: the most rows held at once
+    when the rows of the next output row (or, at the last output row, of the next image's
+    first output row) are written while the current one is emitted:
+    ``R = max(max_oy (lo(oy+1) + need(oy+1) - lo(oy)), need(last) + need(0))``. For a stride-1
+    3x3 window with padding 1 that is ``K + 1 = 4`` rows; never more than ``H + need(0)``."""
+    rows = conv_rows(g)
+    r = rows[-1][1] + rows[0][1]
+    for (lo, _, _), (lo2, need2, _) in zip(rows, rows[1:], strict=False):
+        r = max(r, lo2 + need2 - lo)
+    return r
 
 
 @dataclass(frozen=True)
@@ -126,6 +164,15 @@ class LayerFold:
         if self.mem not in MEM_STYLES:
             raise ConfigError(f"layer {i}: mem must be one of {', '.join(MEM_STYLES)}, "
                               f"not {self.mem!r}")
+        if lay.conv is not None:
+            c = lay.conv.in_channels
+            if c % self.simd:
+                raise ConfigError(f"layer {i}: simd = {self.simd} must divide the convolution's "
+                                  f"input channels C = {c} (a window slice is part of one pixel)")
+            if lay.n_out % self.pe:
+                raise ConfigError(f"layer {i}: pe = {self.pe} must divide the convolution's "
+                                  f"output channels F = {lay.n_out} (pooled pixels are whole "
+                                  "groups)")
 
     # -- geometry, derived once --------------------------------------------------------------
     def sf(self, lay: LayerConfig) -> int:
@@ -141,6 +188,14 @@ class LayerFold:
 
     def cycles_per_vector(self, lay: LayerConfig) -> int:
         return self.nf(lay) * lay.input_bits * self.sf(lay)
+
+    def vectors(self, lay: LayerConfig) -> int:
+        """Input vectors per image: the ``H_o·W_o`` windows of a convolution, else 1."""
+        return lay.conv.positions if lay.conv is not None else 1
+
+    def cycles_per_image(self, lay: LayerConfig) -> int:
+        """The MAC array's cycles per image, ``vectors · cycles_per_vector``."""
+        return self.vectors(lay) * self.cycles_per_vector(lay)
 
     def buffered(self, lay: LayerConfig) -> bool:
         """Whether the MAC array buffers its input (slices are reused: ``NF·B > 1``)."""
@@ -248,27 +303,50 @@ class AccelPlan:
 
         Automatic folding balances the layers: SIMD is the input width up to ``max_simd``
         (rounded to a multiple of the previous layer's PE), PE is chosen so every layer's cycles
-        per vector is close to the first layer's (the slowest stage sets the interval).
+        per image is close to the first layer's (the slowest stage sets the interval).
         Automatic ``pipeline`` registers every other adder-tree level (at least one).
-        :func:`bitswarm.hw.resources.optimize` finds folds that fit a device instead.
+        A convolution takes the largest SIMD dividing its input channels (and a multiple of the
+        previous PE) and PEs dividing its output channels; the first convolution the largest
+        PE up to ``max_pe``. :func:`bitswarm.hw.resources.optimize` finds folds that fit a
+        device instead.
         """
         folds: list[LayerFold] = []
         target = None
         for i, lay in enumerate(cfg.layers):
-            s = min(lay.n_in, simd if simd is not None else max_simd)
-            if i > 0:  # a multiple of the previous PE (repacking), at most N
-                prev = folds[-1].pe
-                s = max(prev, s - s % prev)
-                if s > lay.n_in:
+            prev = folds[-1].pe if i > 0 else 1
+            want = min(lay.n_in, simd if simd is not None else max_simd)
+            if lay.conv is not None:
+                c = lay.conv.in_channels
+                ok = [d for d in _divisors(c) if d % prev == 0]
+                if not ok:
                     raise ConfigError(
-                        f"layer {i}: no simd <= {lay.n_in} is a multiple of layer {i - 1}'s "
-                        f"pe = {prev}; choose a smaller pe")
+                        f"layer {i}: no simd dividing the input channels C = {c} is a multiple of "
+                        f"layer {i - 1}'s pe = {prev}; choose a smaller pe")
+                s = max([d for d in ok if d <= want] or [ok[0]])
+                pes = _divisors(lay.n_out)
+            else:
+                s = want
+                if i > 0:  # a multiple of the previous PE (repacking), at most N
+                    s = max(prev, s - s % prev)
+                    if s > lay.n_in:
+                        raise ConfigError(
+                            f"layer {i}: no simd <= {lay.n_in} is a multiple of layer {i - 1}'s "
+                            f"pe = {prev}; choose a smaller pe")
+                pes = None
+            sf = -(-lay.n_in // s) * lay.input_bits
+            rows = lay.conv.positions if lay.conv is not None else 1
             if pe is not None:
                 p = min(lay.n_out, pe)
                 if lay.output:
                     p = min(p, lay.input_bits * -(-lay.n_in // s))
+            elif pes is not None:  # a convolution: PE divides F
+                if target is None:
+                    p = max(d for d in pes if d <= max_pe)
+                    target = -(-lay.n_out // p) * sf * rows
+                else:
+                    fit = [d for d in pes if d <= max_pe and -(-lay.n_out // d) * sf * rows <= target]
+                    p = min(fit) if fit else max(d for d in pes if d <= max_pe)
             else:
-                sf = -(-lay.n_in // s) * lay.input_bits
                 if target is None:
                     p = min(lay.n_out, max(1, max_pe // 4))
                     target = -(-lay.n_out // p) * sf
@@ -276,6 +354,8 @@ class AccelPlan:
                     p = min(lay.n_out, max_pe, max(1, -(-lay.n_out * sf // target)))
                 if lay.output:
                     p = min(p, sf)
+            if pes is not None and pe is not None:
+                p = max(d for d in pes if d <= p)
             d = tree_depth(tree_terms(lay, s))
             pl = min(d, pipeline) if pipeline is not None else max(1, d // 2)
             folds.append(LayerFold(pe=p, simd=s, pipeline=max(0, pl)))
@@ -330,18 +410,48 @@ class AccelPlan:
         return zip(self.folds, self.cfg.layers, strict=True)
 
     def layer_cycles(self) -> list[int]:
+        """Each MAC array's cycles per input vector (a convolution's vector is one window)."""
         return [f.cycles_per_vector(lay) for f, lay in self._pairs()]
+
+    def stage_cycles(self) -> dict[str, int]:
+        """Busy cycles per image of every stage that can set the interval: the input
+        (``input_slices``), each sliding-window generator's writer (``H·W·C / SIMD`` chunks,
+        one per cycle) and each MAC array (``vectors · cycles_per_vector``)."""
+        out = {"input": self.input_slices()}
+        for i, (f, lay) in enumerate(self._pairs()):
+            if lay.conv is not None:
+                out[f"window{i}"] = lay.conv.in_size // f.simd
+            out[f"mac{i}"] = f.cycles_per_image(lay)
+        return out
 
     def latency_cycles(self) -> int:
         """Cycles from an isolated image's first input handshake to its output handshake."""
+        cached = self.__dict__.get("_latency")
+        if cached is None:
+            cached = self._latency()
+            object.__setattr__(self, "_latency", cached)
+        return cached
+
+    def _latency(self) -> int:
         tails = [f.tail_cycles(lay) for f, lay in self._pairs()]
         last, fl = self.cfg.layers[-1], self.folds[-1]
         k = last.n_out - (fl.nf(last) - 1) * fl.pe  # scores in the last group
-        return self.input_slices() - 1 + tails[0] + sum(2 + t for t in tails[1:]) + 2 + k
+        n_conv = self.conv_layers()
+        if not n_conv:
+            return self.input_slices() - 1 + tails[0] + sum(2 + t for t in tails[1:]) + 2 + k
+        from .timing import conv_front
+
+        t_last = conv_front(self, 1, limit=64 * (self.interval_cycles() + 1000))[0]
+        return t_last + tails[n_conv] + sum(2 + t for t in tails[n_conv + 1:]) + 2 + k
+
+    def conv_layers(self) -> int:
+        """How many layers (the first ones) are convolutions."""
+        return sum(lay.conv is not None for lay in self.cfg.layers)
 
     def interval_cycles(self) -> int:
-        """Streaming initiation interval of back-to-back images: the slowest MAC array."""
-        return max(self.layer_cycles())
+        """Streaming initiation interval of back-to-back images: the busiest stage
+        (:meth:`stage_cycles`; for an MLP the slowest MAC array)."""
+        return max(self.stage_cycles().values()) if self.conv_layers() else max(self.layer_cycles())
 
     interval_bound = interval_cycles  # the name the older reports used
 
@@ -349,8 +459,12 @@ class AccelPlan:
         return clock_hz / self.interval_cycles()
 
     def input_slices(self) -> int:
-        """Input transfers per image: ``ceil(N_0 / SIMD_0)`` slices of ``SIMD_0`` pixels."""
-        return self.folds[0].sf(self.cfg.layers[0])
+        """Input transfers per image: ``ceil(N_0 / SIMD_0)`` slices of ``SIMD_0`` pixels (a
+        convolution: ``C·H·W / SIMD_0`` slices of the HWC map)."""
+        lay = self.cfg.layers[0]
+        if lay.conv is not None:
+            return lay.conv.in_size // self.folds[0].simd
+        return self.folds[0].sf(lay)
 
     def weight_memory_bits(self) -> int:
         """Bits of weight ROM including fold padding."""
