@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from bitswarm.cli import main
-from bitswarm.golden import Model, save_model
+from bitswarm.golden import Model, ModelConfig, save_model
 from bitswarm.sim import driver
 from bitswarm.sim.bulk import _has_lz4
 from bitswarm.sim.driver import MAX_LISTED, VirtualBackend, first_difference
@@ -138,6 +138,109 @@ def test_driver_first_mismatch_maps_rows_to_images():
     o = [np.array([[0, 0, 0], [0, 5, 0]])]
     assert driver.first_mismatch(g, o).startswith("layer 0, image 1, neuron 1")
     assert driver.first_mismatch(g, o, image_ids=[17, 42]).startswith("layer 0, image 42, neuron 1")
+
+
+# -- convolutional models ---------------------------------------------------------------
+
+CNN = "1x8x8-c16k3p1-mp2-c32k3p1-mp2-10"
+
+
+def _digits_cnn(tmp_path):
+    """A digits CNN with trained-like thresholds (tests/sim/test_virtual_conv.py), saved."""
+    from bitswarm.train.data import load_dataset
+
+    from tests.sim.test_virtual_conv import _balanced
+
+    ds = load_dataset("digits")
+    cfg = ModelConfig.from_arch(CNN, swarm=2, input_bits=8)
+    m = _balanced(Model.random(cfg, 21), torch.from_numpy(ds.x_train[:400]), 21)
+    save_model(m, tmp_path / "cnn.bsm")
+    return m, ds
+
+
+def _sim_digits(path, capsys, *extra):
+    rc = main(["sim", str(path), "--dataset", "digits", *extra])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_sim_digits_cnn_virtual_json(tmp_path, capsys):
+    """A conv model on the whole digits test split: 0 mismatches, the JSON fields of an MLP."""
+    m, ds = _digits_cnn(tmp_path)
+    mlp = Model.random(ModelConfig.mlp([64, 16, 10], input_shape=(8, 8)), 0)
+    save_model(mlp, tmp_path / "mlp.bsm")
+    rc, out, _ = _sim_digits(tmp_path / "cnn.bsm", capsys, "--backend", "virtual", "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["mismatches"] == 0 and d["n"] == len(ds.y_test)
+    assert d["mismatched_images"] == [] and d["first_difference"] is None
+    x = torch.from_numpy(ds.x_test.reshape(-1, 1, 8, 8))
+    assert d["accuracy"] == float((m.predict(x).numpy() == ds.y_test).mean())
+    rc, out, _ = _sim_digits(tmp_path / "mlp.bsm", capsys, "--json")
+    assert rc == 0 and set(json.loads(out)) == set(d)
+
+
+def test_sim_trace_names_conv_layer_channel_and_pixel(tmp_path, capsys, monkeypatch):
+    """A corrupted virtual conv layer (every weight bit of filter 5 of the second convolution
+    flipped in the packed operand): --trace names layer 1, the first traced image that differs
+    there, channel 5 and the pixel of the first differing bit (flat HWC (y*W + x)*C + c)."""
+    m, ds = _digits_cnn(tmp_path)
+    orig = VirtualBackend.__init__
+
+    def init(self, model, plan=None, threads=None):
+        orig(self, model, plan, threads)
+        lay = self.va.layers[1]
+        lay.weights[5] ^= np.tile(lay.valid, lay.cfg.swarm)
+
+    monkeypatch.setattr(VirtualBackend, "__init__", init)
+    rc, out, _ = _sim_digits(tmp_path / "cnn.bsm", capsys, "--json", "--trace")
+    d = json.loads(out)
+    assert rc == 1 and d["mismatches"] > 0
+    # where it must be, found here from the two traces of the images the CLI traces
+    x = ds.x_test.reshape(-1, 1, 8, 8)
+    backend = VirtualBackend(m)
+    bad = np.nonzero(np.any(backend.infer(x).scores != m.forward(torch.from_numpy(x)).numpy(),
+                            axis=1))[0][:8]
+    gt: list = []
+    m.forward(torch.from_numpy(x[bad]), trace=gt)
+    vt = backend.trace(x[bad])
+    np.testing.assert_array_equal(vt[0], gt[0].numpy())  # layer 0 is intact
+    k, j = (int(v) for v in np.argwhere(vt[1] != gt[1].numpy())[0])
+    geo = m.cfg.layers[1].conv
+    f, wq = m.cfg.layers[1].n_out, geo.pooled_width
+    y, xx, c = j // (wq * f), (j // f) % wq, j % f
+    assert c == 5 and (y * wq + xx) * f + c == j
+    assert d["first_mismatch"].startswith(
+        f"layer 1 (conv, 2x2x32 map), image {int(bad[k])}, channel 5, pixel (y={y}, x={xx}): "
+        f"activation bit is {int(vt[1][k, j])}, golden {int(gt[1][k, j])} ("), d["first_mismatch"]
+
+
+def test_locate_mismatch_dense_and_conv():
+    from bitswarm.sim.trace import locate_mismatch
+
+    cfg = ModelConfig.from_arch("2x3x4-c5k3p1-mp2-4")  # layer 0: a 1x2x5 pooled map
+    g = [np.zeros((3, 10), dtype=np.uint8), np.zeros((3, 4), dtype=np.int64)]
+    o = [g[0].copy(), g[1].copy()]
+    assert locate_mismatch(cfg, g, o) is None
+    o[1][2, 3] = 7
+    assert locate_mismatch(cfg, g, o, image_ids=[4, 5, 6]) == (
+        "layer 1, image 6, neuron 3: score is 7, golden 0 (1 differing values in this layer)")
+    o[0][1, 8] = 1  # flat HWC index 8 = (y*2 + x)*5 + c: y 0, x 1, c 3
+    o[0][2, 0] = 1
+    assert locate_mismatch(cfg, g, o, image_ids=[4, 5, 6]) == (
+        "layer 0 (conv, 1x2x5 map), image 5, channel 3, pixel (y=0, x=1): activation bit is 1, "
+        "golden 0 (2 differing values in this layer)")
+    assert locate_mismatch(cfg, g, o[:1]).startswith("layer 0 (conv")
+    assert locate_mismatch(cfg, g[:1], g) == "trace lengths differ: 2 vs golden 1"
+
+
+def test_sim_verilator_refuses_a_conv_model_in_one_line(tmp_path, capsys):
+    _digits_cnn(tmp_path)
+    rc, out, err = _sim_digits(tmp_path / "cnn.bsm", capsys, "--backend", "verilator", "--json",
+                               "--build-dir", str(tmp_path / "b"))
+    lines = err.strip().splitlines()
+    assert rc == 2 and out == "" and len(lines) == 1, err
+    assert lines[0].startswith("bitswarm: error: the Verilator backend does not support "
+                               "convolutional layers")
 
 
 @pytest.mark.parametrize("args, msg", [
