@@ -58,7 +58,7 @@ from bitswarm.golden.layer import LayerConfig
 from bitswarm.golden.model import PIXEL_BITS, ModelConfig
 
 __all__ = ["MEM_STYLES", "MEM_ATTRS", "auto_mem_style", "FOLD_FORMAT", "LayerFold", "AccelPlan", "tree_depth", "tree_terms",
-           "weight_planes", "class_width", "conv_rows", "line_rows", "load_fold", "BUFFER_BANKS", "add_fold_args",
+           "weight_planes", "class_width", "conv_outputs", "conv_rows", "line_rows", "load_fold", "BUFFER_BANKS", "add_fold_args",
            "plan_from_args", "TrainerCycles", "cycles_per_sample", "DEFAULT_IN_LANES", "SYNC",
            "REPLY"]
 
@@ -112,19 +112,27 @@ def class_width(n_classes: int) -> int:
 
 
 # -- convolution stages: the sliding-window generator's row schedule ------------------------
+def conv_outputs(g: ConvGeometry) -> tuple[int, int]:
+    """Output rows and columns the hardware computes: ``(H_q·Q, W_q·Q)``. The rows and columns
+    of the ``H_o x W_o`` output that fill no pooling window (SPEC.md §14 drops them) are never
+    generated, so they cost no MAC cycles (without pooling, ``Q = 1``: all of them)."""
+    return g.pooled_height * g.pool, g.pooled_width * g.pool
+
+
 def conv_rows(g: ConvGeometry) -> list[tuple[int, int, int]]:
-    """Per output row ``oy`` of a convolution: ``(lo, need, release)`` of the sliding-window
-    generator. ``lo = max(0, oy·s - P)`` is the first map row the row's windows read (the line
+    """Per computed output row ``oy`` (:func:`conv_outputs`) of a convolution: ``(lo, need,
+    release)`` of the sliding-window generator. ``lo = max(0, oy·s - P)`` is the first map row the row's windows read (the line
     buffer's oldest held row while it is emitted), ``need`` the rows from ``lo`` that must be
     completely written before its first window is emitted (those its windows read; for the
     last output row every remaining row of the image, so that the next image starts on a
     clean buffer) and ``release`` the rows freed once its last window has been emitted."""
     k, s, p, h = g.kernel, g.stride, g.pad, g.in_height
     out = []
-    for oy in range(g.out_height):
+    rows = conv_outputs(g)[0]
+    for oy in range(rows):
         y0 = oy * s - p
         lo = max(0, y0)
-        last = oy == g.out_height - 1
+        last = oy == rows - 1
         need = (h if last else min(h, y0 + k)) - lo
         release = (h - lo) if last else max(0, y0 + s) - lo
         out.append((lo, need, release))
@@ -190,8 +198,12 @@ class LayerFold:
         return self.nf(lay) * lay.input_bits * self.sf(lay)
 
     def vectors(self, lay: LayerConfig) -> int:
-        """Input vectors per image: the ``H_o·W_o`` windows of a convolution, else 1."""
-        return lay.conv.positions if lay.conv is not None else 1
+        """Input vectors per image: a convolution's computed windows (:func:`conv_outputs`,
+        ``H_o·W_o`` less the rows and columns pooling drops), else 1."""
+        if lay.conv is None:
+            return 1
+        h, w = conv_outputs(lay.conv)
+        return h * w
 
     def cycles_per_image(self, lay: LayerConfig) -> int:
         """The MAC array's cycles per image, ``vectors · cycles_per_vector``."""
@@ -334,7 +346,7 @@ class AccelPlan:
                             f"pe = {prev}; choose a smaller pe")
                 pes = None
             sf = -(-lay.n_in // s) * lay.input_bits
-            rows = lay.conv.positions if lay.conv is not None else 1
+            rows = LayerFold(1, 1, 0).vectors(lay)
             if pe is not None:
                 p = min(lay.n_out, pe)
                 if lay.output:

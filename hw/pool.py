@@ -13,6 +13,8 @@ from amaranth.lib.wiring import In, Out
 from bitswarm.golden.conv import ConvGeometry
 from bitswarm.golden.errors import ConfigError
 
+from .plan import conv_outputs
+
 __all__ = ["Pool"]
 
 
@@ -36,16 +38,18 @@ class Pool(wiring.Component):
     Members
     -------
     i_stream : ``In(stream.Signature(StructLayout({"bits": unsigned(pe)})))``
-        Activation bits of the ``H_o x W_o`` positions in raster order, ``NF = F / PE`` groups
-        per position (group ``nf`` holds channels ``nf·PE .. nf·PE + PE - 1``).
+        Activation bits of the ``H_q·Q x W_q·Q`` computed positions in raster order (the
+        remainder rows and columns of the ``H_o x W_o`` output, which fill no pooling window,
+        are dropped before they are computed: the
+        :class:`~bitswarm.hw.sliding_window.SlidingWindow` does not generate them,
+        :func:`~bitswarm.hw.plan.conv_outputs`), ``NF = F / PE`` groups per position (group
+        ``nf`` holds channels ``nf·PE .. nf·PE + PE - 1``).
     o_stream : ``Out(stream.Signature(StructLayout({"bits": unsigned(pe)})))``
         The pooled ``H_q x W_q`` map in raster order, ``NF`` groups per position: the OR of the
-        ``Q x Q`` positions ``(yq·Q + dy, xq·Q + dx)``. Positions in the rows and columns that
-        fill no window (``oy >= H_q·Q`` or ``ox >= W_q·Q``) are consumed and dropped.
+        ``Q x Q`` positions ``(yq·Q + dy, xq·Q + dx)``.
 
     Row buffer: ``W_q·NF`` words of ``PE`` bits (``W_q·F`` bits) holding the partial ORs of the
-    current pooled row, read combinationally and written on each kept group (registers or LUT
-    RAM). Timing: one group per cycle in; a pooled group leaves one cycle after the last group
+    current pooled row, read combinationally and written on each group (registers or LUT RAM). Timing: one group per cycle in; a pooled group leaves one cycle after the last group
     of its window (a one-entry output register). ``i_stream.ready = ~o_stream.valid |
     o_stream.ready``. Nothing overflows; nothing is reordered.
 
@@ -99,25 +103,24 @@ class Pool(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         g, NF, pe = self._g, self.groups, self._pe
-        Q, Ho, Wo, Hq, Wq = g.pool, g.out_height, g.out_width, g.pooled_height, g.pooled_width
+        Q, Wq = g.pool, g.pooled_width
+        Hc, Wc = conv_outputs(g)
         ins, o = self.i_stream, self.o_stream
         m.submodules.rowbuf = buf = memory.Memory(shape=pe, depth=Wq * NF, init=[])
         rd, wr = buf.read_port(domain="comb"), buf.write_port()
         nf = Signal(range(max(2, NF)))
-        ox, oy = Signal(range(max(2, Wo))), Signal(range(max(2, Ho)))
+        ox, oy = Signal(range(max(2, Wc))), Signal(range(max(2, Hc)))
         dx, dy = Signal(range(max(2, Q))), Signal(range(max(2, Q)))
-        xq = Signal(range(max(2, Wq + 1)))
-        drop = Signal()
-        m.d.comb += drop.eq((ox >= Wq * Q) | (oy >= Hq * Q))
+        xq = Signal(range(max(2, Wq)))
         addr = Signal(range(max(2, Wq * NF)))
         m.d.comb += addr.eq(xq * NF + nf)
         fresh, emit = Signal(), Signal()
-        m.d.comb += [fresh.eq((dx == 0) & (dy == 0)), emit.eq((dx == Q - 1) & (dy == Q - 1) & ~drop)]
-        v = Signal(pe)
+        m.d.comb += [fresh.eq((dx == 0) & (dy == 0)), emit.eq((dx == Q - 1) & (dy == Q - 1))]
+        v = Signal(pe)  # the window's OR so far, this group included
         m.d.comb += [rd.addr.eq(addr), v.eq(ins.payload.bits | Mux(fresh, 0, rd.data))]
         accept = Signal()
         m.d.comb += [ins.ready.eq(~o.valid | o.ready), accept.eq(ins.valid & ins.ready)]
-        m.d.comb += [wr.addr.eq(addr), wr.data.eq(v), wr.en.eq(accept & ~drop)]
+        m.d.comb += [wr.addr.eq(addr), wr.data.eq(v), wr.en.eq(accept)]
         with m.If(accept):
             m.d.sync += [o.valid.eq(emit), o.payload.bits.eq(v)]
         with m.Elif(o.ready):
@@ -126,13 +129,11 @@ class Pool(wiring.Component):
         with m.If(accept):
             m.d.sync += nf.eq(Mux(nf == NF - 1, 0, nf + 1))
             with m.If(nf == NF - 1):
-                end_x = ox == Wo - 1
-                m.d.sync += [ox.eq(Mux(end_x, 0, ox + 1)), dx.eq(Mux(end_x | (dx == Q - 1), 0, dx + 1))]
+                end_x, end_dx = ox == Wc - 1, dx == Q - 1
+                m.d.sync += [ox.eq(Mux(end_x, 0, ox + 1)), dx.eq(Mux(end_dx, 0, dx + 1))]
                 with m.If(end_x):
-                    m.d.sync += xq.eq(0)
-                    end_y = oy == Ho - 1
-                    m.d.sync += [oy.eq(Mux(end_y, 0, oy + 1)),
-                                 dy.eq(Mux(end_y | (dy == Q - 1), 0, dy + 1))]
-                with m.Elif(dx == Q - 1):
+                    m.d.sync += [xq.eq(0), oy.eq(Mux(oy == Hc - 1, 0, oy + 1)),
+                                 dy.eq(Mux(dy == Q - 1, 0, dy + 1))]
+                with m.Elif(end_dx):
                     m.d.sync += xq.eq(xq + 1)
         return m

@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from bitswarm.golden.conv import ConvGeometry
 from bitswarm.golden.errors import ConfigError
 
-from .plan import MEM_ATTRS, auto_mem_style, line_rows
+from .plan import MEM_ATTRS, auto_mem_style, conv_outputs, line_rows
 
 __all__ = ["SlidingWindow"]
 
@@ -54,7 +54,9 @@ class SlidingWindow(wiring.Component):
         The map in HWC raster order, ``H·W·CG`` transfers per image: transfer ``(y·W + x)·CG +
         cg`` carries channels ``cg·SIMD .. cg·SIMD + SIMD - 1`` of pixel ``(y, x)``.
     o_stream : ``Out(stream.Signature(StructLayout({"x": ArrayLayout(unsigned(bits), simd)})))``
-        ``H_o·W_o`` windows per image in raster order, each ``SF = K·K·CG`` transfers in
+        The windows of the computed output positions (:func:`~bitswarm.hw.plan.conv_outputs`:
+        ``H_o x W_o`` less the rows and columns that fill no ``Q x Q`` pooling window, which
+        would be dropped) in raster order, each ``SF = K·K·CG`` transfers in
         ``(ky, kx, cg)`` order: the chunk ``cg`` of map pixel ``(oy·s - P + ky, ox·s - P + kx)``,
         or all-zero lanes (the encoded value 0: bit 0 = -1, or the integer 0) where that
         position lies in the padding. This is a :class:`~bitswarm.hw.mac_array.MACArray`'s
@@ -193,7 +195,7 @@ class SlidingWindow(wiring.Component):
         """Read side: the window walk ``(oy, ox, ky, kx, cg)``, one slice per cycle."""
         g, CG, R = self._g, self.chunks, self.rows
         K, s, P, H, W = g.kernel, g.stride, g.pad, g.in_height, g.in_width
-        Ho, Wo = g.out_height, g.out_width
+        Ho, Wo = conv_outputs(g)
         o = self.o_stream
         span = max(H, W) + K + s + P
         pos = signed(span.bit_length() + 1)

@@ -39,13 +39,13 @@ class _Window:
     """SlidingWindow: writer ring of ``R`` rows, reader walking the windows row by row."""
 
     def __init__(self, lay: LayerConfig, fold):
-        from .plan import conv_rows, line_rows
+        from .plan import conv_outputs, conv_rows, line_rows
 
         g = lay.conv
         self.R = line_rows(g)
         self.rows = conv_rows(g)
         self.row_chunks = g.in_width * (g.in_channels // fold.simd)
-        self.row_slices = g.out_width * fold.sf(lay)
+        self.row_slices = conv_outputs(g)[1] * fold.sf(lay)
         self.mid = False
         self.wpos = 0
         self.held = self.filled = 0
@@ -164,11 +164,13 @@ class _Threshold:
 
 
 class _Pool:
-    """Pool: a one-entry output register, set on the last group of each kept window."""
+    """Pool: a one-entry output register, set on the last group of each window."""
 
     def __init__(self, lay: LayerConfig, fold):
-        g = lay.conv
-        self.g, self.NF = g, fold.nf(lay)
+        from .plan import conv_outputs
+
+        self.q, self.NF = lay.conv.pool, fold.nf(lay)
+        self.h, self.w = conv_outputs(lay.conv)
         self.nf = self.ox = self.oy = 0
         self.v = False
 
@@ -179,17 +181,16 @@ class _Pool:
         return self.v
 
     def tick(self, accept: bool, down: bool, _hs_out: bool) -> None:
-        g, q = self.g, self.g.pool
+        q = self.q
         if accept:
-            keep = self.ox < g.pooled_width * q and self.oy < g.pooled_height * q
-            self.v = keep and self.ox % q == q - 1 and self.oy % q == q - 1
+            self.v = self.ox % q == q - 1 and self.oy % q == q - 1
             self.nf += 1
             if self.nf == self.NF:
                 self.nf = 0
                 self.ox += 1
-                if self.ox == g.out_width:
+                if self.ox == self.w:
                     self.ox = 0
-                    self.oy = (self.oy + 1) % g.out_height
+                    self.oy = (self.oy + 1) % self.h
         elif down:
             self.v = False
 

@@ -109,3 +109,63 @@ def test_plan_cycle_model_formula():
     assert plan.interval_cycles() == 512
     auto = AccelPlan.auto(m.cfg)
     assert AccelPlan.from_dict(m.cfg, auto.to_dict()) == auto
+
+
+# -- convolutions (SPEC.md §14) ------------------------------------------------------------
+def _random_conv_model(arch, swarm=1, input_bits=8, seed=0, weights="binary"):
+    """A model from an architecture string with random weights, thresholds spread around the
+    middle of each channel's range and random invert bits (so activations and pools vary)."""
+    cfg = ModelConfig.from_arch(arch, swarm=swarm, input_bits=input_bits, weights=weights)
+    m = Model.random(cfg, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    for i, lay in enumerate(cfg.layers):
+        spread = max(1, lay.z_bound // 8)
+        m.theta[i] = torch.randint(-spread, spread + 1, (lay.n_out,), generator=g, dtype=torch.int32)
+        if not lay.output:
+            m.invert[i] = torch.randint(0, 2, (lay.n_out,), generator=g, dtype=torch.uint8)
+    m.validate()
+    return m
+
+
+def _conv_images(m, n, seed=7):
+    """``n`` random raw images as flat HWC rows (golden's flat layout for a conv model)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, m.cfg.layers[0].in_size), generator=g, dtype=torch.uint8)
+
+
+CONV_CASES = {
+    # name: (arch, swarm, input_bits, weights, folds (pe, simd, pipeline) per layer or None)
+    "k3p1_mp2_8bit": ("1x8x8-c4k3p1-mp2-10", 1, 8, "binary", [(2, 1, 1), (2, 8, 1)]),
+    "k3s2p1_1bit_s2": ("1x8x8-c6k3s2p1-mp2-7", 2, 1, "binary", [(3, 1, 0), (1, 6, 1)]),
+    "c2_k2s2p0_pool_drop": ("2x7x7-c4k2s2-mp2-9-5", 1, 4, "binary", [(4, 2, 1), (1, 4, 1), (3, 3, 0)]),
+    "two_convs_ternary": ("3x6x6-c4k3p1-c8k3s2p1-mp3-4", 1, 2, "ternary",
+                          [(2, 3, 1), (4, 2, 1), (2, 4, 1)]),
+    "k1_nopool_k3p0_mp4": ("1x9x9-c2k1-c3k3-mp4-6", 1, 8, "binary", [(1, 1, 0), (3, 2, 1), (1, 3, 1)]),
+}
+
+
+def _conv_plan(m, folds):
+    return AccelPlan.auto(m.cfg) if folds is None else AccelPlan(
+        m.cfg, tuple(LayerFold(*f) for f in folds))
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("name", sorted(CONV_CASES))
+def test_sim_accel_conv_bit_exact_and_cycle_model(name, tmp_path_factory):
+    arch, swarm, bits, weights, folds = CONV_CASES[name]
+    m = _random_conv_model(arch, swarm, bits, seed=len(name), weights=weights)
+    plan = _conv_plan(m, folds)
+    va = VerilatorAccelerator(Accelerator(m, plan), build_root=tmp_path_factory.mktemp(name))
+    x = _conv_images(m, 60)
+    want = m.forward(x).numpy()
+    want_cls = m.predict(x).numpy()
+    r = va.run(x.numpy())
+    np.testing.assert_array_equal(r.scores, want)
+    np.testing.assert_array_equal(r.classes, want_cls)
+    assert set(r.latencies.tolist()) == {plan.latency_cycles()}
+    r2 = va.run(x.numpy(), stream=True, idle_pct=30, bp_pct=40, seed=3)
+    np.testing.assert_array_equal(r2.scores, want)
+    r3 = va.run(x.numpy(), stream=True)
+    np.testing.assert_array_equal(r3.scores, want)
+    steady = np.diff(r3.out_cycle)[5:]
+    assert set(steady.tolist()) == {plan.interval_cycles()}
