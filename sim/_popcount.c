@@ -15,13 +15,18 @@
  * Code paths, chosen at run time:
  *
  *   avx512    AVX-512F + VPOPCNTQ (__builtin_cpu_supports("avx512vpopcntdq")). The weight
- *             rows of a tile (32 outputs) are interleaved once into [K][32] so that one zmm
- *             register holds word k of 8 outputs; an input word is broadcast from memory, and
+ *             rows of a tile (32 outputs) are interleaved into [K][32] so that one zmm
+ *             register holds word k of 8 outputs (once per thread and output tile: a thread
+ *             keeps them for the next input tile of the same outputs); an input word is
+ *             broadcast from memory, and
  *             a 4 x 32 register block (16 zmm accumulators) does XOR/AND, VPOPCNTQ and
  *             VPADDQ with no horizontal reduction. The last word's padding mask is folded into
  *             a VPTERNLOGQ.
  *   portable  Plain C with __builtin_popcountll on a 4 x 4 block of scalar accumulators; on
  *             x86-64 a clone compiled for the POPCNT instruction is used when the CPU has it.
+ *
+ * window_words cuts the packed windows of a convolution (section 14) out of row-packed maps,
+ * one funnel shift per word, for the same two kernels.
  *
  * The caller (bitswarm/sim/popcount.py) adds a pure-numpy path when this module is missing.
  *
@@ -85,7 +90,18 @@ typedef struct {
     int refs;            /* owners of a shared job: caller + joined helpers (atomic) */
     int joined;          /* helpers that joined (under the pool lock) */
     int max_helpers;     /* at most threads - 1 helpers join */
+    unsigned long call;  /* id of the kernel call (tags the interleaved weights in scratch) */
 } job_t;
+
+/* Per-thread scratch: the interleaved weights of one output tile (K * TILE_J words), tagged
+ * with the call and tile they hold, so that a thread taking the next input tile of the same
+ * outputs does not interleave them again. Kept between calls, freed when the thread exits. */
+typedef struct {
+    uint64_t *buf;
+    size_t cap;
+    unsigned long call;  /* 0: holds nothing */
+    Py_ssize_t jt;
+} scratch_t;
 
 /* ---------------------------------------------------------------------------------------- */
 /* portable path                                                                             */
@@ -210,15 +226,12 @@ AVX512 INLINE void avx_micro(const job_t *jb, const uint64_t *wb, Py_ssize_t i0,
     default: AVX_R_CASES(4, MODE) break;                                                      \
     }
 
-/* wb: scratch of K * TILE_J words. */
-AVX512 static void avx_tile(const job_t *jb, uint64_t *wb, Py_ssize_t i0, Py_ssize_t i1,
-                            Py_ssize_t j0, Py_ssize_t j1)
+/* wb[k][l] = w[j0 + l][k] for the tile's outputs, zero rows past j1 (L = 8 * G columns). */
+static void avx_interleave(const job_t *jb, uint64_t *wb, Py_ssize_t j0, Py_ssize_t j1)
 {
     const Py_ssize_t K = jb->K;
     const int C = (int)(j1 - j0);
-    const int G = (C + 7) / 8;
-    const int L = G * 8;
-    /* interleave: wb[k][l] = w[j0 + l][k], zero rows past j1 */
+    const int L = (C + 7) / 8 * 8;
     for (int l = 0; l < L; l++) {
         if (l < C) {
             const uint64_t *src = jb->w + (j0 + l) * K;
@@ -227,6 +240,14 @@ AVX512 static void avx_tile(const job_t *jb, uint64_t *wb, Py_ssize_t i0, Py_ssi
             for (Py_ssize_t k = 0; k < K; k++) wb[k * L + l] = 0;
         }
     }
+}
+
+/* wb: the tile's interleaved weights (avx_interleave). */
+AVX512 static void avx_tile(const job_t *jb, const uint64_t *wb, Py_ssize_t i0, Py_ssize_t i1,
+                            Py_ssize_t j0, Py_ssize_t j1)
+{
+    const int C = (int)(j1 - j0);
+    const int G = (C + 7) / 8;
     for (Py_ssize_t i = i0; i < i1; i += 4) {
         const int R = (int)(i1 - i < 4 ? i1 - i : 4);
         if (jb->mode == MODE_XNOR) {
@@ -254,14 +275,19 @@ static void detect_cpu(void)
 #endif
 }
 
-static void run_tile(const job_t *jb, uint64_t *wb, Py_ssize_t t)
+static void run_tile(const job_t *jb, scratch_t *sc, Py_ssize_t t)
 {
     const Py_ssize_t jt = t / jb->n_itiles, it = t % jb->n_itiles;
     const Py_ssize_t i0 = it * TILE_I, i1 = i0 + TILE_I < jb->B ? i0 + TILE_I : jb->B;
     const Py_ssize_t j0 = jt * TILE_J, j1 = j0 + TILE_J < jb->M ? j0 + TILE_J : jb->M;
 #if BITSWARM_X86
     if (jb->path == PATH_AVX512) {
-        avx_tile(jb, wb, i0, i1, j0, j1);
+        if (sc->call != jb->call || sc->jt != jt) {
+            avx_interleave(jb, sc->buf, j0, j1);
+            sc->call = jb->call;
+            sc->jt = jt;
+        }
+        avx_tile(jb, sc->buf, i0, i1, j0, j1);
         return;
     }
     if (cpu_popcnt) {
@@ -269,16 +295,9 @@ static void run_tile(const job_t *jb, uint64_t *wb, Py_ssize_t t)
         return;
     }
 #endif
-    (void)wb;
+    (void)sc;
     generic_tile(jb, i0, i1, j0, j1);
 }
-
-/* Per-thread scratch for the interleaved weights of a tile (K * TILE_J words), kept between
- * calls and freed when the thread exits. */
-typedef struct {
-    uint64_t *buf;
-    size_t cap;
-} scratch_t;
 
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
@@ -293,7 +312,7 @@ static void scratch_free(void *p)
 static void scratch_key_init(void) { (void)pthread_key_create(&scratch_key, scratch_free); }
 
 /* The calling thread's scratch of at least `words` words, or NULL if out of memory. */
-static uint64_t *scratch_get(size_t words)
+static scratch_t *scratch_get(size_t words)
 {
     (void)pthread_once(&scratch_once, scratch_key_init);
     scratch_t *s = (scratch_t *)pthread_getspecific(scratch_key);
@@ -310,8 +329,9 @@ static uint64_t *scratch_get(size_t words)
         free(s->buf);
         s->buf = b;
         s->cap = words;
+        s->call = 0;
     }
-    return s->buf;
+    return s;
 }
 
 static size_t scratch_words(const job_t *jb)
@@ -322,12 +342,12 @@ static size_t scratch_words(const job_t *jb)
 static void notify_done(job_t *jb);
 
 /* Takes tiles until none are left; each finished tile is counted in jb->done. */
-static void take_tiles(job_t *jb, uint64_t *wb)
+static void take_tiles(job_t *jb, scratch_t *sc)
 {
     for (;;) {
         const Py_ssize_t t = __atomic_fetch_add(&jb->next, 1, __ATOMIC_RELAXED);
         if (t >= jb->n_tiles) break;
-        run_tile(jb, wb, t);
+        run_tile(jb, sc, t);
         if (__atomic_add_fetch(&jb->done, 1, __ATOMIC_ACQ_REL) == jb->n_tiles) notify_done(jb);
     }
 }
@@ -350,8 +370,8 @@ static int run_parallel(job_t *jb, int threads)
 {
 #pragma omp parallel num_threads(threads)
     {
-        uint64_t *wb = scratch_get(scratch_words(jb));
-        if (wb != NULL) take_tiles(jb, wb);
+        scratch_t *sc = scratch_get(scratch_words(jb));
+        if (sc != NULL) take_tiles(jb, sc);
     }
     return jb->done == jb->n_tiles ? 0 : -1;
 }
@@ -442,8 +462,8 @@ static void *pool_thread(void *arg)
         jb->joined++;
         __atomic_add_fetch(&jb->refs, 1, __ATOMIC_ACQ_REL);
         pthread_mutex_unlock(&pool_mu);
-        uint64_t *wb = scratch_get(scratch_words(jb));
-        if (wb != NULL) take_tiles(jb, wb);
+        scratch_t *sc = scratch_get(scratch_words(jb));
+        if (sc != NULL) take_tiles(jb, sc);
         job_release(jb);
         pthread_mutex_lock(&pool_mu);
     }
@@ -491,8 +511,8 @@ static job_t *job_share(job_t *jb)
 
 static int run_parallel(job_t *jb, int threads)
 {
-    uint64_t *wb = scratch_get(scratch_words(jb));
-    if (wb == NULL) return -1;
+    scratch_t *sc = scratch_get(scratch_words(jb));
+    if (sc == NULL) return -1;
     jb->refs = 1;
     jb->max_helpers = threads - 1;
     pthread_mutex_lock(&pool_mu);
@@ -501,7 +521,7 @@ static int run_parallel(job_t *jb, int threads)
     __atomic_add_fetch(&pool_gen, 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&pool_cv);
     pthread_mutex_unlock(&pool_mu);
-    take_tiles(jb, wb);
+    take_tiles(jb, sc);
     spin_until_done(jb);
     pthread_mutex_lock(&pool_mu);
     while (__atomic_load_n(&jb->done, __ATOMIC_ACQUIRE) < jb->n_tiles)
@@ -519,10 +539,10 @@ static int run_job(job_t *jb, int threads)
     if (threads > jb->n_tiles) threads = (int)jb->n_tiles;
     if ((double)jb->B * (double)jb->M * (double)jb->K < MIN_PARALLEL_WORK) threads = 1;
     if (threads <= 1) {
-        uint64_t *wb = scratch_get(scratch_words(jb));
-        if (wb == NULL) return -1;
+        scratch_t *sc = scratch_get(scratch_words(jb));
+        if (sc == NULL) return -1;
         Py_ssize_t t;
-        for (t = 0; t < jb->n_tiles; t++) run_tile(jb, wb, t);
+        for (t = 0; t < jb->n_tiles; t++) run_tile(jb, sc, t);
         return 0;
     }
 #if defined(BITSWARM_OPENMP)
@@ -656,6 +676,9 @@ static PyObject *popcount_kernel(PyObject *args, PyObject *kwargs, int mode)
         jb.n_itiles = (B + TILE_I - 1) / TILE_I;
         jb.n_tiles = jb.n_itiles * ((M + TILE_J - 1) / TILE_J);
         jb.next = 0;
+        static unsigned long calls = 0;
+        jb.call = __atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED);
+        if (jb.call == 0) jb.call = __atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED);
         if (threads == 0) threads = cpu_count();
         int rc;
         Py_BEGIN_ALLOW_THREADS
@@ -705,15 +728,20 @@ static void window_words(const uint64_t *maps, uint64_t *out, Py_ssize_t B, Py_s
             for (Py_ssize_t ox = 0; ox < Wo; ox++) {
                 const Py_ssize_t off = ox * s * C, q = off >> 6;
                 const int r = (int)(off & 63);
-                for (int ky = 0; ky < K; ky++, o += Wr) {
-                    const uint64_t *src = rows + ky * R + q;
-                    if (r == 0) {
-                        for (Py_ssize_t i = 0; i < Wr; i++) o[i] = src[i];
-                    } else {
-                        for (Py_ssize_t i = 0; i < Wr; i++)
-                            o[i] = (src[i] >> r) | (src[i + 1] << (64 - r));
+                const Py_ssize_t n = Wr - 1;
+                if (r == 0) {
+                    for (int ky = 0; ky < K; ky++, o += Wr) {
+                        const uint64_t *src = rows + ky * R + q;
+                        for (Py_ssize_t i = 0; i < n; i++) o[i] = src[i];
+                        o[n] = src[n] & lastmask;
                     }
-                    o[Wr - 1] &= lastmask;
+                } else {
+                    const int l = 64 - r;
+                    for (int ky = 0; ky < K; ky++, o += Wr) {
+                        const uint64_t *src = rows + ky * R + q;
+                        for (Py_ssize_t i = 0; i < n; i++) o[i] = (src[i] >> r) | (src[i + 1] << l);
+                        o[n] = ((src[n] >> r) | (src[n + 1] << l)) & lastmask;
+                    }
                 }
             }
         }

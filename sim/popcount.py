@@ -289,6 +289,7 @@ def window_words(
     out_h: int,
     out_w: int,
     *,
+    out: np.ndarray | None = None,
     backend: str | None = None,
 ) -> np.ndarray:
     """Packed convolution windows of row-packed HWC maps (SPEC §2, §14).
@@ -307,6 +308,8 @@ def window_words(
         at least one spare word beyond the last window's bits (any value; it is shifted out).
     kernel, stride, channels, out_h, out_w : int
         ``K``, ``s``, ``C`` and the output size; ``H_p >= (out_h - 1) * s + K``.
+    out : numpy.ndarray, optional
+        ``uint64`` C-contiguous array of the result's shape to write into.
     backend : str, optional
         ``"numpy"`` for the numpy path; any compiled backend uses the C loop (default
         :func:`get_backend`).
@@ -336,9 +339,14 @@ def window_words(
         raise ConfigError(f"maps [{b}, {hp}, {r}] are too small for {ho}x{wo} windows of kernel "
                           f"{k}, stride {s}, {c} channels: need >= {(ho - 1) * s + k} rows of "
                           f">= {need} words")
+    shape = (b * ho * wo, k * wr)
+    if out is None:
+        out = np.empty(shape, dtype=np.uint64)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.uint64 and out.shape == shape
+              and out.flags.c_contiguous and out.flags.writeable):
+        raise ConfigError(f"out must be a writable C-contiguous uint64 array of shape {shape}")
     backend = get_backend() if backend is None else _check_backend(backend)
     if backend != "numpy":
-        out = np.empty((b * ho * wo, k * wr), dtype=np.uint64)
         _ext.window_words(maps.reshape(b * hp, r), out, hp, k, s, c, ho, wo)
         return out
     off = np.arange(wo) * (s * c)
@@ -350,4 +358,5 @@ def window_words(
     w = (g[..., :wr] >> sh) | ((g[..., 1:] << np.uint64(1)) << (np.uint64(WORD_BITS - 1) - sh))
     if (k * c) % WORD_BITS:
         w[..., -1] &= np.uint64((1 << ((k * c) % WORD_BITS)) - 1)
-    return np.ascontiguousarray(w.reshape(b * ho * wo, k * wr))
+    out[...] = w.reshape(shape)
+    return out

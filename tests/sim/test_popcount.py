@@ -104,6 +104,20 @@ def test_threads_agree(backend, threads):
     np.testing.assert_array_equal(and_popcount(a, w, n, threads=threads, backend=backend), want)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_new_weights_of_the_same_shape_each_call(backend, threads):
+    """Calls with the same shapes and new weights each see their own weights (a thread keeps
+    a tile's interleaved weights only within one call)."""
+    rng = np.random.default_rng(9)
+    abits, a = _rows(rng, 300, 700, False)
+    for _ in range(4):
+        wbits, w = _rows(rng, 70, 700, False)
+        got = xnor_popcount(a, w, 700, threads=threads, backend=backend)
+        np.testing.assert_array_equal(got, _def_xnor(abits, wbits))
+        got = and_popcount(a, w, 700, threads=threads, backend=backend)
+        np.testing.assert_array_equal(got, _def_and(abits, wbits))
+
+
 def test_extremes(backend):
     """All-equal rows give +n, complementary rows -n; and-counts reach n and 0."""
     n = 130
