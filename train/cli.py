@@ -1,6 +1,6 @@
 """Training subcommands: ``train`` and ``eval``.
 
-``bitswarm train --dataset D [--arch 64-128-10] [--swarm S] [--epochs N] [--seed N]
+``bitswarm train --dataset D [--arch 64-128-10 | 1x8x8-c16k3p1-mp2-10] [--swarm S] [--epochs N] [--seed N]
 [--rule NAME] --out MODEL [--checkpoint-dir DIR] [--resume CKPT]`` trains and writes a model
 file (plus ``metrics.jsonl``, plots and ``last.ckpt`` in the run folder).
 ``bitswarm eval MODEL --dataset D [--json]`` prints the golden forward pass's test accuracy.
@@ -25,13 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a golden model (or a reference network) on an offline data set",
-        description="Train an integer-only binary MLP. Rules: golden (integrate-and-fire flips "
+        description="Train an integer-only binary network (MLP or CNN). Rules: golden (integrate-and-fire flips "
         "from host-assisted votes, the default), ste-adam, bop (exportable references), float "
         "(metrics only). Unset options are taken from the checkpoint with --resume.",
     )
+    from bitswarm.golden.arch import ARCH_HELP
+
     a = p.add_argument
     a("--dataset", default=None, help="digits (default), mnist5k, fashion or npz:PATH")
-    a("--arch", default=None, help="layer widths, e.g. 64-128-10 (default: inputs-128|256-classes)")
+    a("--arch", default=None, help=f"{ARCH_HELP} (default: inputs-512-classes)")
     a("--swarm", type=int, default=None, help="bits per weight S (1, 2, 4, ..., 32; default 1)")
     a("--epochs", type=int, default=None, help="total epochs, >= 1 (default 30)")
     a("--seed", type=int, default=None, help="weights and data-order seed (default 0)")
@@ -227,9 +229,9 @@ def _cmd_eval(args) -> int:
 
     m = load_model(args.model)
     ds = load_dataset(args.dataset, args.data_dir)
-    check_arch(tuple(m.cfg.arch), ds)
+    check_arch(m.cfg.arch_string if m.cfg.has_conv else tuple(m.cfg.arch), ds)
     x, y = (ds.x_test, ds.y_test) if args.split == "test" else (ds.x_train, ds.y_train)
-    acc, n = evaluate(m, x.reshape(len(x), -1), y)
+    acc, n = evaluate(m, x if m.cfg.has_conv else x.reshape(len(x), -1), y)
     if args.json:
         print(json.dumps({"accuracy": acc, "n": n}))
     else:

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from bitswarm.golden.conv import ConvGeometry, conv_preact, im2col, maxpool_bits
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.flip import flip_step
 from bitswarm.golden.homeostasis import (
@@ -69,7 +70,67 @@ from bitswarm.golden.model import Model, quantize_input
 
 from .rules import Rule, StepResult, register_rule
 
-__all__ = ["GoldenRule", "vote_from_grad"]
+__all__ = ["GoldenRule", "vote_from_grad", "col2im", "pool_select", "pool_gather", "unpool"]
+
+
+def col2im(g: ConvGeometry, cols: torch.Tensor) -> torch.Tensor:
+    """The adjoint of golden :func:`~bitswarm.golden.conv.im2col`: window rows
+    ``[B * H_o * W_o, K*K*C]`` (order ``(ky, kx, c)``) scatter-added back onto flat HWC maps
+    ``[B, H*W*C]``; values at padding positions are dropped. Integer in, same dtype out, so
+    ``<im2col(x), y> == <x, col2im(y)>`` exactly."""
+    k, s, p = g.kernel, g.stride, g.pad
+    ho, wo, c = g.out_height, g.out_width, g.in_channels
+    if cols.ndim != 2 or cols.shape[1] != g.window or cols.shape[0] % g.positions:
+        raise ConfigError(f"col2im needs rows [batch * {g.positions}, {g.window}], found {tuple(cols.shape)}")
+    b = cols.shape[0] // g.positions
+    w = cols.reshape(b, ho, wo, k, k, c)
+    out = torch.zeros((b, g.in_height + 2 * p, g.in_width + 2 * p, c), dtype=cols.dtype, device=cols.device)
+    for ky in range(k):
+        for kx in range(k):
+            out[:, ky : ky + s * (ho - 1) + 1 : s, kx : kx + s * (wo - 1) + 1 : s] += w[:, :, :, ky, kx]
+    return out[:, p : p + g.in_height, p : p + g.in_width].reshape(b, -1)
+
+
+def pool_select(g: ConvGeometry, u: torch.Tensor, channels: int) -> torch.Tensor:
+    """Which position of each ``Q x Q`` pooling window the gradient goes to: the raster index
+    ``dy * Q + dx`` of the maximum of ``u`` (rows ``[B * H_o * W_o, F]``, integer; ties to the
+    first in raster order). Returns int64 ``[B, H_q, W_q, F]``."""
+    m = _pool_windows(g, u, channels)
+    top = m.max(dim=-1, keepdim=True).values
+    idx = torch.arange(m.shape[-1], device=u.device).expand_as(m)
+    return torch.where(m == top, idx, m.shape[-1]).min(dim=-1).values
+
+
+def pool_gather(g: ConvGeometry, sel: torch.Tensor, z: torch.Tensor, channels: int) -> torch.Tensor:
+    """The values of rows ``z`` ``[B * H_o * W_o, F]`` at the positions ``sel`` of
+    :func:`pool_select`: one row per pooled pixel, ``[B * H_q * W_q, F]``."""
+    return _pool_windows(g, z, channels).gather(-1, sel.unsqueeze(-1)).reshape(-1, channels)
+
+
+def _pool_windows(g: ConvGeometry, t: torch.Tensor, channels: int) -> torch.Tensor:
+    """Rows ``[B * H_o * W_o, F]`` as pooling windows ``[B, H_q, W_q, F, Q * Q]`` (raster order
+    inside a window; rows and columns that fill no window dropped)."""
+    q, hq, wq = g.pool, g.pooled_height, g.pooled_width
+    b = t.shape[0] // g.positions
+    m = t.reshape(b, g.out_height, g.out_width, channels)[:, : hq * q, : wq * q]
+    return m.reshape(b, hq, q, wq, q, channels).permute(0, 1, 3, 5, 2, 4).reshape(b, hq, wq, channels, q * q)
+
+
+def unpool(g: ConvGeometry, sel: torch.Tensor | None, grad: torch.Tensor, channels: int) -> torch.Tensor:
+    """Gradient w.r.t. a conv layer's pooled HWC output ``[B, H_q * W_q * F]`` as rows of its
+    output pixels ``[B * H_o * W_o, F]``: each pooled value goes to the one position
+    :func:`pool_select` chose (``sel``; ``None`` without pooling), zero elsewhere and in the
+    rows and columns that fill no pooling window."""
+    b = grad.shape[0]
+    if g.pool == 1:
+        return grad.reshape(b * g.positions, channels)
+    q, hq, wq = g.pool, g.pooled_height, g.pooled_width
+    win = torch.zeros((b, hq, wq, channels, q * q), dtype=grad.dtype, device=grad.device)
+    win.scatter_(4, sel.unsqueeze(-1), grad.reshape(b, hq, wq, channels, 1))
+    win = win.reshape(b, hq, wq, channels, q, q).permute(0, 1, 4, 2, 5, 3).reshape(b, hq * q, wq * q, channels)
+    full = torch.zeros((b, g.out_height, g.out_width, channels), dtype=grad.dtype, device=grad.device)
+    full[:, : hq * q, : wq * q] = win
+    return full.reshape(b * g.positions, channels)
 
 
 def vote_from_grad(grad: torch.Tensor, bits: torch.Tensor, vote_pct: int) -> torch.Tensor:
@@ -92,6 +153,7 @@ class GoldenRule(Rule):
     summary = "integrate-and-fire flips from host-assisted STE sign votes + threshold homeostasis"
     exportable = True
     hardware_trainable = False  # votes come from a float softmax on the host
+    trains_conv = True
     data_parallel = True  # integer batch sums all-reduced over ranks (surrogate_gradients)
 
     @dataclass(frozen=True)
@@ -104,6 +166,8 @@ class GoldenRule(Rule):
         temperature: float = 1.0
         homeostasis_shift: int = 12
         anneal_epochs: int = 0
+        conv_homeostasis_shift: int = 6
+        conv_theta: str = "pooled"
 
         def check(self) -> None:
             if not 0 <= self.vote_pct <= 10000:
@@ -115,12 +179,16 @@ class GoldenRule(Rule):
             if not (self.temperature > 0 and math.isfinite(self.temperature)):
                 raise ConfigError(f"temperature must be a positive number, not {self.temperature}")
             HomeostasisConfig(self.homeostasis_shift)
+            HomeostasisConfig(self.conv_homeostasis_shift)
+            if self.conv_theta not in ("pooled", "pixels"):
+                raise ConfigError(f"conv_theta must be 'pooled' or 'pixels', not {self.conv_theta!r}")
             if not 0 <= self.anneal_epochs <= 100000:
                 raise ConfigError(f"anneal_epochs must be in 0..100000, not {self.anneal_epochs}")
 
     def __init__(self, spec, options=None, device="cpu"):
         super().__init__(spec, options, device)
         self.homeostasis = HomeostasisConfig(self.opts.homeostasis_shift)
+        self.conv_homeostasis = HomeostasisConfig(self.opts.conv_homeostasis_shift)
         self.model: Model | None = None
         self.vote_pct = self.opts.vote_pct
 
@@ -136,18 +204,29 @@ class GoldenRule(Rule):
         theta, invert = [], []
         h = quantize_input(cfg, x_train[:512].to(self.device))
         for i, lay in enumerate(cfg.layers):
-            z = preact(lay, h, w[i])
+            z = preact(lay, h, w[i]) if lay.conv is None else conv_preact(lay, h, w[i])
             inv = torch.zeros(lay.n_out, dtype=torch.uint8, device=self.device)
             if lay.output:
                 t = torch.zeros(lay.n_out, dtype=torch.int32, device=self.device)
-            else:
-                t = torch.clamp(batch_mean(z), -lay.theta_bound, lay.theta_bound).to(torch.int32)
+            else:  # a conv layer: per channel, over every sample's (pooled) output pixels
+                zh = self._homeostasis_rows(lay, z, pool_select(lay.conv, z, lay.n_out)
+                                            if lay.conv is not None and lay.conv.pool > 1 else None)
+                t = torch.clamp(batch_mean(zh), -lay.theta_bound, lay.theta_bound).to(torch.int32)
                 h = threshold(z, t, inv)
+                if lay.conv is not None:
+                    h = maxpool_bits(lay.conv, h, lay.n_out)
             theta.append(t)
             invert.append(inv)
         acc = [torch.zeros(lay.weight_shape(), dtype=torch.int32, device=self.device)
                for lay in cfg.layers]
         self.model = Model(cfg, w, theta, invert, acc, cfg.flip.lfsr.seed)
+
+    def _homeostasis_rows(self, lay, z: torch.Tensor, sel: torch.Tensor | None) -> torch.Tensor:
+        """The rows of ``z`` whose mean a hidden layer's threshold follows: all of them, or for
+        a pooled conv layer with ``conv_theta=pooled`` the one routed position per window."""
+        if sel is None or self.opts.conv_theta != "pooled":
+            return z
+        return pool_gather(lay.conv, sel, z, lay.n_out)
 
     def export(self) -> Model:
         m = self.model
@@ -174,56 +253,73 @@ class GoldenRule(Rule):
 
         ``x``, ``y`` are the whole (global) minibatch of ``B`` samples. This rank computes the
         rows :meth:`Comm.shard` gives it (all of them in one process) and sums every batch
-        statistic with ``comm.all_reduce_sum`` (int64, exact): per hidden layer the columns
-        sums of ``z`` and of ``z - theta`` and of ``(z - theta)**2``, the output scores (rows of
-        the other ranks are 0 in the sum, so every rank holds all ``B`` rows and computes the
-        float64 softmax of the whole minibatch exactly as one process does), then the weight
-        gradients. Two collectives per step; the result does not depend on the number of ranks.
+        statistic with ``comm.all_reduce_sum`` (int64, exact): per hidden layer the column
+        sums of ``z`` and of ``z - theta`` and of ``(z - theta)**2`` (a convolutional layer's
+        columns are its channels, its rows every sample's output pixels), the output scores
+        (rows of the other ranks are 0 in the sum, so every rank holds all ``B`` rows and
+        computes the float64 softmax of the whole minibatch exactly as one process does), then
+        the weight gradients. Two collectives per step; the result does not depend on the
+        number of ranks.
 
         Also sets ``self.last_correct``: how many of the ``B`` samples the scores classify
         correctly (golden argmax), for the trainer's running train accuracy.
 
         Returns ``(loss, grads, means)``: the float surrogate loss, the integer weight gradient
-        ``G`` (int64 ``[M, N]``, summed over the minibatch) of every layer and every hidden
-        layer's floor batch mean of ``z`` (int64 ``[M]``, golden
-        :func:`~bitswarm.golden.homeostasis.batch_mean`; ``None`` for the output layer).
+        ``G`` (int64 ``[M, N]``, summed over the minibatch and, for a convolutional layer, its
+        output pixels) of every layer and every hidden layer's floor batch mean of ``z``
+        (int64 ``[M]``, golden :func:`~bitswarm.golden.homeostasis.floor_mean`; ``None`` for
+        the output layer).
         """
         m, o, comm = self.model, self.opts, self.comm
         cfg = m.cfg
         B = x.shape[0]
         rows = comm.shard(B)
         h_int = quantize_input(cfg, x[rows])
-        # forward: golden integers; keep each layer's input values, weights and z - theta
-        xs, weffs, zts, sums = [], [], [], []
+        # forward: golden integers; keep each layer's input values (conv: its windows),
+        # weights, z - theta and (conv with pooling) the routing of each pooled bit
+        xs, weffs, zts, sums, routes, counts = [], [], [], [], [], []
         for i, lay in enumerate(cfg.layers):
-            xv = h_int.to(torch.int32)
+            geo = lay.conv
+            xv = (im2col(geo, h_int) if geo is not None else h_int).to(torch.int32)
             if lay.input_bits == 1:
                 xv = xv * 2 - 1
             weff = effective_weights(lay, m.weights[i])
-            z_int = exact_matmul(xv, weff, lay.z_bound)  # == golden preact(lay, h_int, w)
+            z_int = exact_matmul(xv, weff, lay.z_bound)  # == golden preact(lay, windows, w)
             xs.append(xv)
             weffs.append(weff)
             zt_int = z_int - m.theta[i].to(torch.int64)
             if lay.output:
                 scores = zt_int
+                continue
+            zts.append(zt_int)
+            bits = threshold(z_int, m.theta[i], m.invert[i])
+            sel = None
+            if geo is None:
+                h_int = bits
             else:
-                zts.append(zt_int)
-                sums.append(torch.stack([z_int.sum(0), zt_int.sum(0), (zt_int * zt_int).sum(0)]))
-                h_int = threshold(z_int, m.theta[i], m.invert[i])
+                u = zt_int * (1 - 2 * m.invert[i].to(torch.int64))
+                sel = pool_select(geo, u, lay.n_out) if geo.pool > 1 else None
+                h_int = maxpool_bits(geo, bits, lay.n_out)
+            routes.append(sel)
+            zh = self._homeostasis_rows(lay, z_int, sel)
+            counts.append(zh.shape[0] // max(1, h_int.shape[0]))  # rows per sample (B_r >= 1)
+            sums.append(torch.stack([zh.sum(0), zt_int.sum(0), (zt_int * zt_int).sum(0)]))
         if comm.parallel:  # every rank gets all B score rows (exact: the others' rows are 0)
             full = torch.zeros((B, scores.shape[1]), dtype=torch.int64, device=scores.device)
             full[rows] = scores
             *sums, scores = comm.all_reduce_sum_many([*sums, full])
-        # window (from the batch variance of z - theta) and hardtanh STE mask per hidden layer
+        # window (from the batch variance of z - theta) and hardtanh STE mask per hidden layer;
+        # the statistics of a conv layer run over all B * H_o * W_o rows of each channel
         masks, means = [], []
         for i, lay in enumerate(cfg.layers[:-1]):
-            zsum, s1, sq = sums[i]
-            var = torch.div(B * sq - s1 * s1, B * B, rounding_mode="floor")
-            win = max(1, math.isqrt(int(var.sum()) // lay.n_out) * o.window_pct // 100)
+            n = B * (lay.conv.positions if lay.conv is not None else 1)
+            zsum, s1, sq = (t.tolist() for t in sums[i])  # Python ints: n * sq cannot overflow
+            var = sum((n * q - a * a) // (n * n) for a, q in zip(s1, sq, strict=True))
+            win = max(1, math.isqrt(var // lay.n_out) * o.window_pct // 100)
             # hardtanh STE through the golden activation, with the invert bit's sign
             sgn = (1 - 2 * m.invert[i].to(torch.int64)).unsqueeze(0)
             masks.append((zts[i].abs() <= win).to(torch.int64) * sgn)
-            means.append(floor_mean(zsum, B))
+            means.append(floor_mean(sums[i][0], B * counts[i]))
         means.append(None)
         # surrogate loss on the output scores; its gradient quantized to integers. The float64
         # softmax runs on the CPU whatever the device (a [B, classes] tensor), so CUDA cannot
@@ -236,14 +332,24 @@ class GoldenRule(Rule):
         p = torch.softmax(logits, dim=1)
         p[torch.arange(B), y_cpu] -= 1.0
         g = torch.round(p * (1 << o.grad_bits)).to(torch.int64)[rows].to(scores.device)  # [B_r, M]
-        # integer backward, last layer first: G = g.T @ x, g_prev = (g @ W) * STE mask
+        # integer backward, last layer first. g holds the gradient w.r.t. layer i's z (conv:
+        # one row per output pixel); G = g.T @ x, then the gradient of the input, g @ W (conv:
+        # folded back onto the input map by col2im), routed through the layer below's max-pool
+        # and multiplied by its STE mask.
         grads = [None] * len(cfg.layers)
         for i in range(len(cfg.layers) - 1, -1, -1):
             lay = cfg.layers[i]
-            gmax = max(1, int(g.abs().max())) if g.numel() else 1
-            grads[i] = exact_matmul(g.T, xs[i].T, gmax * lay.x_max * max(1, g.shape[0]))
+            ga = g.abs()
+            col = int(ga.sum(0).max()) if g.numel() else 0  # bounds every partial sum
+            grads[i] = exact_matmul(g.T, xs[i].T, max(1, col * lay.x_max))
             if i:
-                gw = exact_matmul(g, weffs[i].T, gmax * lay.swarm * lay.n_out)
+                row = int(ga.sum(1).max()) if g.numel() else 0
+                gw = exact_matmul(g, weffs[i].T, max(1, row * lay.swarm))
+                if lay.conv is not None:
+                    gw = col2im(lay.conv, gw)
+                below = cfg.layers[i - 1]
+                if below.conv is not None:
+                    gw = unpool(below.conv, routes[i - 1], gw, below.n_out)
                 g = gw * masks[i - 1]
         if comm.parallel and self.grad_reduce_dtype(B) == torch.int32:  # half the bytes, still exact
             grads = [t.to(torch.int64) for t in comm.all_reduce_sum_many([t.to(torch.int32) for t in grads])]
@@ -254,11 +360,14 @@ class GoldenRule(Rule):
     def grad_reduce_dtype(self, batch: int) -> torch.dtype:
         """int32 when no layer's summed gradient can reach ``2**31`` for a minibatch of
         ``batch``, else int64: ``|g| <= 2**grad_bits`` at the output, times ``S * M`` per layer
-        going down (STE mask in {-1, 0, 1}), times ``x_max * batch`` for ``G = g.T @ x``."""
+        going down (STE mask in {-1, 0, 1}; a convolution's fold adds up to ``K * K`` window
+        positions per input), times ``x_max * rows`` for ``G = g.T @ x`` (rows: ``batch``, times
+        ``H_o * W_o`` for a convolution)."""
         g, worst = 1 << self.opts.grad_bits, 0
         for lay in reversed(self.model_config.layers):
-            worst = max(worst, g * lay.x_max * batch)
-            g *= lay.swarm * lay.n_out
+            geo = lay.conv
+            worst = max(worst, g * lay.x_max * batch * (geo.positions if geo is not None else 1))
+            g *= lay.swarm * lay.n_out * (geo.kernel * geo.kernel if geo is not None else 1)
         return torch.int32 if worst < 1 << 31 else torch.int64
 
     def allreduce_bytes(self, batch: int) -> int:
@@ -284,5 +393,6 @@ class GoldenRule(Rule):
             m.lfsr_state = lfsr.state
         for i, lay in enumerate(cfg.layers):
             if not lay.output:
-                m.theta[i] = homeostasis_update(self.homeostasis, m.theta[i], means[i], lay.theta_bound)
+                h = self.homeostasis if lay.conv is None else self.conv_homeostasis
+                m.theta[i] = homeostasis_update(h, m.theta[i], means[i], lay.theta_bound)
         return StepResult(loss, flips, self.last_correct)

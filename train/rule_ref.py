@@ -1,7 +1,8 @@
 """Reference rules measured in the same harness: ``float``, ``ste-adam`` and ``bop``.
 
 ``float``
-    A float MLP (ReLU hidden layers with biases, inputs scaled to 0..1 — or ±1 for
+    A float MLP or CNN of the same architecture (ReLU hidden layers with biases; a
+    convolution is ``conv2d`` + ReLU + ``max_pool2d``; inputs scaled to 0..1 — or ±1 for
     ``input_bits=1`` — softmax cross-entropy, Adam). **Not exportable**: a float network is no
     bitswarm model, so ``--out`` is refused; the run writes metrics, plots and checkpoints.
 ``ste-adam``
@@ -15,6 +16,14 @@
     ``m <- (1 - gamma) m + gamma g``; a bit flips where ``|m| > tau`` and
     ``sign(m) == sign(w)``. BatchNorm and output biases use Adam, as in the paper.
 
+Convolutions (``ste-adam``, ``bop``): the weights of a convolutional layer are held in the
+golden layout ``[S, F, K*K*C]`` (window order ``(ky, kx, c)``) and applied by ``conv2d`` on the
+NCHW view of the flat HWC activations (kernel ``[F, C, K, K]`` read from that layout);
+padding holds the encoded value 0 of golden (-1 for ±1 inputs, 0 for pixels); BatchNorm is
+per channel over the batch and every output pixel; ``max_pool2d`` runs on the sign outputs
+(golden's OR pooling of activation bits); the next layer takes the pooled map flat in HWC
+order. So the golden layers, the export and the reference compute the same integers.
+
 Export (``ste-adam``, ``bop``): weight bits ``w = [W >= 0]``; BatchNorm with running
 statistics folds into an integer threshold: the neuron fires where
 ``gamma (z - mu) / sqrt(var + eps) + beta >= 0``, i.e. ``z >= t`` with
@@ -22,7 +31,9 @@ statistics folds into an integer threshold: the neuron fires where
 for ``gamma < 0`` the neuron fires where ``z <= t``, i.e. ``theta = floor(t) + 1`` with invert
 1; ``gamma = 0`` gives a constant (``theta = -bound`` and invert ``beta < 0``). The output
 bias becomes ``theta = -round(b / alpha)``. Reported accuracy is the golden forward pass of
-that export, so it is what the hardware computes.
+that export, so it is what the hardware computes; :meth:`_BnBinaryNet.binary_forward` is
+the network's own binary forward (running BatchNorm statistics, float64), which the tests
+compare with the golden forward of the export.
 
 Data order, weight init (a ``torch.Generator`` seeded with the run seed) and all arithmetic
 are deterministic on CPU, and every float tensor is in the checkpoint, so resuming is bit for
@@ -105,6 +116,28 @@ def _input_float(cfg, x: torch.Tensor, unit: bool) -> torch.Tensor:
     return h / lay.x_max if unit else h
 
 
+def _conv_rows(geo, h: torch.Tensor, w: torch.Tensor, pad_value: float) -> torch.Tensor:
+    """A convolution on flat HWC values ``h`` ``[B, H*W*C]`` with golden-layout weights ``w``
+    ``[F, K*K*C]`` (order ``(ky, kx, c)``) by ``conv2d``; padding holds ``pad_value``. Returns
+    rows ``[B * H_o * W_o, F]`` in raster order (golden's ``z`` layout)."""
+    b, c, k, p = h.shape[0], geo.in_channels, geo.kernel, geo.pad
+    m = h.reshape(b, geo.in_height, geo.in_width, c).permute(0, 3, 1, 2)
+    if p:
+        m = F.pad(m, (p, p, p, p), value=pad_value)
+    kern = w.reshape(w.shape[0], k, k, c).permute(0, 3, 1, 2)
+    z = F.conv2d(m, kern, stride=geo.stride)  # [B, F, H_o, W_o]
+    return z.permute(0, 2, 3, 1).reshape(-1, w.shape[0])
+
+
+def _pool_rows(geo, a: torch.Tensor, channels: int) -> torch.Tensor:
+    """``max_pool2d`` of rows ``[B * H_o * W_o, F]`` -> flat HWC ``[B, H_q * W_q * F]``."""
+    b = a.shape[0] // geo.positions
+    m = a.reshape(b, geo.out_height, geo.out_width, channels)
+    if geo.pool > 1:
+        m = F.max_pool2d(m.permute(0, 3, 1, 2), geo.pool).permute(0, 2, 3, 1)
+    return m.reshape(b, -1)
+
+
 class _SignSte(torch.autograd.Function):
     """sign with ``sign(0) = +1``; gradient passes where ``|x| <= 1`` (hardtanh STE)."""
 
@@ -165,11 +198,18 @@ class _BnBinaryNet:
     def _planes(self, i: int) -> torch.Tensor:
         raise NotImplementedError
 
+    @staticmethod
+    def _preact(lay, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``z`` of one layer: ``[B, M]`` (dense) or rows ``[B * H_o * W_o, F]`` (conv)."""
+        if lay.conv is None:
+            return h @ w.T
+        return _conv_rows(lay.conv, h, w, -1.0 if lay.input_bits == 1 else 0.0)
+
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         cfg = self.model_config
         h = _input_float(cfg, x, unit=False)
         for i, lay in enumerate(cfg.layers):
-            z = h @ self._planes(i).sum(0).T
+            z = self._preact(lay, h, self._planes(i).sum(0))
             if lay.output:
                 logits = self.alpha * z + self.bias
                 self.last_correct = int((logits.detach().argmax(1) == y).sum())
@@ -183,6 +223,28 @@ class _BnBinaryNet:
                 bn["var"].mul_(1 - BN_MOMENTUM).add_(var.detach() * n / max(1, n - 1), alpha=BN_MOMENTUM)
             zn = (z - mu) / torch.sqrt(var + BN_EPS) * bn["gamma"] + bn["beta"]
             h = _SignSte.apply(zn)
+            if lay.conv is not None:  # max of the signs = OR of the activation bits
+                h = _pool_rows(lay.conv, h, lay.n_out)
+        raise AssertionError("unreachable")
+
+    @torch.no_grad()
+    def binary_forward(self, x: torch.Tensor, trace: list | None = None) -> torch.Tensor:
+        """The network's own binary forward in float64 with BatchNorm's running statistics:
+        the output layer's integer ``z`` ``[B, classes]``; ``trace`` (a list) gets every hidden
+        layer's pooled activations as bits (uint8, flat HWC), as golden ``Model.forward``'s."""
+        cfg = self.model_config
+        h = _input_float(cfg, x, unit=False).double()
+        for i, lay in enumerate(cfg.layers):
+            z = self._preact(lay, h, (self._planes(i).detach() >= 0).double().mul(2).sub(1).sum(0))
+            if lay.output:
+                return z
+            bn = {k: v.detach().double() for k, v in self.bn[i].items()}
+            fire = bn["gamma"] * (z - bn["mean"]) / torch.sqrt(bn["var"] + BN_EPS) + bn["beta"] >= 0
+            h = fire.double() * 2 - 1
+            if lay.conv is not None:
+                h = _pool_rows(lay.conv, h, lay.n_out)
+            if trace is not None:
+                trace.append((h > 0).to(torch.uint8))
         raise AssertionError("unreachable")
 
     def _bits(self, i: int) -> torch.Tensor:
@@ -225,6 +287,7 @@ class _BnBinaryNet:
 class SteAdamRule(_BnBinaryNet, Rule):
     name = "ste-adam"
     summary = "latent float weights + Adam, straight-through sign, BatchNorm folded to thresholds"
+    trains_conv = True
 
     @dataclass(frozen=True)
     class Options:
@@ -281,6 +344,7 @@ class SteAdamRule(_BnBinaryNet, Rule):
 class BopRule(_BnBinaryNet, Rule):
     name = "bop"
     summary = "Bop (Helwegen et al. 2019): float momentum per bit, flip past tau; BN via Adam"
+    trains_conv = True
 
     @dataclass(frozen=True)
     class Options:
@@ -343,8 +407,9 @@ class BopRule(_BnBinaryNet, Rule):
 @register_rule
 class FloatRule(Rule):
     name = "float"
-    summary = "float MLP (ReLU, Adam) - reference only, not exportable"
+    summary = "float MLP/CNN (ReLU, max-pool, Adam) - reference only, not exportable"
     exportable = False
+    trains_conv = True
 
     @dataclass(frozen=True)
     class Options:
@@ -357,7 +422,7 @@ class FloatRule(Rule):
     def init_state(self, x_train: torch.Tensor) -> None:
         gen = torch.Generator().manual_seed(self.spec.seed)
         self.params = {}
-        for i, lay in enumerate(self.model_config.layers):
+        for i, lay in enumerate(self.model_config.layers):  # conv: [F, K*K*C], order (ky, kx, c)
             b = 1.0 / math.sqrt(lay.n_in)
             self.params[f"w{i}"] = _init_uniform(gen, (lay.n_out, lay.n_in), b, self.device)
             self.params[f"b{i}"] = _init_uniform(gen, (lay.n_out,), b, self.device)
@@ -368,10 +433,14 @@ class FloatRule(Rule):
     def _logits(self, x):
         cfg = self.model_config
         h = _input_float(cfg, x, unit=True)
-        n = len(cfg.layers)
-        for i in range(n):
-            h = h @ self.params[f"w{i}"].T + self.params[f"b{i}"]
-            if i < n - 1:
+        for i, lay in enumerate(cfg.layers):
+            w, b = self.params[f"w{i}"], self.params[f"b{i}"]
+            if lay.conv is None:
+                h = h @ w.T + b
+            else:  # zero padding, as a float CNN; ReLU, then max-pool
+                h = _pool_rows(lay.conv, torch.relu(_conv_rows(lay.conv, h, w, 0.0) + b), lay.n_out)
+                continue
+            if not lay.output:
                 h = torch.relu(h)
         return h
 

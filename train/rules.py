@@ -45,14 +45,16 @@ RULES: dict[str, type["Rule"]] = {}
 
 @dataclass(frozen=True)
 class NetSpec:
-    """What every rule trains: an MLP shape and its integer encoding.
+    """What every rule trains: a network shape and its integer encoding.
 
     Parameters
     ----------
-    arch : tuple of int
-        Widths, input first, classes last (e.g. ``(64, 128, 10)``).
+    arch : tuple of int or str
+        MLP widths, input first, classes last (e.g. ``(64, 128, 10)``), or the canonical
+        architecture string of a network with convolutions (``"1x8x8-c16k3p1-mp2-10"``,
+        :func:`bitswarm.golden.arch.parse_arch`).
     input_shape : tuple of int
-        Shape of one raw uint8 sample (its product is ``arch[0]``).
+        Shape of one raw uint8 sample (its product is the arch's input size).
     swarm : int
         Bits per logical weight (golden ``LayerConfig.swarm``).
     input_bits : int
@@ -65,7 +67,7 @@ class NetSpec:
         Provenance written into the model file.
     """
 
-    arch: tuple[int, ...]
+    arch: tuple[int, ...] | str
     input_shape: tuple[int, ...]
     swarm: int = 1
     input_bits: int = 8
@@ -74,6 +76,11 @@ class NetSpec:
     meta: dict = dataclasses.field(default_factory=dict)
 
     def model_config(self) -> ModelConfig:
+        if isinstance(self.arch, str):
+            return ModelConfig.from_arch(
+                self.arch, input_shape=self.input_shape, swarm=self.swarm,
+                input_bits=self.input_bits, flip=self.flip, meta=dict(self.meta),
+            )
         return ModelConfig.mlp(
             list(self.arch), input_shape=self.input_shape, swarm=self.swarm,
             input_bits=self.input_bits, flip=self.flip, meta=dict(self.meta),
@@ -152,6 +159,9 @@ class Rule:
         refused under ``torchrun`` with :attr:`serial_reason`.
     serial_reason : str
         Why a rule that is not ``data_parallel`` stays in one process.
+    trains_conv : bool
+        Whether the rule trains networks with convolutional layers (SPEC.md §14); the others
+        refuse such an arch with one line when they are built.
 
     Members
     -------
@@ -166,6 +176,7 @@ class Rule:
     hardware_trainable: ClassVar[bool] = False
     data_parallel: ClassVar[bool] = False
     serial_reason: ClassVar[str] = "it has no data-parallel step (its float or per-sample state is not an integer sum)"
+    trains_conv: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Options:
@@ -178,6 +189,10 @@ class Rule:
         self.opts = options if isinstance(options, self.Options) else parse_options(self.Options, options)
         self.device = torch.device(device)
         self.model_config = spec.model_config()  # validates widths, swarm, input bits
+        if self.model_config.has_conv and not self.trains_conv:
+            able = ", ".join(n for n, c in RULES.items() if c.trains_conv)
+            raise ConfigError(f"rule {self.name!r} does not train convolutional layers (arch "
+                              f"{self.model_config.arch_string}); use an MLP arch or one of: {able}")
         from .distributed import LOCAL
 
         self.comm = LOCAL

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bitswarm.golden.arch import parse_arch as golden_parse_arch
 from bitswarm.golden.errors import BitswarmError, ConfigError
 from bitswarm.golden.files import atomic_write_bytes, check_outputs
 from bitswarm.golden.flip import FlipRuleConfig
@@ -48,6 +49,7 @@ __all__ = [
     "TrainResult",
     "default_arch",
     "parse_arch",
+    "arch_text",
     "check_arch",
     "train",
     "evaluate",
@@ -88,27 +90,38 @@ def default_arch(ds: Dataset) -> tuple[int, ...]:
     return (ds.n_inputs, 512, ds.classes)
 
 
-def parse_arch(text: str) -> tuple[int, ...]:
-    """``"64-128-10"`` -> ``(64, 128, 10)``."""
-    try:
-        arch = tuple(int(t) for t in str(text).split("-"))
-    except ValueError:
-        raise ConfigError(f"arch must be widths joined by '-', e.g. 64-128-10, not {text!r}") from None
-    if len(arch) < 2 or any(a < 1 for a in arch):
-        raise ConfigError(f"arch needs at least an input and an output width >= 1, not {text!r}")
-    return arch
+def parse_arch(text) -> tuple[int, ...] | str:
+    """An architecture string (:data:`bitswarm.golden.arch.ARCH_HELP`) as a run stores it:
+    MLP widths as a tuple (``"64-128-10"`` -> ``(64, 128, 10)``), a network with convolutions
+    as its canonical string (``"1x8x8-c16k3p1-mp2-10"``). One-line ConfigError otherwise."""
+    a = golden_parse_arch(text)
+    return a.widths if a.is_mlp else str(a)
 
 
-def check_arch(arch: tuple[int, ...], ds: Dataset) -> None:
-    """Raise :class:`DataError` unless ``arch`` takes ``ds``'s inputs and gives its classes."""
-    a = "-".join(map(str, arch))
-    if arch[0] != ds.n_inputs:
-        raise DataError(
-            f"arch {a} takes {arch[0]} inputs but {ds.name} samples have {ds.n_inputs} "
-            f"({'x'.join(map(str, ds.input_shape))}); start the arch with {ds.n_inputs}"
-        )
-    if arch[-1] != ds.classes:
-        raise DataError(f"arch {a} gives {arch[-1]} outputs but {ds.name} has {ds.classes} classes")
+def arch_text(arch: tuple[int, ...] | str) -> str:
+    """The canonical string of a run's arch (``64-128-10``, ``1x8x8-c16k3p1-mp2-10``)."""
+    return arch if isinstance(arch, str) else "-".join(map(str, arch))
+
+
+def check_arch(arch: tuple[int, ...] | str, ds: Dataset) -> None:
+    """Raise :class:`DataError` unless ``arch`` takes ``ds``'s inputs and gives its classes
+    (a convolutional arch's input shape ``CxHxW`` must be the samples' shape, ``1xHxW`` for
+    ``HxW`` samples)."""
+    a = golden_parse_arch(arch)
+    text, shape = str(a), "x".join(map(str, ds.input_shape))
+    if a.n_inputs != ds.n_inputs:
+        hint = (f"start the arch with {ds.n_inputs}" if a.is_mlp
+                else f"start the arch with {'1x' if len(ds.input_shape) == 2 else ''}{shape}")
+        raise DataError(f"arch {text} takes {a.n_inputs} inputs but {ds.name} samples have "
+                        f"{ds.n_inputs} ({shape}); {hint}")
+    if not a.is_mlp:
+        want = ds.input_shape if len(ds.input_shape) == 3 else (1, *ds.input_shape)
+        if tuple(a.input_shape) != tuple(want):
+            raise DataError(f"arch {text} takes {'x'.join(map(str, a.input_shape))} maps but "
+                            f"{ds.name} samples are {shape}; start the arch with "
+                            f"{'x'.join(map(str, want))}")
+    if a.classes != ds.classes:
+        raise DataError(f"arch {text} gives {a.classes} outputs but {ds.name} has {ds.classes} classes")
 
 
 @dataclass(frozen=True)
@@ -119,8 +132,10 @@ class TrainConfig:
     ----------
     dataset : str
         ``digits``, ``mnist5k``, ``fashion`` or ``npz:PATH``.
-    arch : tuple of int or None
-        Layer widths; ``None`` picks :func:`default_arch`.
+    arch : tuple of int, str or None
+        MLP layer widths, or the canonical string of a network with convolutions (a string
+        is read by :func:`parse_arch`: an MLP string becomes its widths); ``None`` picks
+        :func:`default_arch`.
     swarm, input_bits : int
         Golden ``LayerConfig.swarm`` (1, 2, 4, ..., 32) and first-layer input bits (1..8).
     epochs, batch_size, seed : int
@@ -134,7 +149,7 @@ class TrainConfig:
     """
 
     dataset: str = "digits"
-    arch: tuple[int, ...] | None = None
+    arch: tuple[int, ...] | str | None = None
     swarm: int = 1
     input_bits: int = 8
     epochs: int = 30
@@ -147,17 +162,20 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.arch, list):
             object.__setattr__(self, "arch", tuple(self.arch))
+        if isinstance(self.arch, str):
+            object.__setattr__(self, "arch", parse_arch(self.arch))
         if isinstance(self.flip, dict):
             object.__setattr__(self, "flip", FlipRuleConfig.from_dict(self.flip))
         if self.flip is None and _is_int(self.swarm):
             object.__setattr__(self, "flip", default_flip(self.swarm))
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ConfigError(f"dataset must be a name, not {self.dataset!r}")
-        if self.arch is not None and (
+        if self.arch is not None and not isinstance(self.arch, str) and (
             not isinstance(self.arch, tuple) or len(self.arch) < 2
             or not all(_is_int(a) and a >= 1 for a in self.arch)
         ):
-            raise ConfigError(f"arch must be at least two positive widths, not {self.arch!r}")
+            raise ConfigError(f"arch must be at least two positive widths or an arch string, "
+                              f"not {self.arch!r}")
         if not _is_int(self.swarm) or self.swarm not in SWARM_SIZES:
             raise ConfigError(f"swarm must be one of {SWARM_SIZES}, not {self.swarm!r}")
         if not _is_int(self.input_bits) or not 1 <= self.input_bits <= 8:
@@ -174,7 +192,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["arch"] = list(self.arch) if self.arch is not None else None
+        d["arch"] = list(self.arch) if isinstance(self.arch, tuple) else self.arch
         d["flip"] = self.flip.to_dict()
         return d
 
@@ -224,10 +242,10 @@ def _device(name: str) -> torch.device:
     return d
 
 
-def _spec(cfg: TrainConfig, ds: Dataset, arch: tuple[int, ...]) -> NetSpec:
+def _spec(cfg: TrainConfig, ds: Dataset, arch: tuple[int, ...] | str) -> NetSpec:
     meta = {
         "dataset": cfg.dataset, "rule": cfg.rule, "seed": str(cfg.seed),
-        "arch": "-".join(map(str, arch)), "batch_size": str(cfg.batch_size),
+        "arch": arch_text(arch), "batch_size": str(cfg.batch_size),
         "options": json.dumps(cfg.options, sort_keys=True), "trainer": "bitswarm.train",
     }
     return NetSpec(arch, ds.input_shape, cfg.swarm, cfg.input_bits, cfg.seed, cfg.flip, meta)
@@ -380,7 +398,7 @@ def train(
             run_cfg = {**config.to_dict(), "world_size": comm.world_size, "backend": comm.backend}
             atomic_write_bytes(run_dir / "config.json",
                                (json.dumps(run_cfg, indent=2, sort_keys=True) + "\n").encode())
-    _log(f"bitswarm train: {ds.describe()}; rule {config.rule}, arch {'-'.join(map(str, arch))}, "
+    _log(f"bitswarm train: {ds.describe()}; rule {config.rule}, arch {arch_text(arch)}, "
          f"swarm {config.swarm}, {config.epochs} epochs x {steps} steps; run folder {run_dir}", quiet)
 
     from tqdm import tqdm

@@ -129,7 +129,7 @@ def test_arch_and_config_validation(tmp_path):
         TrainConfig(swarm=3)
     with pytest.raises(ConfigError, match="batch_size must be"):
         TrainConfig(batch_size=0)
-    with pytest.raises(ConfigError, match="arch must be widths"):
+    with pytest.raises(ConfigError, match="cannot read token 'x'"):
         parse_arch("64-x-10")
     with pytest.raises(ConfigError, match="no CUDA|cpu"):
         train(TrainConfig(epochs=1, **FAST), out=tmp_path / "m.bsm", device="tpu", quiet=True)
