@@ -100,6 +100,11 @@ class Pool(wiring.Component):
         """Row-buffer bits, ``W_q·F``."""
         return self._g.pooled_width * self._f
 
+    @staticmethod
+    def combine(a, b):
+        """Pooling of two bit vectors: OR (the maximum of ±1 activations, SPEC.md §14)."""
+        return a | b
+
     def elaborate(self, platform):
         m = Module()
         g, NF, pe = self._g, self.groups, self._pe
@@ -117,7 +122,7 @@ class Pool(wiring.Component):
         fresh, emit = Signal(), Signal()
         m.d.comb += [fresh.eq((dx == 0) & (dy == 0)), emit.eq((dx == Q - 1) & (dy == Q - 1))]
         v = Signal(pe)  # the window's OR so far, this group included
-        m.d.comb += [rd.addr.eq(addr), v.eq(ins.payload.bits | Mux(fresh, 0, rd.data))]
+        m.d.comb += [rd.addr.eq(addr), v.eq(Mux(fresh, ins.payload.bits, self.combine(ins.payload.bits, rd.data)))]
         accept = Signal()
         m.d.comb += [ins.ready.eq(~o.valid | o.ready), accept.eq(ins.valid & ins.ready)]
         m.d.comb += [wr.addr.eq(addr), wr.data.eq(v), wr.en.eq(accept)]

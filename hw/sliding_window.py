@@ -152,6 +152,14 @@ class SlidingWindow(wiring.Component):
     def mem_style(self) -> str:
         return auto_mem_style(self.width, self.depth, writable=True)
 
+    def pad_word(self) -> int:
+        """The slice a padding position reads: every lane the encoded value 0 (SPEC.md §14)."""
+        return 0
+
+    def step(self) -> tuple[int, int]:
+        """Map rows and columns between consecutive windows: ``(s, s)``."""
+        return self._g.stride, self._g.stride
+
     # -- gateware ----------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()
@@ -194,10 +202,11 @@ class SlidingWindow(wiring.Component):
     def _reader(self, m, rd, filled):
         """Read side: the window walk ``(oy, ox, ky, kx, cg)``, one slice per cycle."""
         g, CG, R = self._g, self.chunks, self.rows
-        K, s, P, H, W = g.kernel, g.stride, g.pad, g.in_height, g.in_width
+        K, P, H, W = g.kernel, g.pad, g.in_height, g.in_width
+        s, sx = self.step()
         Ho, Wo = conv_outputs(g)
         o = self.o_stream
-        span = max(H, W) + K + s + P
+        span = max(H, W) + K + max(s, sx) + P
         pos = signed(span.bit_length() + 1)
         oy = Signal(range(Ho))
         ox = Signal(range(Wo))
@@ -240,7 +249,7 @@ class SlidingWindow(wiring.Component):
         pad = Signal()
         with m.If(en):
             m.d.sync += [o.valid.eq(issue), pad.eq(~inside)]
-        m.d.comb += o.payload.x.as_value().eq(Mux(pad, 0, rd.data))
+        m.d.comb += o.payload.x.as_value().eq(Mux(pad, self.pad_word(), rd.data))
         # walk (oy, ox, ky, kx, cg); the row's last slice releases its rows
         end_cg, end_kx, end_ky = cg == CG - 1, kx == K - 1, ky == K - 1
         end_win = end_cg & end_kx & end_ky
@@ -254,7 +263,7 @@ class SlidingWindow(wiring.Component):
                     m.d.sync += ky.eq(Mux(end_ky, 0, ky + 1))
             with m.If(end_win):
                 m.d.sync += [ox.eq(Mux(ox == Wo - 1, 0, ox + 1)),
-                             x0.eq(Mux(ox == Wo - 1, -P, x0 + s))]
+                             x0.eq(Mux(ox == Wo - 1, -P, x0 + sx))]
             with m.If(end_row):
                 m.d.comb += dec.eq(release)
                 nh = Signal(range(2 * R))
