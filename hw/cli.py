@@ -12,8 +12,8 @@ clear one-line error. Every user error (unknown component or parameter, bad valu
 the component rejects) is a :class:`~bitswarm.golden.errors.ConfigError`: one line, exit
 status 2, nothing written.
 
-The positional ``MODEL`` is reserved for the whole accelerator built from a model file (a
-later issue); ``--component`` selects a single block instead.
+The positional ``MODEL`` builds the whole accelerator from a model file (MLP or CNN);
+``--component`` selects a single block instead.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ __all__ = [
 COMPONENTS = {
     "mac-array": "bitswarm.hw.mac_array",
     "threshold": "bitswarm.hw.threshold",
+    "sliding-window": "bitswarm.hw.sliding_window",
+    "pool": "bitswarm.hw.pool",
     "argmax": "bitswarm.hw.argmax",
     "lfsr": "bitswarm.hw.lfsr",
     "flip-unit": "bitswarm.hw.flip_unit",

@@ -15,7 +15,7 @@ from bitswarm.golden.errors import ConfigError
 
 from .plan import conv_outputs
 
-__all__ = ["Pool"]
+__all__ = ["Pool", "build"]
 
 
 def _is_int(v) -> bool:
@@ -111,7 +111,7 @@ class Pool(wiring.Component):
         Q, Wq = g.pool, g.pooled_width
         Hc, Wc = conv_outputs(g)
         ins, o = self.i_stream, self.o_stream
-        m.submodules.rowbuf = buf = memory.Memory(shape=pe, depth=Wq * NF, init=[])
+        m.submodules.rowbuf = buf = memory.Memory(shape=pe, depth=max(2, Wq * NF), init=[])
         rd, wr = buf.read_port(domain="comb"), buf.write_port()
         nf = Signal(range(max(2, NF)))
         ox, oy = Signal(range(max(2, Wc))), Signal(range(max(2, Hc)))
@@ -142,3 +142,10 @@ class Pool(wiring.Component):
                 with m.Elif(end_dx):
                     m.d.sync += xq.eq(xq + 1)
         return m
+
+
+def build(height: int = 8, width: int = 8, pool: int = 2, channels: int = 8,
+          pe: int = 2) -> Pool:
+    """A :class:`Pool` after a 1x1 convolution of an ``height x width`` map, from plain
+    integers, for ``bitswarm verilog --component pool``."""
+    return Pool(ConvGeometry(1, height, width, 1, 1, 0, pool), channels=channels, pe=pe)

@@ -22,7 +22,7 @@ from bitswarm.golden.errors import ConfigError
 
 from .plan import MEM_ATTRS, auto_mem_style, conv_outputs, line_rows
 
-__all__ = ["SlidingWindow"]
+__all__ = ["SlidingWindow", "build"]
 
 
 def _is_int(v) -> bool:
@@ -178,7 +178,7 @@ class SlidingWindow(wiring.Component):
         held = Signal(_span(R))  # rows started and not released
         filled = Signal(_span(R))  # rows complete and not released
         mid = Signal()  # a row is partly written
-        wx = Signal(range(g.in_width))
+        wx = Signal(range(max(2, g.in_width)))
         wcg = Signal(range(max(2, CG)))
         waddr = Signal(range(self.depth))
         m.d.comb += ins.ready.eq(mid | (held < R))
@@ -208,14 +208,14 @@ class SlidingWindow(wiring.Component):
         o = self.o_stream
         span = max(H, W) + K + max(s, sx) + P
         pos = signed(span.bit_length() + 1)
-        oy = Signal(range(Ho))
-        ox = Signal(range(Wo))
+        oy = Signal(range(max(2, Ho)))
+        ox = Signal(range(max(2, Wo)))
         ky = Signal(range(max(2, K)))
         kx = Signal(range(max(2, K)))
         cg = Signal(range(max(2, CG)))
         y0 = Signal(pos, init=-P)  # oy·s - P
         x0 = Signal(pos, init=-P)  # ox·s - P
-        head = Signal(range(R))  # ring slot of map row lo(oy)
+        head = Signal(range(max(2, R)))  # ring slot of map row lo(oy)
         # this output row's rows: lo, need, release (SPEC geometry, plan.conv_rows)
         lo, top_next = Signal(pos), Signal(pos)
         m.d.comb += [lo.eq(Mux(y0 < 0, 0, y0)), top_next.eq(Mux(y0 + s < 0, 0, y0 + s))]
@@ -272,3 +272,11 @@ class SlidingWindow(wiring.Component):
                              y0.eq(Mux(last_row, -P, y0 + s)),
                              head.eq(Mux(nh >= R, nh - R, nh))]
         return dec
+
+
+def build(channels: int = 2, height: int = 8, width: int = 8, kernel: int = 3, stride: int = 1,
+          pad: int = 1, pool: int = 1, simd: int = 1, bits: int = 1) -> SlidingWindow:
+    """A :class:`SlidingWindow` from plain integers, for ``bitswarm verilog --component
+    sliding-window``."""
+    return SlidingWindow(ConvGeometry(channels, height, width, kernel, stride, pad, pool),
+                         simd=simd, bits=bits)

@@ -58,6 +58,11 @@ EXTRA = {
         ["n_in=13", "n_out=4", "weights=ternary", "input_bits=8", "pe=3", "simd=13"],
         ["n_in=1", "n_out=1", "pe=1", "simd=1"],  # the smallest layer: everything 1 wide
     ],
+    "sliding-window": [
+        ["channels=4", "height=7", "width=6", "stride=2", "simd=2", "bits=8"],
+        ["channels=1", "height=5", "width=5", "kernel=1", "pad=0"],  # 1x1, no padding
+    ],
+    "pool": [["height=7", "width=5", "pool=3", "channels=6", "pe=6"]],
 }
 
 CASES = [(name, []) for name in COMPONENTS] + [
@@ -158,14 +163,15 @@ def test_lint_catches_problems(tmp_path):
 
 
 @pytest.mark.verilator
-@pytest.mark.parametrize("folds", ["auto", "folded"])
+@pytest.mark.parametrize("folds", ["auto", "folded", "conv"])
 def test_lint_accelerator(folds, tmp_path, capsys):
     """``bitswarm verilog MODEL`` (the whole accelerator top) lints clean as well."""
     from bitswarm.golden import Model, ModelConfig, save_model
 
-    cfg = ModelConfig.mlp([20, 12, 5], swarm=4)
+    cfg = (ModelConfig.from_arch("1x8x8-c4k3p1-mp2-c8k3s2-10") if folds == "conv"
+           else ModelConfig.mlp([20, 12, 5], swarm=4))
     save_model(Model.random(cfg, 0), tmp_path / "m.bsm")
-    extra = [] if folds == "auto" else ["--pe", "5", "--simd", "6", "--pipeline", "1"]
+    extra = [] if folds != "folded" else ["--pe", "5", "--simd", "6", "--pipeline", "1"]
     rc = main(["verilog", str(tmp_path / "m.bsm"), *extra, "-o", str(tmp_path / "v")])
     assert rc == 0, capsys.readouterr().err
     assert lint(tmp_path / "v" / "bitswarm_accel.v") == []
