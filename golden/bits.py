@@ -23,6 +23,7 @@ __all__ = [
     "unpack_bits",
     "popcount",
     "xnor_popcount_dot",
+    "TRIT_LAYOUTS",
     "pack_trits_base3",
     "unpack_trits_base3",
     "pack_trits_u32",
@@ -127,12 +128,29 @@ def planes_to_ternary(mask, sign) -> np.ndarray:
     return m * (2 * s - 1)
 
 
-def pack_trits_base3(t) -> np.ndarray:
+TRIT_LAYOUTS = ("rows", "seed")
+
+
+def _check_layout(layout: str) -> None:
+    if layout not in TRIT_LAYOUTS:
+        raise ConfigError(f"trit layout must be one of {', '.join(TRIT_LAYOUTS)}, not {layout!r}")
+
+
+def pack_trits_base3(t, layout: str = "rows") -> np.ndarray:
     """5 trits per byte, base 3, trit 0 least significant: ``byte = sum (t_i + 1) * 3**i``.
 
-    The last axis is padded with 0-trits to a multiple of 5; returns ``uint8`` (values 0..242).
+    ``layout="rows"``: the last axis is padded with 0-trits (digit 1) to a multiple of 5 and
+    packed row by row (shape ``[..., ceil(n / 5)]``). ``layout="seed"``: seed 002's
+    ``pack_ternary`` — the whole tensor flattened in C order and padded with digit 0 (the
+    digit of -1) to a multiple of 5, a 1-D array of ``ceil(size / 5)`` bytes. Returns
+    ``uint8`` (values 0..242).
     """
+    _check_layout(layout)
     t = _check_trits(t)
+    if layout == "seed":
+        d = t.reshape(-1) + 1
+        d = np.concatenate([d, np.zeros((-d.size) % 5, dtype=np.int64)]).reshape(-1, 5)
+        return (d * (3 ** np.arange(5))).sum(-1).astype(np.uint8)
     n = t.shape[-1]
     g = (n + 4) // 5
     d = np.ones(t.shape[:-1] + (g * 5,), dtype=np.int64)  # digit 1 == trit 0
@@ -141,9 +159,16 @@ def pack_trits_base3(t) -> np.ndarray:
     return (d * (3 ** np.arange(5))).sum(-1).astype(np.uint8)
 
 
-def unpack_trits_base3(b, n: int) -> np.ndarray:
-    """Inverse of :func:`pack_trits_base3`; rejects bytes above 242."""
+def unpack_trits_base3(b, n: int, layout: str = "rows") -> np.ndarray:
+    """Inverse of :func:`pack_trits_base3`; rejects bytes above 242.
+
+    ``n`` is the trits per row (``rows``) or in the whole tensor (``seed``: a 1-D result the
+    caller reshapes; the padding digits are dropped).
+    """
+    _check_layout(layout)
     b = np.asarray(b, dtype=np.int64)
+    if layout == "seed":
+        b = b.reshape(-1)
     if b.size and b.max() > 242:
         raise ConfigError(f"base-3 trit byte must be <= 242, found {int(b.max())}")
     if b.shape[-1] * 5 < n:

@@ -117,3 +117,58 @@ def test_trit_errors():
         unpack_trits_base3(np.array([243]), 5)
     with pytest.raises(ConfigError, match="hold at most"):
         unpack_trits_u32(np.zeros(1, dtype=np.uint32), 21)
+
+
+def _seed_pack_ternary(w):
+    """Seed 002's ``pack_ternary``, written out as the seed has it (torch)."""
+    q = torch.empty_like(w, dtype=torch.uint8)
+    q[w < 0] = 0
+    q[w == 0] = 1
+    q[w > 0] = 2
+    flat = q.flatten()
+    pad = (-len(flat)) % 5
+    if pad:
+        flat = torch.cat([flat, torch.zeros(pad, dtype=torch.uint8, device=flat.device)])
+    flat = flat.view(-1, 5)
+    packed = (flat[:, 0] + flat[:, 1] * 3 + flat[:, 2] * 9 + flat[:, 3] * 27 + flat[:, 4] * 81).to(torch.uint8)
+    return packed.cpu(), w.shape, pad
+
+
+def _seed_unpack_ternary(packed, shape, pad=0):
+    """Seed 002's ``unpack_ternary``."""
+    p = packed.to(torch.int16)
+    t0 = p % 3; p //= 3; t1 = p % 3; p //= 3  # noqa: E702
+    t2 = p % 3; p //= 3; t3 = p % 3; p //= 3; t4 = p % 3  # noqa: E702
+    out = torch.stack([t0, t1, t2, t3, t4], dim=1).flatten()
+    if pad:
+        out = out[:-pad]
+    out = out.view(shape).to(torch.int8)
+    out[out == 0] = -1
+    out[out == 1] = 0
+    out[out == 2] = 1
+    return out
+
+
+@pytest.mark.parametrize("shape", [(3, 7), (4, 5), (1, 1), (2, 3, 4)])
+def test_pack_trits_seed_layout_is_byte_compatible_with_seed_002(shape):
+    from bitswarm.golden.bits import pack_trits_base3, unpack_trits_base3
+
+    g = torch.Generator().manual_seed(sum(shape))
+    t = torch.randint(-1, 2, shape, generator=g).to(torch.int8)
+    seed_bytes, _, pad = _seed_pack_ternary(t.float())
+    ours = pack_trits_base3(t.numpy(), layout="seed")
+    assert ours.dtype == np.uint8 and ours.tobytes() == seed_bytes.numpy().tobytes()
+    back = unpack_trits_base3(ours, t.numel(), layout="seed").reshape(shape)
+    assert np.array_equal(back, t.numpy())
+    assert torch.equal(_seed_unpack_ternary(torch.from_numpy(ours), shape, pad), t)
+    if t.numel() % 5:  # padding is digit 0 (the seed's), not the rows layout's digit 1
+        assert ours[-1] < 3 ** (t.numel() % 5)
+
+
+def test_pack_trits_bad_layout():
+    from bitswarm.golden.bits import pack_trits_base3, unpack_trits_base3
+
+    with pytest.raises(ConfigError, match="trit layout must be one of rows, seed, not 'x'"):
+        pack_trits_base3(np.zeros(3, dtype=np.int8), layout="x")
+    with pytest.raises(ConfigError, match="trit layout must be one of"):
+        unpack_trits_base3(np.zeros(3, dtype=np.uint8), 3, layout="x")

@@ -15,7 +15,8 @@ from bitswarm.train.zoo import ZooRule
 from bitswarm.train.zoo.run import CONTRACT_KEYS, parse_rules, run_zoo
 
 ZOO = [n for n, c in RULES.items() if issubclass(c, ZooRule)]
-SEED_NET = ["v17-bounded", "v18-friction", "v19-cruise", "v20-lif"]
+SEED_NET = [n for n in ZOO if getattr(RULES[n].Options(), "net", "golden") == "seed"]
+BOUNDED = ["v17-bounded", "v18-friction", "v19-cruise", "v20-lif"]
 
 # Declared signed/unsigned widths of integer state buffers, by buffer name.
 WIDTHS = {"acc": 32, "wrong": 32, "cnt": 8, "votes": 16, "E": 8, "corr": 64, "activity": 32}
@@ -64,7 +65,7 @@ def test_rule_steps_keeps_alphabet_and_widths(name):
             if key in WIDTHS:
                 lim = 1 << (WIDTHS[key] - 1)
                 assert int(t.min()) >= -lim and int(t.max()) < lim, key
-            if key == "acc" and name in SEED_NET + ["v17-bounded"]:
+            if key == "acc" and name in BOUNDED:
                 assert int(t.abs().max()) < 1 << 15
             if key == "index":
                 assert int(t.min()) >= 0 and int(t.max()) <= 65535
@@ -87,6 +88,15 @@ def test_rule_is_deterministic(name):
 
 
 @pytest.mark.parametrize("name", SEED_NET)
+def test_seed_net_is_the_default_and_golden_net_exports(name):
+    rule = _run(name)
+    assert rule.seed_mode and rule.own_forward and rule.export() is None and not rule.hardware_trainable
+    if RULES[name].weight_kind == "binary" and name != "zero-float":
+        golden = _run(name, {"net": "golden"})
+        assert not golden.seed_mode and (golden.exportable or golden.own_forward)
+
+
+@pytest.mark.parametrize("name", BOUNDED)
 def test_seed_net_variant(name):
     rule = _run(name, {"net": "seed"})
     assert rule.own_forward and rule.export() is None and not rule.hardware_trainable
@@ -99,16 +109,58 @@ def test_seed_net_variant(name):
 
 
 def test_hardware_trainable_follows_the_vote_source():
-    assert not _run("v17-bounded").hardware_trainable
-    assert _run("v17-bounded", {"error": "hinge"}).hardware_trainable
-    assert not _run("v4-signum", {"error": "hinge"}).hardware_trainable
+    assert not _run("v17-bounded", {"net": "golden"}).hardware_trainable
+    assert _run("v17-bounded", {"net": "golden", "error": "hinge"}).hardware_trainable
+    assert not _run("v17-bounded", {"error": "hinge"}).hardware_trainable  # seed network: float
+    assert not _run("v4-signum", {"net": "golden", "error": "hinge"}).hardware_trainable
 
 
-def test_checkpoint_round_trip():
-    rule = _run("ternary-scale")
-    other = get_rule("ternary-scale")(rule.spec)
+@pytest.mark.parametrize("name", ["ternary-scale", "ternary-scale-trits"])
+def test_checkpoint_round_trip(name):
+    rule = _run(name)
+    other = get_rule(name)(rule.spec)
     other.load_state(None, rule.state_tensors(), rule.state_meta())
     assert all(torch.equal(a, b) for a, b in zip(rule.w, other.w, strict=True))
+
+
+def test_ternary_scale_keeps_its_trits_and_learns_scales():
+    cls = get_rule("ternary-scale")
+    rule = cls(NetSpec((16, 12, 4), (16,), swarm=1, seed=3))
+    x, y = _data()
+    rule.init_state(x)
+    w0, s0 = [t.clone() for t in rule.w], rule.scales(0).clone()
+    for k in range(3):
+        assert rule.train_step(x[k * 16 : (k + 1) * 16], y[k * 16 : (k + 1) * 16]).flips == [0, 0]
+    assert all(torch.equal(a, b) for a, b in zip(w0, rule.w, strict=True))
+    assert not torch.equal(s0, rule.scales(0))
+    assert _run("ternary-scale-trits", steps=6).buf["cnt"]
+
+
+def test_zero_float_moves_16_bit_indices_and_scales():
+    rule = _run("zero-float", swarm=1)
+    idx = rule.buf["index"][0]
+    assert idx.dtype == torch.int32 and int(idx.min()) >= 0 and int(idx.max()) <= 65535
+    again = _run("zero-float", swarm=1)
+    assert torch.equal(again.buf["scale"][0], rule.buf["scale"][0]) and rule.meta == again.meta
+    w = rule._weights(0)
+    assert torch.allclose(w, (idx.float() * (2 / 65535) - 1) * rule.buf["scale"][0][:, None])
+
+
+def test_v21_alpha_changes_the_forward():
+    on, off = _run("v21-onebit-signum", {"net": "golden"}), _run("v21-onebit-signum", {"net": "golden", "scale": False})
+    assert on.own_forward and not off.own_forward and off.exportable
+    assert not torch.equal(on._weff(0), off._weff(0))
+    a = on._alpha(0)
+    assert torch.allclose(a, on.buf["shadow"][0].abs().mean(dim=(0, 2)))
+
+
+def test_rank_flips_exactly_k_on_the_seed_network():
+    rule = _run("v9a-rank")
+    score = torch.tensor([[[-3.0, 1.0, 1.0, 0.5, -1.0]]])
+    assert rule._top(score, 0.4).tolist() == [[[False, True, True, False, False]]]
+    assert int(rule._top(-score.abs(), 0.4).sum()) == 2  # the seed's topk flips k even if none is wrong
+    golden = _run("v9a-rank", {"net": "golden"})
+    assert int(golden._top(-score.abs(), 0.4).sum()) == 0
 
 
 def test_bad_options_and_names():
@@ -123,22 +175,53 @@ def test_bad_options_and_names():
 
 
 def test_run_zoo_contract():
-    rows = run_zoo("digits", ["golden", "float", "v17-bounded", "ternary-scale"], epochs=1, arch=(64, 16, 10))
-    assert [r["rule"] for r in rows] == ["golden", "float", "v17-bounded", "ternary-scale"]
+    rows = run_zoo("digits", ["golden", "float", "v17-bounded", "ternary-scale"], epochs=1, arch=(64, 16, 10),
+                   epoch_steps=2)
+    assert [(r["rule"], r["swarm"]) for r in rows] == [("golden", 1), ("float", 1), ("v17-bounded", 32),
+                                                       ("v17-bounded", 1), ("ternary-scale", 1)]
     for r in rows:
         assert set(CONTRACT_KEYS) <= set(r)
         assert 0 <= r["final_accuracy"] <= r["best_accuracy"] <= 1
-    assert rows[0]["hardware_trainable"] is False and rows[3]["evaluated_by"] == "own float forward"
+    assert rows[0]["hardware_trainable"] is False and rows[4]["evaluated_by"] == "own float forward"
+    assert rows[2]["net"] == "seed" and rows[2]["batch"] == 100 and rows[2]["steps_per_epoch"] == 2
+    assert "v17, MNIST: best 92.4 % (ep 1)" in rows[2]["seed_reported"]
+    assert rows[2]["verdict"].split(":")[0] in ("reproduced", "better", "worse")
+    assert rows[4]["verdict"] == "no seed result"
+
+
+def test_verdict_and_collapse_logic():
+    from bitswarm.train.zoo.record import curve_shape, verdict
+
+    assert curve_shape([0.1, 0.5, 0.9]) == "learned"  # a warm-up is not a collapse
+    assert curve_shape([0.9, 0.5]) == "collapsed" and curve_shape([0.1, 0.15]) == "never learned"
+    v = verdict("v20-lif", [0.93, 0.92, 0.5, 0.1], "mnist5k")
+    assert v["verdict"].startswith("reproduced") and v["collapse"].startswith("genuine")
+    assert verdict("v20-lif", [0.93, 0.94], "mnist5k")["verdict"].startswith("better")
+    assert verdict("v10-momentum-rank", [0.5, 0.8], "mnist5k")["verdict"].startswith("worse")
+    assert verdict("v10-momentum-rank", [0.93, 0.5], "mnist5k")["collapse"] == "artifact"
+    assert verdict("v19-cruise", [0.2, 0.3], "digits", flips=0)["verdict"].startswith("reproduced: froze")
+    assert verdict("zero-float", [0.5], "digits")["verdict"] == "no seed result"
 
 
 def test_cli_json_and_bad_name():
-    cmd = [sys.executable, "-m", "bitswarm", "zoo", "--dataset", "digits", "--epochs", "1",
+    cmd = [sys.executable, "-m", "bitswarm", "zoo", "--dataset", "digits", "--epochs", "1", "--epoch-steps", "2",
            "--arch", "64-16-10", "--rules", "golden,v20-lif", "--json"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     rows = json.loads(p.stdout)
-    assert [r["rule"] for r in rows] == ["golden", "v20-lif"]
-    assert set(CONTRACT_KEYS) <= set(rows[1])
+    assert [(r["rule"], r["swarm"]) for r in rows] == [("golden", 1), ("v20-lif", 32), ("v20-lif", 1)]
+    assert set(CONTRACT_KEYS) <= set(rows[1]) and rows[1]["seed_reported"] and rows[1]["verdict"]
     p = subprocess.run(cmd[:-3] + ["--rules", "golden,nope", "--json"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stdout == ""
     assert len(p.stderr.strip().splitlines()) == 1 and "unknown rule 'nope'" in p.stderr
+
+
+def test_cli_out_writes_json_table_and_plot(tmp_path):
+    from bitswarm.train.zoo.report import write_report
+
+    rows = run_zoo("digits", ["v3-signsgd"], epochs=2, arch=(64, 16, 10), epoch_steps=2)
+    paths = write_report({"digits": rows}, tmp_path, {"argv": []})
+    assert [p.name for p in paths] == ["zoo.json", "zoo.md", "zoo_digits.png"]
+    data = json.loads(paths[0].read_text())
+    assert data["results"]["digits"][0]["accuracy_per_epoch"] == rows[0]["accuracy_per_epoch"]
+    assert "| seed reported | verdict |" in paths[1].read_text() and paths[2].stat().st_size > 1000

@@ -80,6 +80,10 @@ class SurrogateOptions:
         Straight-through window in percent of the batch standard deviation of ``z - theta``.
     homeostasis_shift : int
         Golden threshold homeostasis: ``theta`` moves ``2**-shift`` of the way to the batch mean.
+    net : str
+        ``golden`` (this shared network) or ``seed`` (the seed's own float network,
+        :mod:`bitswarm.train.zoo.seednet`, for rules that declare one; the default of the seed
+        notebook's rules). The other options above apply to ``golden`` only.
     """
 
     error: str = "softmax"
@@ -87,8 +91,11 @@ class SurrogateOptions:
     temperature: float = 1.0
     window_pct: int = 100
     homeostasis_shift: int = 3
+    net: str = "golden"
 
     def check(self) -> None:
+        if self.net not in ("golden", "seed"):
+            raise ConfigError(f"net must be golden or seed, not {self.net!r}")
         if self.error not in ERROR_SOURCES:
             raise ConfigError(f"error must be one of {', '.join(ERROR_SOURCES)}, not {self.error!r}")
         if not 1 <= self.grad_bits <= 20:
@@ -245,8 +252,14 @@ class ZooRule(Rule):
                 raise ConfigError(f"rule {self.name} trains ternary weights and needs swarm 1, not {spec.swarm}")
             lays = tuple(dataclasses.replace(lay, weights="ternary") for lay in self.model_config.layers)
             self.model_config = dataclasses.replace(self.model_config, layers=lays)
+        self.seed_mode = self.opts.net == "seed"
+        if self.seed_mode:
+            if self.seed_net_config() is None:
+                raise ConfigError(f"rule {self.name} has no seed network; use net=golden")
+            self.own_forward = True
         self.exportable = not self.own_forward
-        self.hardware_trainable = bool(self.integer_update and self.opts.error == "hinge")
+        self.hardware_trainable = bool(self.integer_update and self.opts.error == "hinge" and not self.seed_mode)
+        self.seednet = None
         self.homeostasis = HomeostasisConfig(self.opts.homeostasis_shift)
         self.w: list[torch.Tensor] = []
         self.theta: list[torch.Tensor] = []
@@ -255,6 +268,25 @@ class ZooRule(Rule):
         self.meta: dict[str, Any] = {}
 
     # -- hooks -------------------------------------------------------------------------------
+    def seed_net_config(self):
+        """The seed's network for ``net=seed`` (a :class:`~.seednet.SeedNetConfig`), or ``None``."""
+        return None
+
+    def _seed_weight(self, i: int, train: bool):
+        """``(W_forward, leaf)`` of layer ``i`` on the seed network (default: bit planes)."""
+        return self.seednet.plane_weight(i, train)
+
+    def _seed_grad(self, i: int, leaf: torch.Tensor) -> torch.Tensor:
+        """The seed's ``p.grad`` of one weight element (one plane) of layer ``i``, ``[M, N]``."""
+        g = leaf.grad
+        if self.seednet.config.proxy == "mean":
+            g = g / self.w[i].shape[0]
+        return g
+
+    def _alpha(self, i: int) -> torch.Tensor:
+        """Per-row forward scale ``[M]`` of layer ``i`` (seed networks with ``alpha``)."""
+        raise NotImplementedError
+
     def _init_rule(self) -> None:
         """Rule state beyond weights and thresholds (buffers in ``self.buf``, scalars in ``self.meta``)."""
 
@@ -289,7 +321,12 @@ class ZooRule(Rule):
         self.invert = [torch.zeros(lay.n_out, dtype=torch.uint8, device=self.device) for lay in cfg.layers]
         self.theta = [torch.zeros(lay.n_out, dtype=torch.int32, device=self.device) for lay in cfg.layers]
         self._init_rule()
-        self._init_thresholds(x_train[:512].to(self.device))
+        if self.seed_mode:
+            from .seednet import SeedNetwork
+
+            self.seednet = SeedNetwork(self, self.seed_net_config())
+        else:
+            self._init_thresholds(x_train[:512].to(self.device))
 
     def _init_thresholds(self, x: torch.Tensor) -> None:
         """Hidden thresholds at the floor batch mean of ``z`` of the first samples, layer by layer."""
@@ -301,6 +338,12 @@ class ZooRule(Rule):
             self.theta[i] = torch.clamp(batch_mean(z), -lay.theta_bound, lay.theta_bound).to(torch.int32)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+        self._batch = x.shape[0]
+        if self.seed_mode:
+            loss, _, grads = self.seednet.run(x, y, self._stats())
+            flips = self._update(grads, [])
+            self.meta["step"] += 1
+            return StepResult(loss, flips)
         cfg = self.model_config
         r = surrogate(cfg, [self._weff(i) for i in range(len(cfg.layers))], self.theta, self.invert,
                       x, y, self.opts)
@@ -316,8 +359,14 @@ class ZooRule(Rule):
         lay = self.model_config.layers[i]
         self.theta[i] = homeostasis_step(self.homeostasis, self.theta[i], z, lay.theta_bound)
 
+    def _stats(self) -> dict | None:
+        """Per-step instrumentation dict for the seed network (``None``: not recorded)."""
+        return None
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+        if self.seed_mode:
+            return torch.cat([self.seednet.run(x[i : i + batch], None)[1].argmax(1) for i in range(0, len(x), batch)])
         if not self.own_forward:
             return super().predict(x, batch)
         cfg = self.model_config
@@ -377,6 +426,11 @@ class ZooRule(Rule):
     def _bit_values(self, i: int) -> torch.Tensor:
         """±1 values of layer ``i``'s planes, int64 ``[S, M, N]``."""
         return self.w[i].to(torch.int64) * 2 - 1
+
+    def _gscale(self) -> int:
+        """``B * 2**grad_bits`` on the golden network (``G`` to the seed's mean gradient), 1 on the
+        seed network (its gradients are already in the seed's units)."""
+        return 1 if self.seed_mode else self._batch * (1 << self.opts.grad_bits)
 
     def _wrong(self, i: int, g: torch.Tensor) -> torch.Tensor:
         """Golden votes ``sign(G) * v`` (``[S, M, N]`` int64): +1 wrong, -1 right, 0 no gradient."""

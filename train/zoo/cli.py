@@ -1,8 +1,9 @@
 """``bitswarm zoo``: run rules side by side on the same data, network, budget and seed.
 
 ``bitswarm zoo --dataset D [--epochs N] [--rules a,b,...] [--arch A] [--swarm S] [--seed N]
-[--opt RULE:NAME=VALUE] [--json]`` prints a table (or, with ``--json``, a JSON list of rows
-with the keys of :data:`bitswarm.train.zoo.run.CONTRACT_KEYS`).
+[--epoch-steps N] [--opt RULE:NAME=VALUE] [--json] [--out DIR]`` prints a table (or, with
+``--json``, a JSON list of rows with the keys of :data:`bitswarm.train.zoo.run.CONTRACT_KEYS`);
+``--out DIR`` also writes ``zoo.json``, ``zoo.md`` and a plot of accuracy per epoch.
 """
 
 from __future__ import annotations
@@ -11,22 +12,9 @@ import argparse
 import json
 import sys
 
+from .report import format_table
+
 __all__ = ["register", "format_table"]
-
-
-def format_table(rows: list[dict]) -> str:
-    """A Markdown table of zoo rows."""
-    head = ("| rule | source | hw-trainable | evaluated by | final | best | collapsed | flip rate "
-            "| s/epoch | state B/weight |\n|---|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
-    for r in rows:
-        sb = r["state_bytes_per_weight"]
-        lines.append(
-            f"| `{r['rule']}` | {r['source']} | {'yes' if r['hardware_trainable'] else 'no'} | {r['evaluated_by']} "
-            f"| {100 * r['final_accuracy']:.1f} | {100 * r['best_accuracy']:.1f} (ep {r['best_epoch']}) "
-            f"| {'**yes**' if r['collapsed'] else 'no'} | {r['flip_rate']:.2e} | {r['seconds_per_epoch']:.2f} "
-            f"| {'n/a' if sb is None else f'{sb:.2f}'} |")
-    return "\n".join(lines)
 
 
 def _options(items: list[str] | None) -> dict[str, dict]:
@@ -58,7 +46,13 @@ def _run(args: argparse.Namespace) -> int:
 
     rows = run_zoo(args.dataset, rules, epochs=args.epochs, arch=arch, swarm=args.swarm,
                    batch_size=args.batch_size, seed=args.seed, options=opts, data_dir=args.data_dir,
-                   device=args.device, progress=progress)
+                   device=args.device, progress=progress, epoch_steps=args.epoch_steps)
+    if args.out:
+        from .report import write_report
+
+        meta = {"argv": sys.argv[1:], "dataset": args.dataset, "seed": args.seed}
+        for p in write_report({args.dataset: rows}, args.out, meta):
+            print(f"zoo: wrote {p}", file=sys.stderr)
     print(json.dumps(rows, indent=1) if args.json else format_table(rows))
     return 0
 
@@ -71,13 +65,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "seed and print one row each: accuracy, collapse, flip rate, time, state per weight, "
         "hardware-trainability. See train/zoo/COLLAPSE.md for the v17/v20 collapse study.",
     )
+    from bitswarm.golden.arch import ARCH_HELP
+
     a = p.add_argument
     a("--dataset", default="digits", help="digits (default), mnist5k, fashion or npz:PATH")
-    a("--epochs", type=int, default=10, help="epochs per rule (default 10)")
+    a("--epochs", type=int, default=None, help="epochs per rule (default: the seed's for seed-scale rows, "
+      "10 for the others)")
+    a("--epoch-steps", type=int, default=None, help="minibatches per epoch of the seed-scale rows (default: "
+      "one pass over the data; the seed's MNIST epoch was 600)")
+    a("--out", default=None, metavar="DIR", help="also write zoo.json, zoo.md and the accuracy plot into DIR")
     a("--rules", default=None, help="comma-separated rule names (default: all registered)")
-    a("--arch", default=None, help="layer widths (default: inputs-512-classes)")
+    a("--arch", default=None, help=f"{ARCH_HELP} (default: inputs-512-classes; convolutions "
+      "only with the rules that train them: golden, ste-adam, bop, float)")
     a("--swarm", type=int, default=1, help="bits per weight for binary rules (default 1)")
-    a("--batch-size", type=int, default=64)
+    a("--batch-size", type=int, default=64, help="batch of the trainer rows (seed-scale rows use the seed's)")
     a("--seed", type=int, default=0)
     a("--opt", action="append", default=None, metavar="RULE:NAME=VALUE", help="rule option, repeatable")
     a("--data-dir", default=None, help="folder of IDX files for --dataset fashion")

@@ -13,31 +13,49 @@ LFSR (draws in golden §6 order, one per plane bit, layer 0 first); a float deca
 the 8-bit fixed-point leak ``acc * round(256 d) / 256`` (:func:`~bitswarm.train.zoo.base.q8_leak`);
 accumulators are fixed point with 8 (bounded votes) or 16 (gradient pressure) fraction bits.
 
-The bounded-vote family (v17-v20) can also train the seed's own network (``--opt net=seed``):
-float ``(z - theta) * gain`` scale/shift homeostasis with SGD on theta and gain, LeakyReLU(0.1),
-majority-sign (v17-v19) or analog ``sum/S`` (v20) swarm weights. That network is float, is
-evaluated by its own forward pass and cannot be exported; it reproduces the seed's collapse
-(``train/zoo/COLLAPSE.md``).
+Every rule here also trains the network its seed version used (``--opt net=seed``, the
+default): :class:`~bitswarm.train.zoo.seednet.SeedNetwork` configured by the rule's
+:meth:`seed_net_config` (normalized inputs, the version's normalization, gains and activation,
+its majority or analog swarm forward). The rule then receives the seed's own per-plane
+gradient, so ``rate``, ``boost``, ``friction`` and every other absolute-magnitude constant means
+what it meant in the seed. That network is float, is evaluated by its own forward pass and
+cannot be exported; ``net=golden`` trains the shared golden network
+(:mod:`bitswarm.train.zoo.base`), exportable. ``train/zoo/SEEDS.md`` maps each rule to its
+seed network and constants.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from bitswarm.golden.errors import ConfigError
 
-from ..rules import StepResult, register_rule
+from ..rules import register_rule
 from .base import SurrogateOptions, ZooRule, lfsr_uniform, q8_leak
+from .seednet import SeedNetConfig
 
 __all__ = [
-    "VotingV1", "SignumV4", "SwarmV6", "BitLogicV8", "RankV9A", "MomentumRankV10",
-    "IntegrateFireV15", "AdaptiveIFV16", "BoundedVoteV17", "FrictionV18", "CruiseV19",
-    "LeakyIFV20", "OneBitVotingV21", "OneBitSignumV21", "SeedNet", "BoundedOptions",
+    "NotebookOptions", "VotingV1", "SignSGDV3", "SignumV4", "SwarmV6", "BitLogicV8", "RankV9A",
+    "AnalogSwarmV9B", "MomentumRankV10", "HomeostasisV11", "MeanMatchV12", "ScaleShiftV13",
+    "KaimingV14", "IntegrateFireV15", "AdaptiveIFV16", "BoundedVoteV17", "FrictionV18",
+    "CruiseV19", "LeakyIFV20", "OneBitVotingV21", "OneBitSignumV21", "BoundedOptions",
 ]
+
+#: The scale/shift network of seed v15-v20 (v14's Kaiming gain, fixed homeostasis rate).
+SCALE_SHIFT = SeedNetConfig(norm="scale-shift", gain="kaiming", norm_lr=0.1, act="leaky",
+                            param_rule="sgd-clamp", param_lr=0.01)
+
+
+@dataclass(frozen=True)
+class NotebookOptions(SurrogateOptions):
+    """Options of the seed notebook's rules: the shared ones, with the seed network by default."""
+
+    net: str = "seed"
+
 
 _SOFTMAX_REASON = "; the default vote source is the host's float softmax (error=softmax), so only --opt error=hinge makes the step integer"
 
@@ -47,8 +65,17 @@ def _p16(p: float) -> int:
 
 
 def _gscale(rule: ZooRule, batch: int) -> int:
-    """``B * 2**grad_bits``: the integer that turns ``G`` into the seed's mean gradient."""
-    return batch * (1 << rule.opts.grad_bits)
+    """``B * 2**grad_bits`` (golden network: turns ``G`` into the seed's mean gradient), 1 on the
+    seed network."""
+    return rule._gscale()
+
+
+def _fixed(rule: ZooRule, g: torch.Tensor, k: int) -> torch.Tensor:
+    """``trunc(g * k / gscale)`` as int64: a gradient in the seed's units, times the fixed-point
+    constant ``k`` (integer division of the integer ``G`` on the golden network)."""
+    if rule.seed_mode:
+        return torch.trunc(g.to(torch.float64) * k).to(torch.int64)
+    return torch.div(g.round().to(torch.int64) * k, rule._gscale(), rounding_mode="trunc")
 
 
 def _sat(t: torch.Tensor, bits: int) -> torch.Tensor:
@@ -67,13 +94,17 @@ class VotingV1(ZooRule):
     state_bits = 5
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
+    class Options(NotebookOptions):
         levels: int = 10
 
         def check(self) -> None:
             super().check()
             if not 1 <= self.levels <= 127:
                 raise ConfigError(f"levels must be in 1..127, not {self.levels}")
+
+    def seed_net_config(self):
+        # the seed's v1 convnet had no normalization: ReLU on raw sums
+        return SeedNetConfig(norm="none", act="relu")
 
     def _init_rule(self) -> None:
         self.buf["acc"] = [self._bit_values(i).to(torch.int8) for i in range(len(self.w))]
@@ -107,9 +138,35 @@ class _Latent(ZooRule):
         """The seed's mean gradient ``G / (B * 2**grad_bits)`` as float32 ``[1, M, N]``."""
         return (g / _gscale(self, batch)).to(torch.float32).unsqueeze(0)
 
-    def train_step(self, x, y) -> StepResult:
-        self._batch = x.shape[0]
-        return super().train_step(x, y)
+
+@register_rule
+class SignSGDV3(_Latent):
+    name = "v3-signsgd"
+    source = "seed 000 v3"
+    summary = "plain SignSGD voting: shadow -= lr * sign(g), unclipped; the bit is the shadow's sign"
+    reason = "float shadow weights"
+    state_bits = 32
+
+    @dataclass(frozen=True)
+    class Options(NotebookOptions):
+        lr: float = 1e-3
+        init: float = 0.01
+
+        def check(self) -> None:
+            super().check()
+            if not (self.lr > 0 and self.init > 0):
+                raise ConfigError("v3-signsgd needs lr > 0 and init > 0")
+
+    def seed_net_config(self):
+        return SeedNetConfig(norm="batchnorm", norm_output=False, act="relu", param_rule="sign",
+                             param_lr=self.opts.lr)
+
+    def _update(self, grads, zs):
+        flips = []
+        for i, g in enumerate(grads):
+            self.buf["shadow"][i].add_(torch.sign(self._g(g, self._batch)), alpha=-self.opts.lr)
+            flips.append(self._set_bits(i))
+        return flips
 
 
 @register_rule
@@ -121,16 +178,21 @@ class SignumV4(_Latent):
     state_bits = 64
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
-        lr: float = 1e-3
+    class Options(NotebookOptions):
+        lr: float = 2e-3
         momentum: float = 0.9
-        clip: float = 1.5
+        clip: float = 1.2
         init: float = 0.01
 
         def check(self) -> None:
             super().check()
             if not (self.lr > 0 and 0 <= self.momentum < 1 and self.clip > 0 and self.init > 0):
                 raise ConfigError("v4-signum needs lr > 0, 0 <= momentum < 1, clip > 0, init > 0")
+
+    def seed_net_config(self):
+        o = self.opts
+        return SeedNetConfig(norm="batchnorm", norm_output=False, act="relu", param_rule="signum",
+                             param_lr=o.lr, momentum=o.momentum, clip=o.clip)
 
     def _init_rule(self) -> None:
         super()._init_rule()
@@ -159,8 +221,8 @@ class SwarmV6(ZooRule):
     state_bits = 0
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
-        rate: float = 10.0
+    class Options(NotebookOptions):
+        rate: float = 50.0
         cap: float = 0.5
 
         def check(self) -> None:
@@ -168,13 +230,15 @@ class SwarmV6(ZooRule):
             if not (self.rate > 0 and 0 < self.cap <= 1):
                 raise ConfigError("v6-swarm needs rate > 0 and 0 < cap <= 1")
 
-    def _probabilities(self, g: torch.Tensor, rate: float, cap: float) -> torch.Tensor:
-        k = _p16(rate)
-        return torch.clamp(g.abs().to(torch.int64) * k // _gscale(self, self._batch), max=_p16(cap))
+    def seed_net_config(self):
+        # BitSwarmLinear: majority forward, straight-through to the raw plane sum; BatchNorm on
+        # the hidden layer, its affine parameters by SGD (bn_lr 0.01)
+        return SeedNetConfig(forward="majority", proxy="sum", norm="batchnorm", norm_output=False, act="relu",
+                             param_rule="sgd", param_lr=0.01)
 
-    def train_step(self, x, y) -> StepResult:
-        self._batch = x.shape[0]
-        return super().train_step(x, y)
+    def _probabilities(self, g: torch.Tensor, rate: float, cap: float) -> torch.Tensor:
+        """16-bit flip probabilities ``min(|g| * rate, cap)`` (int64 ``[M, N]``)."""
+        return torch.clamp(_fixed(self, g.abs(), _p16(rate)), max=_p16(cap))
 
     def _update(self, grads, zs):
         lfsr = self._lfsr()
@@ -196,7 +260,7 @@ class BitLogicV8(SwarmV6):
     state_bits = 0
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
+    class Options(NotebookOptions):
         sensitivity: float = 500.0
         cap: float = 0.2
         mutation: float = 0.005
@@ -205,6 +269,12 @@ class BitLogicV8(SwarmV6):
             super().check()
             if not (self.sensitivity > 0 and 0 < self.cap <= 1 and 0 <= self.mutation < 1):
                 raise ConfigError("v8-bitlogic needs sensitivity > 0, 0 < cap <= 1, 0 <= mutation < 1")
+
+    def seed_net_config(self):
+        # activity homeostasis on both layers (EMA 0.8/0.2 from 0.5, step clamp(err * 0.1, +-0.5)),
+        # thresholds also by SGD 0.01
+        return SeedNetConfig(norm="activity", activity_keep=0.8, activity_init=0.5, activity_clamp=0.5,
+                             norm_lr=0.1, act="relu", param_rule="sgd", param_lr=0.01)
 
     def _init_rule(self) -> None:
         self.buf["activity"] = [torch.full((lay.n_out,), 1 << 15, dtype=torch.int32, device=self.device)
@@ -250,31 +320,86 @@ class RankV9A(ZooRule):
     state_bits = 0
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
-        flip_rate: float = 0.01
+    class Options(NotebookOptions):
+        flip_rate: float = 0.02
 
         def check(self) -> None:
             super().check()
             if not 0 <= self.flip_rate <= 1:
                 raise ConfigError(f"flip_rate must be in 0..1, not {self.flip_rate}")
 
+    def seed_net_config(self):
+        # SimpleCentering (a learned bias, SignSGD 0.01) on both layers, no activation
+        return SeedNetConfig(norm="centering", act="none", param_rule="sign", param_lr=0.01)
+
     def _rate(self) -> float:
         return self.opts.flip_rate
 
     def _top(self, score: torch.Tensor, rate: float) -> torch.Tensor:
+        """The ``int(numel * rate)`` highest scores (ties: lowest index first). On the golden
+        network only positive (wrong) scores qualify; the seed's ``topk`` takes ``k`` always."""
         flat = score.reshape(-1)
-        k = min(int(flat.numel() * rate), int((flat > 0).sum()))
+        k = int(flat.numel() * rate)
+        if not self.seed_mode:
+            k = min(k, int((flat > 0).sum()))
         mask = torch.zeros_like(flat, dtype=torch.bool)
-        if k > 0:
-            order = torch.sort(flat, descending=True, stable=True).indices[:k]
-            mask[order] = True
-        return mask.reshape(score.shape)
+        if k <= 0:
+            return mask.reshape(score.shape)
+        v = torch.kthvalue(flat, flat.numel() - k + 1).values
+        above = flat > v
+        tie = (flat == v) & (torch.cumsum((flat == v).to(torch.int64), 0) <= k - int(above.sum()))
+        return (above | tie).reshape(score.shape)
+
+    def _score(self, i: int, g: torch.Tensor) -> torch.Tensor:
+        """Wrongness ``g * v`` per plane bit ``[S, M, N]`` (int64 on the golden network)."""
+        if self.seed_mode:
+            return g.to(torch.float32).unsqueeze(0) * self._bit_values(i).to(torch.float32)
+        return g.round().to(torch.int64).unsqueeze(0) * self._bit_values(i)
 
     def _update(self, grads, zs):
         flips = []
         for i, g in enumerate(grads):
-            score = g.round().to(torch.int64).unsqueeze(0) * self._bit_values(i)
-            flips.append(self._flip(i, self._top(score, self._rate())))
+            flips.append(self._flip(i, self._top(self._score(i, g), self._rate())))
+        return flips
+
+
+@register_rule
+class AnalogSwarmV9B(SwarmV6):
+    name = "v9b-analog"
+    source = "seed 000 9.B"
+    summary = "analog swarm (forward sum/S): a wrong plane bit flips with probability |g| / mean|g| * base_rate (layer-normalized)"
+    reason = "LFSR 16-bit comparator against |G| * base / mean|G| (integer division)" + _SOFTMAX_REASON
+
+    @dataclass(frozen=True)
+    class Options(NotebookOptions):
+        base_rate: float = 0.05
+
+        def check(self) -> None:
+            super().check()
+            if not 0 < self.base_rate <= 1:
+                raise ConfigError(f"base_rate must be in (0, 1], not {self.base_rate}")
+
+    def seed_net_config(self):
+        # analog forward; thresholds: running mean (0.9/0.1), theta += 0.005 * sign(mean), plus
+        # SignSGD 0.01; ReLU
+        return SeedNetConfig(forward="analog", norm="mean-sign", act="relu", param_rule="sign", param_lr=0.01)
+
+    def _probabilities(self, g: torch.Tensor, rate: float, cap: float) -> torch.Tensor:
+        if self.seed_mode:
+            scale = g.abs().mean() + 1e-8
+            return torch.clamp(torch.round(g.abs() / scale * _p16(self.opts.base_rate)), max=65536).to(torch.int64)
+        a = g.abs().round().to(torch.int64)
+        mean = max(1, int(a.sum()) // a.numel())
+        return torch.clamp(a * _p16(self.opts.base_rate) // mean, max=65536)
+
+    def _update(self, grads, zs):
+        lfsr = self._lfsr()
+        flips = []
+        for i, g in enumerate(grads):
+            p = self._probabilities(g, 0.0, 1.0).unsqueeze(0)
+            d = lfsr_uniform(lfsr, tuple(self.w[i].shape), self.device)
+            flips.append(self._flip(i, (self._wrong(i, g) > 0) & (d < p)))
+        self.meta["lfsr"] = lfsr.state
         return flips
 
 
@@ -287,7 +412,7 @@ class MomentumRankV10(RankV9A):
     state_bits = 32
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
+    class Options(NotebookOptions):
         start_rate: float = 0.05
         end_rate: float = 0.001
         decay: float = 0.9
@@ -298,28 +423,110 @@ class MomentumRankV10(RankV9A):
             if not (0 < self.end_rate <= self.start_rate <= 1 and 0 <= self.decay < 1 and self.anneal_epochs >= 1):
                 raise ConfigError("v10 needs 0 < end_rate <= start_rate <= 1, 0 <= decay < 1, anneal_epochs >= 1")
 
+    def seed_net_config(self):
+        # BatchNorm on both layers (BN1d(128), BN1d(10)), ReLU, BN affine by SignSGD 0.005
+        return SeedNetConfig(norm="batchnorm", norm_output=True, act="relu", param_rule="sign", param_lr=0.005)
+
     def _init_rule(self) -> None:
-        self.buf["wrong"] = [torch.zeros(w.shape, dtype=torch.int32, device=self.device) for w in self.w]
+        dt = torch.float32 if self.seed_mode else torch.int32
+        self.buf["wrong"] = [torch.zeros(w.shape, dtype=dt, device=self.device) for w in self.w]
         self.rate = self.opts.start_rate
+
+    def _progress(self, epoch: int) -> float:
+        return min(1.0, epoch / max(1, self.opts.anneal_epochs - 1))
 
     def start_epoch(self, epoch: int) -> None:
         o = self.opts
-        t = min(1.0, epoch / max(1, o.anneal_epochs - 1))
-        self.rate = o.start_rate * (o.end_rate / o.start_rate) ** t
+        self.rate = o.start_rate * (o.end_rate / o.start_rate) ** self._progress(epoch)
 
     def _rate(self) -> float:
         return self.rate
 
     def _update(self, grads, zs):
-        keep = int(round(self.opts.decay * 256))
+        d = self.opts.decay
+        keep = int(round(d * 256))
         flips = []
         for i, g in enumerate(grads):
-            score = g.round().to(torch.int64).unsqueeze(0) * self._bit_values(i)
-            b = _sat(q8_leak(self.buf["wrong"][i], keep) + score, 32)
+            score = self._score(i, g)
+            if self.seed_mode:  # the seed's float EMA: buf = d * buf + (1 - d) * g * v
+                b = self.buf["wrong"][i].mul_(d).add_(score, alpha=1 - d)
+            else:
+                b = _sat(q8_leak(self.buf["wrong"][i], keep) + score, 32)
             mask = self._top(b, self.rate)
-            self.buf["wrong"][i] = torch.where(mask, 0, b).to(torch.int32)
+            self.buf["wrong"][i] = torch.where(mask, 0, b).to(self.buf["wrong"][i].dtype)
             flips.append(self._flip(i, mask))
         return flips
+
+
+@register_rule
+class HomeostasisV11(MomentumRankV10):
+    name = "v11-homeostasis"
+    source = "seed 000 v11"
+    summary = "v10's momentum-rank flips with BatchNorm replaced by a homeostatic threshold counter (target 50 % firing)"
+
+    @dataclass(frozen=True)
+    class Options(MomentumRankV10.Options):
+        anneal_epochs: int = 5
+
+    def seed_net_config(self):
+        return SeedNetConfig(norm="activity", activity_keep=0.9, activity_init=0.5, norm_lr=0.1, act="relu",
+                             param_rule="sign", param_lr=0.01)
+
+
+@register_rule
+class MeanMatchV12(MomentumRankV10):
+    name = "v12-mean-match"
+    source = "seed 000 v12"
+    summary = "v10's momentum-rank flips on a mean-matching threshold (theta += 0.2 * batch mean) and LeakyReLU(0.1)"
+
+    @dataclass(frozen=True)
+    class Options(MomentumRankV10.Options):
+        anneal_epochs: int = 5
+
+    def seed_net_config(self):
+        return SeedNetConfig(norm="mean-match", norm_lr=0.2, act="leaky", param_rule="sign", param_lr=0.01)
+
+
+@register_rule
+class ScaleShiftV13(MomentumRankV10):
+    name = "v13-scale-shift"
+    source = "seed 000 v13"
+    summary = "momentum-rank (momentum 0.8, 5% -> 0.5% floor) on scale/shift homeostasis, threshold rate annealed with the flip rate (coupled)"
+
+    @dataclass(frozen=True)
+    class Options(MomentumRankV10.Options):
+        end_rate: float = 0.005
+        decay: float = 0.8
+        anneal_epochs: int = 5
+        start_norm_lr: float = 0.1
+        end_norm_lr: float = 0.01
+
+    gain = "one"
+
+    def seed_net_config(self):
+        return SeedNetConfig(norm="scale-shift", gain=self.gain, norm_lr=self.opts.start_norm_lr, act="leaky",
+                             param_rule="sgd-clamp", param_lr=0.01)
+
+    def start_epoch(self, epoch: int) -> None:
+        super().start_epoch(epoch)
+        if self.seednet is not None:  # coupled annealing of the homeostasis rate
+            import dataclasses
+
+            o = self.opts
+            lr = o.start_norm_lr * (o.end_norm_lr / o.start_norm_lr) ** self._progress(epoch)
+            self.seednet.config = dataclasses.replace(self.seednet.config, norm_lr=lr)
+
+
+@register_rule
+class KaimingV14(ScaleShiftV13):
+    name = "v14-kaiming"
+    source = "seed 000 v14"
+    summary = "v13 with the gain initialized to 1/sqrt(fan_in) (Kaiming) over 20 epochs"
+    gain = "kaiming"
+
+    @dataclass(frozen=True)
+    class Options(ScaleShiftV13.Options):
+        anneal_epochs: int = 20
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,7 +541,7 @@ class IntegrateFireV15(ZooRule):
     FRAC = 16
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
+    class Options(NotebookOptions):
         boost: float = 100.0
         threshold: float = 5.0
         decay: float = 0.9
@@ -344,13 +551,12 @@ class IntegrateFireV15(ZooRule):
             if not (self.boost > 0 and self.threshold > 0 and 0 <= self.decay < 1):
                 raise ConfigError("v15 needs boost > 0, threshold > 0, 0 <= decay < 1")
 
+    def seed_net_config(self):
+        return SCALE_SHIFT
+
     def _init_rule(self) -> None:
         self.buf["acc"] = [torch.zeros(w.shape, dtype=torch.int32, device=self.device) for w in self.w]
         self.meta["thr_q"] = int(round(self.opts.threshold * (1 << self.FRAC)))
-
-    def train_step(self, x, y) -> StepResult:
-        self._batch = x.shape[0]
-        return super().train_step(x, y)
 
     def _fire(self, flips_so_far: list[int]) -> None:
         """Per-step threshold adaptation hook (v16)."""
@@ -361,7 +567,7 @@ class IntegrateFireV15(ZooRule):
         thr = self.meta["thr_q"]
         flips = []
         for i, g in enumerate(grads):
-            p = torch.div(g.round().to(torch.int64) * k, _gscale(self, self._batch), rounding_mode="trunc")
+            p = _fixed(self, g, k)
             a = _sat(q8_leak(self.buf["acc"][i], keep) + p.unsqueeze(0) * self._bit_values(i), 32)
             fire = a > thr
             self.buf["acc"][i] = torch.where(fire, 0, a).to(torch.int32)
@@ -378,7 +584,7 @@ class AdaptiveIFV16(IntegrateFireV15):
     reason = "Q16 accumulator; threshold scaled by 243/256 or 269/256 in integers" + _SOFTMAX_REASON
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
+    class Options(NotebookOptions):
         boost: float = 1000.0
         threshold: float = 10.0
         decay: float = 0.9
@@ -401,13 +607,11 @@ class AdaptiveIFV16(IntegrateFireV15):
 
 # ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class BoundedOptions(SurrogateOptions):
+class BoundedOptions(NotebookOptions):
     """Options shared by v17-v20 besides their constants.
 
     Parameters
     ----------
-    net : str
-        ``golden`` (the zoo network) or ``seed`` (the seed's float network, :class:`SeedNet`).
     seed_sgd : bool
         ``net=seed`` only: SGD on the float thresholds and gains, as the seed (``False`` freezes
         them; homeostasis still centres the thresholds).
@@ -420,88 +624,16 @@ class BoundedOptions(SurrogateOptions):
         ``fire_pct`` percent; 100 (the seed) fires always.
     """
 
-    net: str = "golden"
     seed_sgd: bool = True
     gate_pct: int = 0
     fire_pct: int = 100
 
     def check(self) -> None:
         super().check()
-        if self.net not in ("golden", "seed"):
-            raise ConfigError(f"net must be golden or seed, not {self.net!r}")
         if not 0 <= self.gate_pct <= 10000:
             raise ConfigError(f"gate_pct must be in 0..10000, not {self.gate_pct}")
         if not 1 <= self.fire_pct <= 100:
             raise ConfigError(f"fire_pct must be in 1..100, not {self.fire_pct}")
-
-
-class SeedNet:
-    """The seed's float network for v17-v20 (``--opt net=seed``), on the rule's bit planes.
-
-    Per layer ``out = (x @ W.T - theta) * gain`` with ``W = sign(sum_s v_s)`` (``majority``) or
-    ``sum_s v_s / S`` (``analog``), the straight-through gradient going to ``sum / S``;
-    ``theta += lr_h * mean_b(out)`` (homeostasis, in the forward pass, training only); then
-    SGD ``theta -= 0.01 * clamp(dL/dtheta, -1, 1)``, ``gain -= 0.01 * clamp(dL/dgain, -1, 1)``.
-    Hidden activation LeakyReLU(0.1); inputs ``(x / x_max - 0.1307) / 0.3081``; gains start at
-    ``1 / sqrt(fan_in)``. All float32.
-    """
-
-    def __init__(self, rule: ZooRule, forward: str):
-        self.rule = rule
-        self.forward_kind = forward
-        cfg = rule.model_config
-        rule.buf["sthr"] = [torch.zeros(lay.n_out, device=rule.device) for lay in cfg.layers]
-        rule.buf["sgain"] = [torch.full((lay.n_out,), 1 / math.sqrt(lay.n_in), device=rule.device)
-                             for lay in cfg.layers]
-
-    def _x(self, x: torch.Tensor) -> torch.Tensor:
-        from bitswarm.golden.model import quantize_input
-
-        cfg = self.rule.model_config
-        h = quantize_input(cfg, x.reshape(x.shape[0], -1)).to(torch.float32)
-        if cfg.layers[0].input_bits == 1:
-            return h * 2 - 1
-        return (h / cfg.layers[0].x_max - 0.1307) / 0.3081
-
-    def run(self, x: torch.Tensor, y: torch.Tensor | None, stats: dict | None = None):
-        """Forward (training when ``y`` is given: homeostasis, backward, SGD). Returns
-        ``(loss, logits, grads dL/dW [M, N] per layer)``."""
-        r = self.rule
-        cfg = r.model_config
-        h = self._x(x)
-        wvars, thrs, gains = [], [], []
-        for i, lay in enumerate(cfg.layers):
-            s = (r.w[i].to(torch.float32) * 2 - 1).sum(0)
-            wn = (s / lay.swarm).requires_grad_(y is not None)
-            if self.forward_kind == "majority":
-                fwd = torch.where(s >= 0, 1.0, -1.0)
-                w = wn + (fwd - wn).detach()
-            else:
-                w = wn
-            thr = r.buf["sthr"][i].clone().requires_grad_(y is not None)
-            gain = r.buf["sgain"][i].clone().requires_grad_(y is not None)
-            out = (h @ w.T - thr) * gain
-            if y is not None:
-                with torch.no_grad():
-                    r.buf["sthr"][i] += 0.1 * out.mean(0)
-            if stats is not None and not lay.output:
-                pos = (out > 0).float().mean(0)
-                stats.setdefault("dead", []).append(float((pos == 0).float().mean()))
-                stats.setdefault("saturated", []).append(float((pos == 1).float().mean()))
-            wvars.append(wn)
-            thrs.append(thr)
-            gains.append(gain)
-            h = out if lay.output else F.leaky_relu(out, 0.1)
-        if y is None:
-            return 0.0, h.detach(), []
-        loss = F.cross_entropy(h, y)
-        loss.backward()
-        if r.opts.seed_sgd:
-            with torch.no_grad():
-                for i in range(len(cfg.layers)):
-                    r.buf["sthr"][i] -= 0.01 * thrs[i].grad.clamp(-1, 1)
-                    r.buf["sgain"][i] -= 0.01 * gains[i].grad.clamp(-1, 1)
-        return float(loss.detach()), h.detach(), [wv.grad for wv in wvars]
 
 
 class _BoundedVote(ZooRule):
@@ -509,8 +641,8 @@ class _BoundedVote(ZooRule):
 
     ``acc = acc * keep / 256 + 256 * vote`` (``keep = round(256 * decay)``); a bit fires where
     ``acc > threshold`` and its accumulator takes ``reset``. Votes are never 0 unless ``G = 0``
-    (v18 adds a friction gate). ``net=golden`` trains the zoo's network; ``net=seed`` the
-    seed's float network (:class:`SeedNet`).
+    (v18 adds a friction gate). ``net=seed`` trains the seed's scale/shift network
+    (:data:`SCALE_SHIFT`; analog forward for v20), ``net=golden`` the zoo's.
     """
 
     integer_update = True
@@ -520,16 +652,25 @@ class _BoundedVote(ZooRule):
 
     def __init__(self, spec, options: Any = None, device="cpu"):
         super().__init__(spec, options, device)
-        if self.opts.net == "seed":
-            self.own_forward = True
-            self.exportable = False
-            self.hardware_trainable = False
         self.record: list[dict] | None = None
+
+    def seed_net_config(self):
+        c = SCALE_SHIFT
+        if self.seed_forward != "majority":
+            c = dataclasses.replace(c, forward=self.seed_forward)
+        if not self.opts.seed_sgd:
+            c = dataclasses.replace(c, param_lr=0.0)
+        return c
 
     def _init_rule(self) -> None:
         self.buf["acc"] = [torch.zeros(w.shape, dtype=torch.int32, device=self.device) for w in self.w]
         self.meta["thr_q"] = int(round(self.opts.threshold * 256))
-        self.seednet = SeedNet(self, self.seed_forward) if self.opts.net == "seed" else None
+
+    def _stats(self) -> dict | None:
+        if self.record is None:
+            return None
+        self._pending = {}
+        return self._pending
 
     def _votes(self, i: int, g: torch.Tensor) -> torch.Tensor:
         v = self._wrong(i, g)
@@ -543,18 +684,6 @@ class _BoundedVote(ZooRule):
 
     def _adapt(self, flips: list[int]) -> None:
         """Threshold control after each step (v19)."""
-
-    def train_step(self, x, y) -> StepResult:
-        self._batch = x.shape[0]
-        if self.seednet is None:
-            return super().train_step(x, y)
-        stats: dict | None = {} if self.record is not None else None
-        loss, _, grads = self.seednet.run(x, y, stats)
-        flips = self._update(grads, [])
-        if stats is not None:
-            self.record[-1].update(stats)
-        self.meta["step"] += 1
-        return StepResult(loss, flips)
 
     def _update(self, grads, zs):
         keep = int(round(self.opts.decay * 256))
@@ -581,17 +710,12 @@ class _BoundedVote(ZooRule):
             rec["flips"] = flips
             rec["thr"] = thr / 256
             if self.seednet is not None:
+                rec.update(getattr(self, "_pending", {}))
                 rec["gain_min"] = [float(t.min()) for t in self.buf["sgain"]]
                 rec["gain_neg"] = [float((t < 0).float().mean()) for t in self.buf["sgain"]]
                 rec["theta_absmax"] = [float(t.abs().max()) for t in self.buf["sthr"]]
             self.record.append(rec)
         return flips
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
-        if self.seednet is None:
-            return super().predict(x, batch)
-        return torch.cat([self.seednet.run(x[i : i + batch], None)[1].argmax(1) for i in range(0, len(x), batch)])
 
 
 @register_rule
@@ -637,10 +761,8 @@ class FrictionV18(_BoundedVote):
         self.meta["thr_q"] = int(round((o.threshold + (o.end_threshold - o.threshold) * t) * 256))
 
     def _votes(self, i, g):
-        if self.seednet is not None:
-            gate = g.abs() > self.opts.friction
-        else:
-            gate = g.abs() > self.opts.friction * _gscale(self, self._batch)
+        # on the seed network g is the seed's per-plane p.grad, the quantity its gate compared
+        gate = g.abs() > self.opts.friction * _gscale(self, self._batch)
         return super()._votes(i, g) * gate.unsqueeze(0)
 
 
@@ -697,15 +819,16 @@ class LeakyIFV20(_BoundedVote):
 class OneBitVotingV21(_Latent):
     name = "v21-onebit-voting"
     source = "seed 000 v21 (voting)"
-    summary = "OneBitOptimizer voting: accumulator A += lr*(-sign g) in [-1, 1], shadow pushed toward sign(A)"
+    summary = "OneBitOptimizer voting: accumulator A += lr*(-sign g) in [-1, 1], shadow pushed toward sign(A); per-row alpha = mean|shadow|"
     reason = "float accumulator and float shadow weights"
     state_bits = 64
+    own_forward = True
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
-        lr: float = 0.1
-        push_rate: float = 0.3
-        clip: float = 1.2
+    class Options(NotebookOptions):
+        lr: float = 0.05
+        push_rate: float = 0.25
+        clip: float = 1.0
         init: float = 0.01
         scale: bool = True
 
@@ -714,24 +837,37 @@ class OneBitVotingV21(_Latent):
             if not (self.lr > 0 and 0 < self.push_rate <= 1 and self.clip > 0 and self.init > 0):
                 raise ConfigError("v21 needs lr > 0, 0 < push_rate <= 1, clip > 0, init > 0")
 
+    def __init__(self, spec, options=None, device="cpu"):
+        super().__init__(spec, options, device)
+        if not self.opts.scale and not self.seed_mode:  # bits alone: the golden model holds them
+            self.own_forward = False
+            self.exportable = True
+
+    def seed_net_config(self):
+        o = self.opts
+        return SeedNetConfig(norm="batchnorm", norm_output=False, act="relu", param_rule="voting",
+                             param_lr=o.lr, push=o.push_rate, clip=o.clip, alpha=o.scale)
+
+    def _alpha(self, i: int) -> torch.Tensor:
+        """Per-row (per-filter) scale ``alpha_j = mean_k |shadow_jk|`` ``[M]`` (float32)."""
+        return self.buf["shadow"][i].abs().mean(dim=(0, 2))
+
+    def _weff(self, i: int) -> torch.Tensor:
+        w = super()._weff(i)
+        if self.opts.scale and self.buf.get("shadow"):
+            w = w * self._alpha(i).to(torch.float64).unsqueeze(1)
+        return w
+
     def _init_rule(self) -> None:
         super()._init_rule()
         self.buf["A"] = [torch.zeros_like(s) for s in self.buf["shadow"]]
-
-    def _gs(self, i: int, g: torch.Tensor) -> torch.Tensor:
-        """Gradient on the shadow weight; per-filter scaling multiplies it by alpha_j = mean|W_j|
-        (the scale itself folds into hidden thresholds and is not applied on the output layer)."""
-        gg = self._g(g, self._batch)
-        if self.opts.scale and not self.model_config.layers[i].output:
-            gg = gg * self.buf["shadow"][i].abs().mean(dim=(0, 2), keepdim=True)
-        return gg
 
     def _update(self, grads, zs):
         o = self.opts
         flips = []
         for i, g in enumerate(grads):
             A, s = self.buf["A"][i], self.buf["shadow"][i]
-            A.add_(-torch.sign(self._gs(i, g)).expand_as(A), alpha=o.lr).clamp_(-1, 1)
+            A.add_(-torch.sign(self._g(g, self._batch)).expand_as(A), alpha=o.lr).clamp_(-1, 1)
             s.add_(o.push_rate * (torch.sign(A) - s)).clamp_(-o.clip, o.clip)
             flips.append(self._set_bits(i))
         return flips
@@ -741,12 +877,12 @@ class OneBitVotingV21(_Latent):
 class OneBitSignumV21(OneBitVotingV21):
     name = "v21-onebit-signum"
     source = "seed 000 v21 (signum)"
-    summary = "OneBitOptimizer signum: momentum 0.9, shadow -= lr*sign(momentum), clip 1.2, per-filter scaling"
+    summary = "OneBitOptimizer signum: momentum 0.9, shadow -= lr*sign(momentum), clip 1.2; per-row alpha = mean|shadow|"
     reason = "float momentum and float shadow weights"
 
     @dataclass(frozen=True)
-    class Options(SurrogateOptions):
-        lr: float = 1e-3
+    class Options(NotebookOptions):
+        lr: float = 2e-3
         momentum: float = 0.9
         clip: float = 1.2
         init: float = 0.01
@@ -757,6 +893,11 @@ class OneBitSignumV21(OneBitVotingV21):
             if not (self.lr > 0 and 0 <= self.momentum < 1 and self.clip > 0 and self.init > 0):
                 raise ConfigError("v21 signum needs lr > 0, 0 <= momentum < 1, clip > 0, init > 0")
 
+    def seed_net_config(self):
+        o = self.opts
+        return SeedNetConfig(norm="batchnorm", norm_output=False, act="relu", param_rule="signum",
+                             param_lr=o.lr, momentum=o.momentum, clip=o.clip, alpha=o.scale)
+
     def _init_rule(self) -> None:
         _Latent._init_rule(self)
         self.buf["mom"] = [torch.zeros_like(s) for s in self.buf["shadow"]]
@@ -766,7 +907,7 @@ class OneBitSignumV21(OneBitVotingV21):
         flips = []
         for i, g in enumerate(grads):
             m, s = self.buf["mom"][i], self.buf["shadow"][i]
-            m.mul_(o.momentum).add_(self._gs(i, g).expand_as(m), alpha=1 - o.momentum)
+            m.mul_(o.momentum).add_(self._g(g, self._batch).expand_as(m), alpha=1 - o.momentum)
             s.add_(torch.sign(m), alpha=-o.lr).clamp_(-o.clip, o.clip)
             flips.append(self._set_bits(i))
         return flips

@@ -2,30 +2,40 @@
 
 All train the zoo's shared network and surrogate (:mod:`bitswarm.train.zoo.base`).
 
-``ternary-scale`` (seed 002)
-    Trits ``T`` stored 5 per byte (golden :func:`~bitswarm.golden.bits.pack_trits_base3`) in
-    checkpoints; per group of ``group`` inputs an int8 log2 scale ``E`` and an int64
-    correlation accumulator ``corr -= sum_group sign(G) * T`` (never clipped, never reset);
-    the weight is ``S * T`` with ``S = 2**(E + 4 * corr / (steps * group))``. The seed's mini
-    file learns only ``S``; the trit moves here are the zoo's addition, in the seed's integer
-    spirit: a per-trit int8 vote counter ``c -= sign(G)`` moves the trit one step
-    (-1 -> 0 -> +1) toward ``-sign(G)`` when ``|c|`` reaches ``trit_threshold``, then resets.
-    The per-group scales are floats the golden model cannot hold: **evaluated by its own
+``ternary-scale`` (seed 002, faithful)
+    Trits ``T`` drawn as the seed does (``randn * 0.1`` ternarized at 0.05) and **never
+    changed**, stored 5 per byte in the seed's layout (whole tensor flattened, padded with
+    digit 0: :func:`~bitswarm.golden.bits.pack_trits_base3` ``layout="seed"``) in checkpoints;
+    per group of ``group`` inputs an int8 log2 scale ``E`` and an int64 correlation
+    accumulator ``corr -= sum_group sign(G) * T`` (never clipped, never reset); the weight is
+    ``S * T`` with ``S = 2**(E + 4 * corr / (steps * group))``. Only ``S`` learns, as in the
+    seed. The per-group scales are floats the golden model cannot hold: **evaluated by its own
     float forward**, not exportable.
+``ternary-scale-trits`` (the zoo's extension of seed 002)
+    The same scales plus trit moves: a per-trit int8 vote counter ``c -= sign(G)`` moves the
+    trit one step (-1 -> 0 -> +1) toward ``-sign(G)`` when ``|c|`` reaches ``trit_threshold``,
+    then resets.
 ``bitnet-absmean`` (seed 003)
     BitNet b1.58: latent float weights ``W``, ``T = round(clip(W / (mean|W| + eps), -1, 1))``,
     straight-through gradient to ``W``, Adam. The per-tensor scale ``mean|W|`` folds into the
     integer thresholds of hidden layers and does not change the output argmax, so the golden
     ternary model **is** the network: exported and evaluated by the golden forward pass.
-``zero-float`` (seed 004)
+``zero-float`` (seed 004, faithful)
+    Each weight is a 16-bit grid index ``idx`` (0..65535) into ``lut = linspace(-1, 1,
+    65536)`` times a per-row float scale: ``W = lut[idx] * scale_j``. Votes ``-sign(g)`` only
+    where ``|g| > mean|g| + k * std|g|`` (per layer, ``k = sensitivity``) go into an int16 vote
+    buffer; integer LFSR noise in ``[-jitter, jitter]`` is added every step; a nonzero buffer
+    moves its index by ``grid_step`` (1: one grid step, as the seed) in its sign's direction
+    with probability ``move_prob`` (LFSR comparator) and resets. The scales learn by Adam
+    (``lr``, the seed's 1e-4) on ``dL/dscale_j = sum_k g_jk lut[idx_jk]``. The governor
+    cools when the 16-bit moves exceed 0.05 % of the weights in a step: ``move_prob`` and the
+    scale ``lr`` times 0.8, ``k += 0.02``. The seed network (``net=seed``) is normalized
+    inputs, ReLU, no normalization layer. Float scales: own forward, not exportable.
+``zero-float-1bit`` (the zoo's 1-bit variant of seed 004)
     Each plane bit has a 16-bit grid index (bit = ``index >= 2**15``) and an int16 vote
-    buffer. Votes ``-sign(G)`` only where ``|G| > mean|G| + k * std|G|`` (integers, ``k`` in
-    percent); integer LFSR noise in ``[-jitter, jitter]`` is added to the buffers every step;
-    a buffer that is nonzero moves its index one ``grid_step`` in its sign's direction with
-    probability ``move_prob`` (LFSR comparator) and resets. The governor cools when the bit
-    flip rate exceeds 0.05 % per step: ``move_prob *= 0.8`` (205/256), ``k += 2``.
-    Exported and evaluated by the golden forward pass (the per-row float scale of the seed's
-    16-bit weights is not used: the bits are the weights).
+    buffer; votes above ``mean|G| + k * std|G|`` (integers, ``k`` in percent), LFSR noise,
+    probabilistic moves of ``grid_step`` (4096) and the same governor on the *bit* flip rate
+    (``move_prob *= 205/256``, ``k += 2``). Exported and evaluated by the golden forward pass.
 """
 
 from __future__ import annotations
@@ -39,8 +49,9 @@ from bitswarm.golden.errors import ConfigError
 
 from ..rules import StepResult, register_rule
 from .base import SurrogateOptions, ZooRule, lfsr_uniform
+from .seednet import SeedNetConfig
 
-__all__ = ["TernaryScale", "BitNetAbsmean", "ZeroFloat"]
+__all__ = ["TernaryScale", "TernaryScaleTrits", "BitNetAbsmean", "ZeroFloat", "ZeroFloat1Bit"]
 
 _SOFTMAX_REASON = "; the default vote source is the host's float softmax (error=softmax), so only --opt error=hinge makes the step integer"
 
@@ -49,13 +60,14 @@ _SOFTMAX_REASON = "; the default vote source is the host's float softmax (error=
 class TernaryScale(ZooRule):
     name = "ternary-scale"
     source = "seed 002"
-    summary = "ternary trits + per-group 2^(E + 4 corr/(steps*group)) scales from an int64 sign-correlation accumulator"
+    summary = "fixed ternary trits; only the per-group scales 2^(E + 4 corr/(steps*group)) learn, from an int64 sign-correlation accumulator"
     integer_update = True
-    reason = ("integer state (trits, int8 E, int64 corr, int8 trit counters) but the forward needs the "
+    reason = ("integer state (trits, int8 E, int64 corr) but the forward needs the "
               "float group scales 2^(E + 4 corr/(steps*group))")
     weight_kind = "ternary"
     own_forward = True
-    state_bits = 8 + (8 + 64) // 32
+    state_bits = (8 + 64) // 32
+    moves_trits = False
 
     @dataclass(frozen=True)
     class Options(SurrogateOptions):
@@ -71,17 +83,29 @@ class TernaryScale(ZooRule):
         super().__init__(spec, options, device)
         self.hardware_trainable = False
 
+    def _random_weights(self) -> list[torch.Tensor]:
+        """The seed's trits: ``randn * 0.1`` ternarized at 0.05."""
+        gen = torch.Generator().manual_seed(self.spec.seed)
+        out = []
+        for lay in self.model_config.layers:
+            x = torch.randn(lay.weight_shape(), generator=gen) * 0.1
+            out.append((torch.sign(x) * (x.abs() > 0.05)).to(torch.int8).to(self.device))
+        return out
+
     def _groups(self, i: int) -> int:
         return math.ceil(self.model_config.layers[i].n_in / self.opts.group)
 
     def _init_rule(self) -> None:
         cfg = self.model_config
-        self.buf["E"], self.buf["corr"], self.buf["cnt"] = [], [], []
+        self.buf["E"], self.buf["corr"] = [], []
+        if self.moves_trits:
+            self.buf["cnt"] = []
         for i, lay in enumerate(cfg.layers):
             e0 = max(-8, min(0, int(round(math.log2(max(0.5 / math.sqrt(lay.n_in), 2 ** -8))))))
             self.buf["E"].append(torch.full((lay.n_out, self._groups(i)), e0, dtype=torch.int8, device=self.device))
             self.buf["corr"].append(torch.zeros((lay.n_out, self._groups(i)), dtype=torch.int64, device=self.device))
-            self.buf["cnt"].append(torch.zeros(lay.weight_shape(), dtype=torch.int8, device=self.device))
+            if self.moves_trits:
+                self.buf["cnt"].append(torch.zeros(lay.weight_shape(), dtype=torch.int8, device=self.device))
 
     def scales(self, i: int) -> torch.Tensor:
         """Per-group scales ``S`` ``[M, groups]`` (float64)."""
@@ -106,6 +130,9 @@ class TernaryScale(ZooRule):
             pad = self._groups(i) * gsz - N
             prod = torch.nn.functional.pad(sg * t, (0, pad)).reshape(M, -1, gsz).sum(2)
             self.buf["corr"][i] -= prod
+            if not self.moves_trits:
+                flips.append(0)
+                continue
             c = torch.clamp(self.buf["cnt"][i].to(torch.int64) - sg, -127, 127)
             up = c >= self.opts.trit_threshold
             down = c <= -self.opts.trit_threshold
@@ -119,7 +146,7 @@ class TernaryScale(ZooRule):
         out = super().state_tensors()
         for i in range(len(self.w)):
             del out[f"w{i}"]
-            out[f"T_packed{i}"] = torch.from_numpy(pack_trits_base3(self.w[i].cpu().numpy()))
+            out[f"T_packed{i}"] = torch.from_numpy(pack_trits_base3(self.w[i].cpu().numpy(), layout="seed"))
         return out
 
     def load_state(self, model, tensors, meta) -> None:
@@ -128,9 +155,20 @@ class TernaryScale(ZooRule):
             name = f"T_packed{i}"
             if name not in tensors:
                 raise ConfigError(f"checkpoint lacks rule tensor {name!r}")
-            t = unpack_trits_base3(tensors.pop(name).numpy(), lay.n_in)
-            tensors[f"w{i}"] = torch.from_numpy(t)
+            t = unpack_trits_base3(tensors.pop(name).numpy(), lay.n_out * lay.n_in, layout="seed")
+            tensors[f"w{i}"] = torch.from_numpy(t.reshape(lay.weight_shape()))
         super().load_state(model, tensors, meta)
+
+
+@register_rule
+class TernaryScaleTrits(TernaryScale):
+    name = "ternary-scale-trits"
+    source = "seed 002 + zoo trit moves"
+    summary = "seed 002's group scales plus trit moves by int8 vote counters (the zoo's extension)"
+    reason = ("integer state (trits, int8 E, int64 corr, int8 trit counters) but the forward needs the "
+              "float group scales 2^(E + 4 corr/(steps*group))")
+    state_bits = 8 + (8 + 64) // 32
+    moves_trits = True
 
 
 @register_rule
@@ -192,10 +230,10 @@ class BitNetAbsmean(ZooRule):
 
 
 @register_rule
-class ZeroFloat(ZooRule):
-    name = "zero-float"
-    source = "seed 004 (Zero-Float v5.2)"
-    summary = "int16 vote buffers (votes above mean+k*std), LFSR integer noise, probabilistic 16-bit grid moves, flip-rate governor"
+class ZeroFloat1Bit(ZooRule):
+    name = "zero-float-1bit"
+    source = "seed 004 (Zero-Float v5.2), 1-bit variant"
+    summary = "1-bit weights on a 16-bit index grid (step 4096): int16 votes above mean+k*std, LFSR noise, probabilistic moves, governor on bit flips"
     integer_update = True
     reason = "int16 buffers, 16-bit grid indices, LFSR noise and comparators, integer governor" + _SOFTMAX_REASON
     state_bits = 32
@@ -251,3 +289,103 @@ class ZeroFloat(ZooRule):
             self.meta["move_p16"] = max(1, self.meta["move_p16"] * 205 >> 8)
             self.meta["k_pct"] += 2
         return flips
+
+
+@register_rule
+class ZeroFloat(ZooRule):
+    name = "zero-float"
+    source = "seed 004 (Zero-Float v5.2)"
+    summary = "16-bit grid weights x per-row scale: int16 votes above mean+k*std, LFSR integer noise, probabilistic 16-bit moves, governor on the moves"
+    integer_update = False
+    reason = "int16 buffers, 16-bit grid indices and LFSR noise, but float per-row scales learned by Adam"
+    own_forward = True
+    state_bits = 32
+
+    @dataclass(frozen=True)
+    class Options(SurrogateOptions):
+        net: str = "seed"
+        sensitivity: float = 0.15
+        jitter: int = 2
+        move_prob: float = 0.25
+        grid_step: int = 1
+        lr: float = 1e-4
+        max_move_rate: float = 0.0005
+
+        def check(self) -> None:
+            super().check()
+            if not (self.sensitivity >= 0 and 0 <= self.jitter <= 1000 and 0 < self.move_prob <= 1
+                    and 1 <= self.grid_step <= 32768 and self.lr > 0 and 0 < self.max_move_rate < 1):
+                raise ConfigError("zero-float needs sensitivity >= 0, jitter 0..1000, 0 < move_prob <= 1, "
+                                  "grid_step 1..32768, lr > 0, 0 < max_move_rate < 1")
+
+    def seed_net_config(self):
+        return SeedNetConfig(norm="none", act="relu")
+
+    LUT_STEP = 2.0 / 65535
+
+    def _lut(self, idx: torch.Tensor) -> torch.Tensor:
+        """``linspace(-1, 1, 65536)[idx]`` (float32)."""
+        return idx.to(torch.float32) * self.LUT_STEP - 1.0
+
+    def _init_rule(self) -> None:
+        gen = torch.Generator().manual_seed(self.spec.seed + 11)
+        self.buf["index"], self.buf["votes"], self.buf["scale"] = [], [], []
+        self.buf["adam_m"], self.buf["adam_v"] = [], []
+        for i, lay in enumerate(self.model_config.layers):
+            idx = torch.randint(0, 65536, lay.weight_shape()[1:], generator=gen, dtype=torch.int64)
+            self.buf["index"].append(idx.to(torch.int32).to(self.device))
+            self.buf["votes"].append(torch.zeros(idx.shape, dtype=torch.int16, device=self.device))
+            self.buf["scale"].append(torch.full((lay.n_out,), math.sqrt(3 / lay.n_in), device=self.device))
+            self.buf["adam_m"].append(torch.zeros(lay.n_out, device=self.device))
+            self.buf["adam_v"].append(torch.zeros(lay.n_out, device=self.device))
+            self.w[i] = (idx >= 32768).to(torch.uint8).unsqueeze(0).expand(lay.weight_shape()).contiguous().to(self.device)
+        self.meta.update(move_p16=int(round(self.opts.move_prob * 65536)), k=self.opts.sensitivity,
+                         lr=self.opts.lr, adam_t=0)
+
+    def _weights(self, i: int) -> torch.Tensor:
+        return self._lut(self.buf["index"][i]) * self.buf["scale"][i].unsqueeze(1)
+
+    def _weff(self, i: int) -> torch.Tensor:
+        if not self.buf.get("index"):
+            return super()._weff(i)
+        return self._weights(i).to(torch.float64)
+
+    def _seed_weight(self, i: int, train: bool):
+        w = self._weights(i).requires_grad_(train)
+        return w, w
+
+    def _seed_grad(self, i: int, leaf: torch.Tensor) -> torch.Tensor:
+        return leaf.grad
+
+    def _update(self, grads, zs):
+        o = self.opts
+        lfsr = self._lfsr()
+        self.meta["adam_t"] += 1
+        t = self.meta["adam_t"]
+        moved = []
+        for i, g in enumerate(grads):
+            g = (g / self._gscale()).to(torch.float32)
+            a = g.abs()
+            thr = a.mean() + self.meta["k"] * a.std()
+            vote = (-torch.sign(g) * (a > thr)).to(torch.int64)
+            shape = tuple(g.shape)
+            noise = (lfsr_uniform(lfsr, shape, self.device) * (2 * o.jitter + 1) >> 16) - o.jitter
+            b = torch.clamp(self.buf["votes"][i].to(torch.int64) + vote + noise, -32768, 32767)
+            move = (lfsr_uniform(lfsr, shape, self.device) < self.meta["move_p16"]) & (b != 0)
+            idx = self.buf["index"][i].to(torch.int64)
+            gs = (g * self._lut(idx)).sum(1)  # dL/dscale_j
+            m, v = self.buf["adam_m"][i], self.buf["adam_v"][i]
+            m.mul_(0.9).add_(gs, alpha=0.1)
+            v.mul_(0.999).addcmul_(gs, gs, value=0.001)
+            self.buf["scale"][i] -= self.meta["lr"] * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
+            idx = torch.clamp(idx + torch.sign(b) * move * o.grid_step, 0, 65535)
+            self.buf["index"][i] = idx.to(torch.int32)
+            self.buf["votes"][i] = torch.where(move, 0, b).to(torch.int16)
+            self.w[i] = (idx >= 32768).to(torch.uint8).unsqueeze(0).expand_as(self.w[i]).contiguous()
+            moved.append(int(move.sum()))
+        self.meta["lfsr"] = lfsr.state
+        if sum(moved) / sum(self.weight_bits()) > o.max_move_rate:
+            self.meta["move_p16"] = max(1, self.meta["move_p16"] * 205 >> 8)
+            self.meta["lr"] *= 0.8
+            self.meta["k"] += 0.02
+        return moved
