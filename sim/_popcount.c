@@ -60,6 +60,7 @@
 
 #define MODE_XNOR 0
 #define MODE_AND 1
+#define MODE_WINDOWS 2  /* window_words: cut convolution windows out of row-packed maps */
 
 #define PATH_AUTO 0
 #define PATH_PORTABLE 1
@@ -70,6 +71,10 @@
 #define MAX_THREADS 256
 /* Below this many word pairs (B * M * K, about 70 us on one core) one thread is faster. */
 #define MIN_PARALLEL_WORK (1 << 20)
+/* A window word costs about as much as this many word pairs. */
+#define WINDOW_WORD_COST 16
+/* Output lines (b, oy) of window_words per tile. */
+#define WIN_LINES 4
 /* Pool helpers spin this long for the next job before they sleep (microseconds). */
 #define SPIN_US 200.0
 
@@ -91,6 +96,11 @@ typedef struct {
     int joined;          /* helpers that joined (under the pool lock) */
     int max_helpers;     /* at most threads - 1 helpers join */
     unsigned long call;  /* id of the kernel call (tags the interleaved weights in scratch) */
+    /* MODE_WINDOWS: a = maps [B * Hp][R], wout = windows [B * Ho * Wo][kern * Wr]; B counts
+     * output lines (b, oy), tiles are WIN_LINES lines */
+    uint64_t *wout;
+    Py_ssize_t Hp, R, C, Ho, Wo;
+    int kern, stride;
 } job_t;
 
 /* Per-thread scratch: the interleaved weights of one output tile (K * TILE_J words), tagged
@@ -275,8 +285,51 @@ static void detect_cpu(void)
 #endif
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* packed windows of row-packed maps (convolution, golden/SPEC.md section 14)                */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Output lines l0..l1-1 (line = b * Ho + oy): out[line * Wo + ox][ky * Wr + i] = word i of the
+ * kern * C bits of map row oy * s + ky that start at bit ox * s * C (a funnel shift of two
+ * source words), the last word of each ky masked to its valid bits; Wr = ceil(kern * C / 64). */
+static void window_lines(const job_t *jb, Py_ssize_t l0, Py_ssize_t l1)
+{
+    const int K = jb->kern, s = jb->stride;
+    const Py_ssize_t C = jb->C, Ho = jb->Ho, Wo = jb->Wo, R = jb->R;
+    const Py_ssize_t kc = (Py_ssize_t)K * C, Wr = (kc + 63) / 64, n = Wr - 1;
+    const uint64_t lastmask = (kc % 64) ? ((((uint64_t)1) << (kc % 64)) - 1) : ~(uint64_t)0;
+    uint64_t *o = jb->wout + l0 * Wo * K * Wr;
+    for (Py_ssize_t line = l0; line < l1; line++) {
+        const Py_ssize_t b = line / Ho, oy = line % Ho;
+        const uint64_t *rows = jb->a + (b * jb->Hp + oy * s) * R;
+        for (Py_ssize_t ox = 0; ox < Wo; ox++) {
+            const Py_ssize_t off = ox * s * C, q = off >> 6;
+            const int r = (int)(off & 63);
+            if (r == 0) {
+                for (int ky = 0; ky < K; ky++, o += Wr) {
+                    const uint64_t *src = rows + ky * R + q;
+                    for (Py_ssize_t i = 0; i < n; i++) o[i] = src[i];
+                    o[n] = src[n] & lastmask;
+                }
+            } else {
+                const int l = 64 - r;
+                for (int ky = 0; ky < K; ky++, o += Wr) {
+                    const uint64_t *src = rows + ky * R + q;
+                    for (Py_ssize_t i = 0; i < n; i++) o[i] = (src[i] >> r) | (src[i + 1] << l);
+                    o[n] = ((src[n] >> r) | (src[n + 1] << l)) & lastmask;
+                }
+            }
+        }
+    }
+}
+
 static void run_tile(const job_t *jb, scratch_t *sc, Py_ssize_t t)
 {
+    if (jb->mode == MODE_WINDOWS) {
+        const Py_ssize_t l0 = t * WIN_LINES;
+        window_lines(jb, l0, l0 + WIN_LINES < jb->B ? l0 + WIN_LINES : jb->B);
+        return;
+    }
     const Py_ssize_t jt = t / jb->n_itiles, it = t % jb->n_itiles;
     const Py_ssize_t i0 = it * TILE_I, i1 = i0 + TILE_I < jb->B ? i0 + TILE_I : jb->B;
     const Py_ssize_t j0 = jt * TILE_J, j1 = j0 + TILE_J < jb->M ? j0 + TILE_J : jb->M;
@@ -537,7 +590,10 @@ static int run_parallel(job_t *jb, int threads)
 static int run_job(job_t *jb, int threads)
 {
     if (threads > jb->n_tiles) threads = (int)jb->n_tiles;
-    if ((double)jb->B * (double)jb->M * (double)jb->K < MIN_PARALLEL_WORK) threads = 1;
+    const double work = jb->mode == MODE_WINDOWS
+                            ? (double)jb->B * (double)(jb->Wo * jb->kern) * (double)jb->K * WINDOW_WORD_COST
+                            : (double)jb->B * (double)jb->M * (double)jb->K;
+    if (work < MIN_PARALLEL_WORK) threads = 1;
     if (threads <= 1) {
         scratch_t *sc = scratch_get(scratch_words(jb));
         if (sc == NULL) return -1;
@@ -709,55 +765,22 @@ static PyObject *py_and_popcount(PyObject *self, PyObject *args, PyObject *kwarg
     return popcount_kernel(args, kwargs, MODE_AND);
 }
 
-/* ---------------------------------------------------------------------------------------- */
-/* packed windows of row-packed maps (convolution, golden/SPEC.md section 14)                */
-/* ---------------------------------------------------------------------------------------- */
-
-/* out[(b*Ho + oy)*Wo + ox][ky*Wr + i] = word i of the K*C bits of map row oy*s + ky that start
- * at bit ox*s*C (a funnel shift of two source words), the last word of each ky masked to its
- * valid bits. maps: [B*Hp][R] words, out: [B*Ho*Wo][K*Wr], Wr = ceil(K*C / 64). */
-static void window_words(const uint64_t *maps, uint64_t *out, Py_ssize_t B, Py_ssize_t Hp,
-                         Py_ssize_t R, int K, int s, Py_ssize_t C, Py_ssize_t Ho, Py_ssize_t Wo)
-{
-    const Py_ssize_t kc = (Py_ssize_t)K * C, Wr = (kc + 63) / 64;
-    const uint64_t lastmask = (kc % 64) ? ((((uint64_t)1) << (kc % 64)) - 1) : ~(uint64_t)0;
-    uint64_t *o = out;
-    for (Py_ssize_t b = 0; b < B; b++)
-        for (Py_ssize_t oy = 0; oy < Ho; oy++) {
-            const uint64_t *rows = maps + (b * Hp + oy * s) * R;
-            for (Py_ssize_t ox = 0; ox < Wo; ox++) {
-                const Py_ssize_t off = ox * s * C, q = off >> 6;
-                const int r = (int)(off & 63);
-                const Py_ssize_t n = Wr - 1;
-                if (r == 0) {
-                    for (int ky = 0; ky < K; ky++, o += Wr) {
-                        const uint64_t *src = rows + ky * R + q;
-                        for (Py_ssize_t i = 0; i < n; i++) o[i] = src[i];
-                        o[n] = src[n] & lastmask;
-                    }
-                } else {
-                    const int l = 64 - r;
-                    for (int ky = 0; ky < K; ky++, o += Wr) {
-                        const uint64_t *src = rows + ky * R + q;
-                        for (Py_ssize_t i = 0; i < n; i++) o[i] = (src[i] >> r) | (src[i + 1] << l);
-                        o[n] = ((src[n] >> r) | (src[n + 1] << l)) & lastmask;
-                    }
-                }
-            }
-        }
-}
-
 static PyObject *py_window_words(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     (void)self;
     static char *kwlist[] = {"maps", "out", "map_rows", "kernel", "stride", "channels",
-                             "out_h", "out_w", NULL};
+                             "out_h", "out_w", "threads", NULL};
     PyObject *mo, *oo;
     Py_ssize_t hp, c, ho, wo;
-    int k, s;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOniinnn", kwlist, &mo, &oo, &hp, &k, &s,
-                                     &c, &ho, &wo))
+    int k, s, threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOniinnn|i", kwlist, &mo, &oo, &hp, &k, &s,
+                                     &c, &ho, &wo, &threads))
         return NULL;
+    if (threads < 0 || threads > MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "threads must be in 0..%d (0 = all CPUs), found %d",
+                     MAX_THREADS, threads);
+        return NULL;
+    }
     if (k < 1 || s < 1 || c < 1 || ho < 1 || wo < 1 || hp < (ho - 1) * s + k) {
         PyErr_Format(PyExc_ValueError,
                      "need kernel, stride, channels, out_h, out_w >= 1 and map_rows >= "
@@ -791,9 +814,34 @@ static PyObject *py_window_words(PyObject *self, PyObject *args, PyObject *kwarg
                      B * ho * wo, k * Wr, ov.shape[0], ov.shape[1]);
         goto done;
     }
-    Py_BEGIN_ALLOW_THREADS
-    window_words((const uint64_t *)mv.buf, (uint64_t *)ov.buf, B, hp, R, k, s, c, ho, wo);
-    Py_END_ALLOW_THREADS
+    {
+        job_t jb;
+        memset(&jb, 0, sizeof jb);
+        jb.a = (const uint64_t *)mv.buf;
+        jb.wout = (uint64_t *)ov.buf;
+        jb.mode = MODE_WINDOWS;
+        jb.path = PATH_PORTABLE;  /* no weight scratch */
+        jb.B = B * ho;            /* output lines */
+        jb.M = 1;
+        jb.K = Wr;
+        jb.Hp = hp;
+        jb.R = R;
+        jb.C = c;
+        jb.Ho = ho;
+        jb.Wo = wo;
+        jb.kern = k;
+        jb.stride = s;
+        jb.n_itiles = jb.n_tiles = (jb.B + WIN_LINES - 1) / WIN_LINES;
+        if (threads == 0) threads = cpu_count();
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = run_job(&jb, threads);
+        Py_END_ALLOW_THREADS
+        if (rc != 0) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
     result = Py_NewRef(Py_None);
 done:
     PyBuffer_Release(&mv);
@@ -826,9 +874,9 @@ PyDoc_STRVAR(and_doc,
 "out[i, j] = popcount(a[i] & w[j] & valid); arguments as for xnor_popcount.");
 
 PyDoc_STRVAR(window_doc,
-"window_words(maps, out, map_rows, kernel, stride, channels, out_h, out_w)\n--\n\n"
+"window_words(maps, out, map_rows, kernel, stride, channels, out_h, out_w, threads=0)\n--\n\n"
 "Packed convolution windows: maps uint64 [B*map_rows, R] (row-packed HWC maps), out uint64\n"
-"[B*out_h*out_w, kernel*ceil(kernel*channels/64)]. Releases the GIL.");
+"[B*out_h*out_w, kernel*ceil(kernel*channels/64)]. threads: 0 = all CPUs. Releases the GIL.");
 
 PyDoc_STRVAR(cpu_doc,
 "cpu_info()\n--\n\n"

@@ -290,6 +290,7 @@ def window_words(
     out_w: int,
     *,
     out: np.ndarray | None = None,
+    threads: int | None = None,
     backend: str | None = None,
 ) -> np.ndarray:
     """Packed convolution windows of row-packed HWC maps (SPEC §2, §14).
@@ -310,6 +311,8 @@ def window_words(
         ``K``, ``s``, ``C`` and the output size; ``H_p >= (out_h - 1) * s + K``.
     out : numpy.ndarray, optional
         ``uint64`` C-contiguous array of the result's shape to write into.
+    threads : int, optional
+        Threads of the C loop (0 or None: all CPUs; small maps use one).
     backend : str, optional
         ``"numpy"`` for the numpy path; any compiled backend uses the C loop (default
         :func:`get_backend`).
@@ -345,9 +348,12 @@ def window_words(
     elif not (isinstance(out, np.ndarray) and out.dtype == np.uint64 and out.shape == shape
               and out.flags.c_contiguous and out.flags.writeable):
         raise ConfigError(f"out must be a writable C-contiguous uint64 array of shape {shape}")
+    threads = 0 if threads is None else threads
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 0 <= threads <= 256:
+        raise ConfigError(f"threads must be an integer in 0..256 (0 = all CPUs), not {threads!r}")
     backend = get_backend() if backend is None else _check_backend(backend)
     if backend != "numpy":
-        _ext.window_words(maps.reshape(b * hp, r), out, hp, k, s, c, ho, wo)
+        _ext.window_words(maps.reshape(b * hp, r), out, hp, k, s, c, ho, wo, threads)
         return out
     off = np.arange(wo) * (s * c)
     sh = (off % WORD_BITS).astype(np.uint64)[None, None, :, None, None]

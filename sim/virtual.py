@@ -243,17 +243,19 @@ def map_rows(g: ConvGeometry, bits: np.ndarray) -> np.ndarray:
     return np.packbits(buf, axis=-1, bitorder="little").view("<u8").astype(np.uint64, copy=False)
 
 
-def layer_planes(layer: PackedLayer, x: np.ndarray) -> list[np.ndarray]:
+def layer_planes(layer: PackedLayer, x: np.ndarray, threads: int | None = None) -> list[np.ndarray]:
     """Packed input rows of a layer from its inputs ``x`` (uint8 ``[B, in_size]``: ±1 bits, or
     B-bit values): one plane of ±1 bits, or ``input_bits`` planes LSB first, each
     ``uint64 [rows, W]`` in the layer's row layout (``rows = B·H_o·W_o`` windows for a
-    convolution, ``B`` for a dense layer)."""
+    convolution, ``B`` for a dense layer). ``threads``: for cutting the windows (default all
+    CPUs)."""
     cfg, g = layer.cfg, layer.cfg.conv
     bits = [x] if cfg.input_bits == 1 else [(x >> b) & 1 for b in range(cfg.input_bits)]
     if g is None:
         return [pack_bits(p) for p in bits]
     return [
-        window_words(map_rows(g, p), g.kernel, g.stride, g.in_channels, g.out_height, g.out_width)
+        window_words(map_rows(g, p), g.kernel, g.stride, g.in_channels, g.out_height, g.out_width,
+                     threads=threads)
         for p in bits
     ]
 
@@ -293,10 +295,10 @@ def layer_preact(
             raise ConfigError(
                 f"input planes must be uint64 [{batch}, {words}], found {p.dtype} {p.shape}"
             )
-    rows = np.stack(planes)  # [nb, B, W]
+    rows = planes[0][None] if nb == 1 else np.stack(planes)  # [nb, B, W]
     if cfg.weights == "binary":
         a = rows if s == 1 else np.tile(rows, (1, 1, s))
-        a = np.ascontiguousarray(a.reshape(nb * batch, s * words))
+        a = np.ascontiguousarray(a.reshape(nb * batch, s * words))  # no copy for nb = s = 1
         if cfg.input_bits == 1:
             # r = 64·S·W - 2·popcount(a XOR w) over all planes; padding bits XOR to 0
             r = xnor_popcount(a, layer.weights, s * words * WORD_BITS, threads=threads)
@@ -414,7 +416,8 @@ class VirtualAccelerator:
         """
         out = _quantize(self.cfg, x)
         for layer in self.layers:
-            z = layer_preact(layer, layer_planes(layer, out), threads=self.threads)
+            planes = layer_planes(layer, out, threads=self.threads)
+            z = layer_preact(layer, planes, threads=self.threads)
             out = layer_output(layer, z)
             if trace is not None:
                 trace.append(out)

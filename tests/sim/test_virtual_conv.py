@@ -162,8 +162,14 @@ def test_window_words_backends_and_spare_word():
                             for ky in range(k)])
             for b in range(2) for oy in range(ho) for ox in range(wo)])
         for backend in BACKENDS:
-            got = pc.window_words(maps, k, s, c, ho, wo, backend=backend)
-            np.testing.assert_array_equal(got, want, err_msg=f"{backend} k={k} s={s} c={c}")
+            for threads in (1, 2):
+                got = pc.window_words(maps, k, s, c, ho, wo, threads=threads, backend=backend)
+                np.testing.assert_array_equal(got, want, err_msg=f"{backend} k={k} s={s} c={c}")
+    # large enough for the thread pool: the two-thread result is the one-thread result
+    maps = rng.integers(0, 2**63, (9, 40, 51), dtype=np.uint64)  # 32 pixels of 100 channels
+    one = pc.window_words(maps, 3, 1, 100, 38, 30, threads=1)
+    np.testing.assert_array_equal(pc.window_words(maps, 3, 1, 100, 38, 30, threads=2), one)
+    np.testing.assert_array_equal(pc.window_words(maps, 3, 1, 100, 38, 30, backend="numpy"), one)
 
 
 def test_window_words_wrong_arguments():
@@ -176,6 +182,11 @@ def test_window_words_wrong_arguments():
         pc.window_words(maps.astype(np.int64), 3, 1, 1, 1, 1)
     with pytest.raises(ConfigError, match="C-contiguous"):
         pc.window_words(np.zeros((1, 3, 4), dtype=np.uint64)[:, :, ::2], 3, 1, 1, 1, 1)
+    with pytest.raises(ConfigError, match="threads"):
+        pc.window_words(np.zeros((1, 3, 4), dtype=np.uint64), 3, 1, 1, 1, 1, threads=-1)
+    with pytest.raises(ConfigError, match="out must be"):
+        pc.window_words(np.zeros((1, 3, 4), dtype=np.uint64), 3, 1, 1, 1, 1,
+                        out=np.zeros((1, 2), dtype=np.uint64))
 
 
 def test_digits_cnn_whole_test_set():
