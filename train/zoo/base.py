@@ -48,6 +48,7 @@ from bitswarm.golden.homeostasis import HomeostasisConfig, batch_mean, homeostas
 from bitswarm.golden.lfsr import LFSR, LFSRConfig
 from bitswarm.golden.model import Model, ModelConfig, quantize_input
 
+from ..rule_golden import GoldenRule
 from ..rules import Rule, StepResult
 
 __all__ = [
@@ -63,10 +64,14 @@ __all__ = [
 #: Output-error sources of the shared surrogate.
 ERROR_SOURCES = ("softmax", "hinge")
 
+#: The golden rule's options: the shared surrogate takes its defaults from them.
+_GOLDEN = GoldenRule.Options()
+
 
 @dataclass(frozen=True)
 class SurrogateOptions:
-    """Options every zoo rule shares (the golden rule's surrogate and homeostasis).
+    """Options every zoo rule shares (the golden rule's surrogate and homeostasis, with the
+    golden rule's defaults).
 
     Parameters
     ----------
@@ -87,10 +92,10 @@ class SurrogateOptions:
     """
 
     error: str = "softmax"
-    grad_bits: int = 10
-    temperature: float = 1.0
-    window_pct: int = 100
-    homeostasis_shift: int = 3
+    grad_bits: int = _GOLDEN.grad_bits
+    temperature: float = _GOLDEN.temperature
+    window_pct: int = _GOLDEN.window_pct
+    homeostasis_shift: int = _GOLDEN.homeostasis_shift
     net: str = "golden"
 
     def check(self) -> None:
