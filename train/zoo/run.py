@@ -214,7 +214,8 @@ def run_zoo(
     epoch_steps : int, optional
         Minibatches per epoch of the seed-scale rows (default: one pass over the data).
     seed_swarms : tuple of int, optional
-        Swarm sizes of a seed swarm rule's rows (default: the seed's and 1).
+        Swarm sizes of the rows of a rule the seed ran as a swarm (default: the seed's and 1);
+        the seed's single-bit rules always run at S = 1.
     progress : callable, optional
         Called with each finished row.
     """
@@ -235,7 +236,7 @@ def run_zoo(
             opts = dict(options.get(name, {}))
             if seed_scale(name) and opts.get("net", "seed") == "seed":
                 rec = SEED_RESULTS[name]
-                swarms = seed_swarms or ((rec.swarm, 1) if rec.swarm > 1 else (1,))
+                swarms = (seed_swarms or (rec.swarm, 1)) if rec.swarm > 1 else (1,)
                 for s in swarms:
                     row = run_seed_row(name, dataset, s, epochs or rec.epochs, rec.batch, epoch_steps, seed, opts,
                                        arch, data_dir, device)
