@@ -30,6 +30,7 @@ __all__ = [
     "VirtualBackend",
     "VerilatorBackend",
     "make_backend",
+    "hw_order",
     "evaluate",
     "first_difference",
     "first_mismatch",
@@ -126,7 +127,7 @@ class VerilatorBackend(Backend):
         self.sim = VerilatorAccelerator(self.accel, build_root=build_root, waves=kind)
 
     def infer(self, images, stream: bool = False) -> InferenceResult:
-        r = self.sim.run(np.asarray(images), stream=stream, waves_file=self.waves)
+        r = self.sim.run(hw_order(self.model.cfg, images), stream=stream, waves_file=self.waves)
         lat = np.unique(r.latencies)
         if not stream and len(lat) != 1:
             raise AssertionError(f"isolated inferences took different cycle counts: {lat.tolist()}")
@@ -138,6 +139,18 @@ class VerilatorBackend(Backend):
         from .trace import rtl_trace
 
         return rtl_trace(self.accel, images)
+
+
+def hw_order(cfg, images) -> np.ndarray:
+    """Raw images as the accelerator streams them: flat rows ``[n, N_0]``, channel-last (HWC,
+    SPEC.md §14) for a convolutional model given ``[n, C, H, W]``."""
+    x = np.asarray(images)
+    if cfg.layers[0].conv is not None and x.ndim > 2:
+        import torch
+        from bitswarm.golden.conv import to_hwc
+
+        return to_hwc(torch.as_tensor(x), tuple(cfg.input_shape)).numpy()
+    return x.reshape(len(x), -1)
 
 
 def make_backend(name: str, model: Model, plan: AccelPlan | None = None, **kw) -> Backend:

@@ -133,6 +133,117 @@ def _conv_images(m, n, seed=7):
     return torch.randint(0, 256, (n, m.cfg.layers[0].in_size), generator=g, dtype=torch.uint8)
 
 
+def amaranth_infer(accel, x, max_cycles=200_000):
+    """Isolated inferences of raw images ``x`` ``[n, N_0]`` on the Amaranth simulator: scores
+    ``[n, C]`` and each image's latency (first input handshake to output handshake)."""
+    from amaranth.sim import Simulator
+
+    plan = accel.plan
+    simd, sf = plan.folds[0].simd, plan.input_slices()
+    x = np.asarray(x, dtype=np.int64)
+    pad = np.zeros((len(x), sf * simd), dtype=np.int64)
+    pad[:, : x.shape[1]] = x
+    n_cls = accel.model.cfg.layers[-1].n_out
+    scores, lat = np.zeros((len(x), n_cls), dtype=np.int64), []
+    sim = Simulator(accel)
+    sim.add_clock(1e-6)
+
+    async def bench(ctx):
+        cyc = 0
+        for img in range(len(x)):
+            sent, t0 = 0, None
+            while True:
+                ctx.set(accel.i_stream.valid, int(sent < sf))
+                if sent < sf:
+                    ctx.set(accel.i_stream.payload.x,
+                            [int(v) for v in pad[img, sent * simd:(sent + 1) * simd]])
+                ctx.set(accel.o_stream.ready, 1)
+                if ctx.get(accel.i_stream.valid) and ctx.get(accel.i_stream.ready):
+                    t0 = cyc if t0 is None else t0
+                    sent += 1
+                done = ctx.get(accel.o_stream.valid)
+                if done:
+                    scores[img] = [ctx.get(accel.o_stream.payload.scores[j]) for j in range(n_cls)]
+                    lat.append(cyc - t0)
+                await ctx.tick()
+                cyc += 1
+                assert cyc < max_cycles, "no output"
+                if done:
+                    break
+
+    sim.add_testbench(bench)
+    sim.run()
+    return scores, lat
+
+
+#: Small convolution models for the Amaranth simulator: (arch, swarm, input_bits, weights, folds)
+SMALL_CONV = {
+    "k3p1_mp2_8bit": ("1x5x5-c2k3p1-mp2-3", 1, 8, "binary", None),
+    "k3s2_1bit": ("2x6x5-c4k3s2-4", 2, 1, "binary", [(2, 1, 1), (1, 4, 1)]),
+    "k2p1_mp3_tern": ("1x6x6-c3k2p1-mp3-3", 1, 2, "ternary", [(3, 1, 0), (1, 6, 1)]),
+    "two_convs": ("1x6x6-c2k3p1-c2k3s2-mp2-2", 1, 1, "binary", [(1, 1, 0), (2, 2, 1), (1, 2, 0)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_CONV))
+def test_sim_conv_amaranth_bit_exact_and_latency(name):
+    """The cycle model (conv stages simulated at handshake level, dense stages in closed
+    form) equals the RTL's latency of every image, on the Amaranth simulator."""
+    arch, swarm, bits, weights, folds = SMALL_CONV[name]
+    m = _random_conv_model(arch, swarm, bits, seed=len(name), weights=weights)
+    plan = _conv_plan(m, folds)
+    x = _conv_images(m, 3)
+    scores, lat = amaranth_infer(Accelerator(m, plan), x.numpy())
+    np.testing.assert_array_equal(scores, m.forward(x).numpy())
+    assert set(lat) == {plan.latency_cycles()}
+
+
+def _forward_pool_before_threshold(m, x):
+    """A broken golden: max-pool of ``z`` before the threshold and invert (SPEC.md §14 pools
+    the bits after the invert, which differs wherever ``invert = 1``)."""
+    from bitswarm.golden.conv import conv_preact
+    from bitswarm.golden.layer import layer_forward, threshold
+    from bitswarm.golden.model import quantize_input
+
+    h = quantize_input(m.cfg, x)
+    for i, lay in enumerate(m.cfg.layers):
+        if lay.conv is None:
+            h = layer_forward(lay, h, m.weights[i], m.theta[i], m.invert[i])
+            continue
+        g, q, f = lay.conv, lay.conv.pool, lay.n_out
+        z = conv_preact(lay, h, m.weights[i]).reshape(len(x), g.out_height, g.out_width, f)
+        hq, wq = g.pooled_height, g.pooled_width
+        z = z[:, : hq * q, : wq * q].reshape(len(x), hq, q, wq, q, f).amax(dim=(2, 4))
+        h = threshold(z.reshape(-1, f), m.theta[i], m.invert[i]).reshape(len(x), -1)
+    return h
+
+
+@pytest.mark.parametrize("mutant", ["pad", "stride", "and_pool", "golden_pool_before_threshold"])
+def test_sim_conv_mutants_fail(mutant, monkeypatch):
+    """A wrong padding value, an off-by-one stride or an AND pool in the RTL, and a golden that
+    pools before the threshold, must each make the comparison with golden fail."""
+    import bitswarm.hw.accel as accel_mod
+
+    from . import test_pool, test_sliding_window
+
+    m = _random_conv_model("1x6x6-c4k3s2p1-mp2-3", 1, 8, seed=11)
+    plan = AccelPlan(m.cfg, (LayerFold(4, 1, 1), LayerFold(1, 4, 1)))
+    if mutant == "pad":
+        monkeypatch.setattr(accel_mod, "SlidingWindow", test_sliding_window._PadPlusOne)
+    elif mutant == "stride":
+        monkeypatch.setattr(accel_mod, "SlidingWindow", test_sliding_window._StrideOffByOne)
+    elif mutant == "and_pool":
+        monkeypatch.setattr(accel_mod, "Pool", test_pool._AndPool)
+    x = _conv_images(m, 12, seed=2)
+    scores, _ = amaranth_infer(Accelerator(m, plan), x.numpy())
+    if mutant.startswith("golden"):
+        np.testing.assert_array_equal(scores, m.forward(x).numpy())
+        assert bool(m.invert[0].any())
+        assert not np.array_equal(scores, _forward_pool_before_threshold(m, x).numpy())
+    else:
+        assert not np.array_equal(scores, m.forward(x).numpy())
+
+
 CONV_CASES = {
     # name: (arch, swarm, input_bits, weights, folds (pe, simd, pipeline) per layer or None)
     "k3p1_mp2_8bit": ("1x8x8-c4k3p1-mp2-10", 1, 8, "binary", [(2, 1, 1), (2, 8, 1)]),
@@ -149,8 +260,13 @@ def _conv_plan(m, folds):
         m.cfg, tuple(LayerFold(*f) for f in folds))
 
 
+#: Cases of the default suite; the others run with ``-m slow``.
+CONV_DEFAULT = ("c2_k2s2p0_pool_drop", "two_convs_ternary")
+
+
 @pytest.mark.verilator
-@pytest.mark.parametrize("name", sorted(CONV_CASES))
+@pytest.mark.parametrize("name", [n if n in CONV_DEFAULT else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(CONV_CASES)])
 def test_sim_accel_conv_bit_exact_and_cycle_model(name, tmp_path_factory):
     arch, swarm, bits, weights, folds = CONV_CASES[name]
     m = _random_conv_model(arch, swarm, bits, seed=len(name), weights=weights)
