@@ -179,6 +179,7 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
     spec = board_spec(board)
     if not isinstance(model, Model):
         raise TypeError(f"model must be a bitswarm.golden.Model, not {model!r}")
+    model.cfg.require_dense("bitswarm bitstream (the board top's UART host link)")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed must be an integer, not {seed!r}")
     if plan is None:  # the fold optimizer's plan for this board

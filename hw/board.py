@@ -158,6 +158,7 @@ def _check_core(model, plan) -> AccelPlan:
     """Validate a model and plan for the host link; returns the plan (default: auto)."""
     if not isinstance(model, Model):
         raise TypeError(f"model must be a bitswarm.golden.Model, not {model!r}")
+    model.cfg.require_dense("the board top (UART host link)")
     c = model.cfg.layers[-1].n_out
     if c > 256:
         raise ConfigError(f"the host link sends the class as one byte: at most 256 classes, "

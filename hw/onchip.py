@@ -139,6 +139,7 @@ class OnChipTrainer(wiring.Component):
     def _check(self, model, config, in_lanes) -> int:
         if not isinstance(model, Model):
             raise TypeError(f"model must be a golden Model, not {type(model).__name__}")
+        model.cfg.require_dense("the on-chip trainer (OnChipTrainer)")
         self._config = config or OnChipConfig.from_meta(model.cfg.meta)
         self._config.check(model.cfg)
         if model.acc is None:

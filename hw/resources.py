@@ -34,6 +34,8 @@ from .plan import (
     LayerFold,
     auto_mem_style,
     class_width,
+    conv_outputs,
+    line_rows,
     tree_depth,
     tree_terms,
 )
@@ -212,6 +214,40 @@ def _repack(i: int, n: int, pe: int, simd: int) -> StageEstimate:
     return st
 
 
+def _window(i: int, lay: LayerConfig, f: LayerFold, family: str) -> StageEstimate:
+    """The sliding-window generator: its line buffer (``R·W·CG`` words of ``SIMD·B`` bits),
+    the window walk's counters and the address arithmetic."""
+    g = lay.conv
+    st = StageEstimate(f"window{i}")
+    R, cg = line_rows(g), g.in_channels // f.simd
+    width, depth = f.simd * lay.input_bits, R * g.in_width * cg
+    ffs, brams, other = _memory(width, depth, auto_mem_style(width, depth, writable=True),
+                                family, True)
+    st.ffs, st.brams, st.other = ffs, brams, other
+    ab = max(1, (depth - 1).bit_length())
+    pos = (max(g.in_height, g.in_width) + g.kernel + g.stride + g.pad).bit_length() + 1
+    hc, wc = conv_outputs(g)
+    counters = sum(max(1, (n - 1).bit_length()) for n in (hc, wc, g.kernel, g.kernel, cg, R,
+                                                           g.in_width, cg))
+    st.ffs += counters + 2 * pos + ab + 2 * R.bit_length() + 3  # walk, origin, ring, flags
+    st.other += 3 * ab + 8 * pos + width + 16  # address adders, bounds compares, pad mux
+    return st
+
+
+def _pool(i: int, lay: LayerConfig, pe: int) -> StageEstimate:
+    """The pooling unit: a row buffer of ``W_q·F`` bits, an OR per lane, an output register."""
+    g = lay.conv
+    st = StageEstimate(f"pool{i}")
+    nf = lay.n_out // pe
+    depth = max(2, g.pooled_width * nf)
+    hc, wc = conv_outputs(g)
+    counters = sum(max(1, (n - 1).bit_length()) for n in (nf, wc, hc, g.pool, g.pool,
+                                                           g.pooled_width))
+    st.ffs = pe * depth + pe + 1 + counters
+    st.other = pe * max(1, depth // 3) + 2 * pe + 2 * depth.bit_length() + 8
+    return st
+
+
 def _argmax(lay: LayerConfig, pe: int) -> StageEstimate:
     """The serializer (``pe`` lanes to one) and the one-lane argmax with all scores."""
     st = StageEstimate("argmax")
@@ -239,10 +275,14 @@ def features(plan: AccelPlan, family: str, *, board: bool = False) -> list[Stage
     lays, folds = plan.cfg.layers, plan.folds
     out = []
     for i, (lay, f) in enumerate(zip(lays, folds, strict=True)):
+        if lay.conv is not None:
+            out.append(_window(i, lay, f, family))
         out.append(_mac(i, lay, f, family))
         out.append(_threshold(i, lay, f.pe, family))
+        if lay.conv is not None and lay.conv.pool > 1:
+            out.append(_pool(i, lay, f.pe))
         if not lay.output:
-            out.append(_repack(i, lay.n_out, f.pe, folds[i + 1].simd))
+            out.append(_repack(i, lay.out_size, f.pe, folds[i + 1].simd))
     out.append(_argmax(lays[-1], folds[-1].pe))
     if board:
         out.append(_link(plan.cfg, folds[0].simd))
@@ -276,9 +316,38 @@ def _pipeline_for(lay: LayerConfig, simd: int, stages_per_level: float) -> int:
     return max(1, min(d, round(d * stages_per_level)))
 
 
+def _candidates(lay: LayerConfig, prev: int, target: int):
+    """(PE, SIMD) pairs of ``lay`` that take at most ``target`` cycles per image, SIMD a
+    multiple of the previous layer's PE ``prev``: for a dense layer the smallest SIMD per PE;
+    for a convolution every PE dividing F with the smallest SIMD dividing C whose MAC array and
+    window writer both meet the target."""
+    b = lay.input_bits
+    if lay.conv is None:
+        for p in _divisor_steps(lay.n_out):
+            nf = -(-lay.n_out // p)
+            if nf * b > target:
+                continue
+            need_sf = target // (nf * b)  # slices allowed
+            if lay.output and p > b * need_sf:
+                continue  # the serialized scores of a group must fit its cycles
+            s = -(-lay.n_in // need_sf)
+            s = -(-s // prev) * prev  # a multiple of the previous PE
+            if s <= lay.n_in:
+                yield p, s
+        return
+    c = lay.conv.in_channels
+    simds = [d for d in range(1, c + 1) if c % d == 0 and d % prev == 0]
+    for p in (d for d in range(1, lay.n_out + 1) if lay.n_out % d == 0):
+        for s in simds:
+            f = LayerFold(p, s, 0)
+            if f.cycles_per_image(lay) <= target and lay.conv.in_size // s <= target:
+                yield p, s
+                break
+
+
 def _fold_for(cfg: ModelConfig, target: int, spl: float, family: str = "ecp5",
               bram_weight: float = 0.0) -> AccelPlan | None:
-    """The most folded plan whose every layer takes at most ``target`` cycles per vector:
+    """The most folded plan whose every stage takes at most ``target`` cycles per image:
     per layer (in order, the repack rule ties SIMD to the previous PE) the (PE, SIMD) of the
     least cost — product bits plus ``bram_weight`` per weight-ROM block RAM (the part's LUTs per
     block RAM, so both resources weigh by their share of the chip) — then the fewest PE
@@ -287,17 +356,7 @@ def _fold_for(cfg: ModelConfig, target: int, spl: float, family: str = "ecp5",
     for lay in cfg.layers:
         prev = folds[-1].pe if folds else 1
         best = None
-        for p in _divisor_steps(lay.n_out):
-            nf = -(-lay.n_out // p)
-            if nf * lay.input_bits > target:
-                continue
-            need_sf = target // (nf * lay.input_bits)  # slices allowed
-            if lay.output and p > lay.input_bits * need_sf:
-                continue  # the serialized scores of a group must fit its cycles
-            s = -(-lay.n_in // need_sf)
-            s = -(-s // prev) * prev  # a multiple of the previous PE
-            if s > lay.n_in:
-                continue
+        for p, s in _candidates(lay, prev, target):
             cost = tree_terms(lay, s) * p
             if bram_weight:
                 f = LayerFold(p, s, 0)
@@ -381,9 +440,11 @@ def _search(cfg, family, board, luts, brams, target_interval, stages_per_level, 
                               f"needs ~{t['luts']} LUTs and {t['brams']} BRAMs; the budget is "
                               f"{luts} LUTs and {brams} BRAMs")
         return plan
-    targets = sorted({f.cycles_per_vector(lay) for lay in cfg.layers
+    targets = sorted({f.cycles_per_image(lay) for lay in cfg.layers
                       for f in (LayerFold(p, s, 0) for p in _divisor_steps(lay.n_out)
-                                for s in _divisor_steps(lay.n_in))})
+                                for s in _divisor_steps(lay.n_in))}
+                     | {lay.conv.in_size // s for lay in cfg.layers if lay.conv is not None
+                        for s in _divisor_steps(lay.conv.in_channels)})
     targets = [t for t in targets if t <= slowest.interval_cycles()]
     lo, hi, best = 0, len(targets) - 1, slowest
     while lo <= hi:  # smallest target (fastest plan) that fits
