@@ -166,6 +166,7 @@ class GoldenRule(Rule):
         temperature: float = 1.0
         homeostasis_shift: int = 12
         anneal_epochs: int = 0
+        conv_vote_pct: int = 100
         conv_homeostasis_shift: int = 6
         conv_theta: str = "pooled"
 
@@ -179,6 +180,8 @@ class GoldenRule(Rule):
             if not (self.temperature > 0 and math.isfinite(self.temperature)):
                 raise ConfigError(f"temperature must be a positive number, not {self.temperature}")
             HomeostasisConfig(self.homeostasis_shift)
+            if not 0 <= self.conv_vote_pct <= 10000:
+                raise ConfigError(f"conv_vote_pct must be in 0..10000, not {self.conv_vote_pct}")
             HomeostasisConfig(self.conv_homeostasis_shift)
             if self.conv_theta not in ("pooled", "pixels"):
                 raise ConfigError(f"conv_theta must be 'pooled' or 'pixels', not {self.conv_theta!r}")
@@ -191,10 +194,12 @@ class GoldenRule(Rule):
         self.conv_homeostasis = HomeostasisConfig(self.opts.conv_homeostasis_shift)
         self.model: Model | None = None
         self.vote_pct = self.opts.vote_pct
+        self.conv_vote_pct = self.opts.conv_vote_pct
 
     def start_epoch(self, epoch: int) -> None:
         a = self.opts.anneal_epochs
         self.vote_pct = self.opts.vote_pct * (a + epoch) // a if a else self.opts.vote_pct
+        self.conv_vote_pct = self.opts.conv_vote_pct * (a + epoch) // a if a else self.opts.conv_vote_pct
 
     # -- state ---------------------------------------------------------------------------------
     def init_state(self, x_train: torch.Tensor) -> None:
@@ -386,7 +391,8 @@ class GoldenRule(Rule):
         lfsr = LFSR(cfg.flip.lfsr, m.lfsr_state) if cfg.flip.uses_lfsr else None
         flips = []
         for i in range(len(cfg.layers)):
-            v = vote_from_grad(grads[i], m.weights[i], self.vote_pct)
+            pct = self.vote_pct if cfg.layers[i].conv is None else self.conv_vote_pct
+            v = vote_from_grad(grads[i], m.weights[i], pct)
             m.weights[i], m.acc[i], fired = flip_step(cfg.flip, m.weights[i], m.acc[i], v, lfsr)
             flips.append(int(fired.sum()))
         if lfsr is not None:
