@@ -42,6 +42,42 @@ register); without
 2 registers; after the last layer the threshold and the argmax add 2 and the serializer the
 ``k`` scores of the last group, one per cycle (the ``+ 2`` above is ``+ 2 + k``). The output
 layer's PE is at most ``B·SF`` so that serializing never throttles it.
+
+Convolutions (SPEC.md §14)
+--------------------------
+A convolutional layer is the same folded MAC array fed by a
+:class:`~bitswarm.hw.sliding_window.SlidingWindow` (FINN's ConvolutionInputGenerator + MVAU):
+its vectors are the windows (``N = K·K·C``, order ``(ky, kx, c)``), ``PE`` output channels and
+``SIMD`` window elements per cycle; after the per-channel threshold a
+:class:`~bitswarm.hw.pool.Pool` ORs ``Q x Q`` windows and the repack stage hands the pooled HWC
+map on. The folding rules of a convolution, checked by :class:`AccelPlan`:
+
+- ``SIMD`` divides ``C`` (a window slice is ``SIMD`` channels of one pixel, so
+  ``SF = K·K·C / SIMD`` and ``K·K·C`` is always a multiple of ``SIMD``);
+- ``PE`` divides ``F`` (a pooled pixel is ``F / PE`` whole groups, so the pooled map streams
+  as a gap-free HWC vector into the next stage);
+- as for every layer, ``SIMD`` is a multiple of the previous layer's ``PE``; the first layer's
+  input is the raw image in HWC order, ``C·H·W / SIMD_0`` transfers of ``SIMD_0`` pixels.
+
+The rows and columns of the conv output that fill no pooling window are never computed
+(:func:`conv_outputs`): a convolution's MAC array takes ``H_c·W_c`` vectors per image with
+``H_c = H_q·Q``, ``W_c = W_q·Q`` (``H_o``, ``W_o`` without pooling). The line buffer holds
+:func:`line_rows` rows.
+
+Its **interval** is the busiest stage per image (:meth:`AccelPlan.stage_cycles`)::
+
+    interval = max(C_0·H_0·W_0 / SIMD_0,                 # the input, one transfer a cycle
+                   max_conv H·W·C / SIMD,               # each window generator's writer
+                   max_i vectors_i · cpv_i)             # each MAC array
+
+Its **latency** is not a sum of tails: the first window of each output row waits for its map
+rows, a full line buffer holds back the stage before it, and stages downstream can stall it.
+:func:`bitswarm.hw.timing.conv_front` steps the conv stages' control (counters, valid, ready
+and the registers between them, no data) with each component's documented rules, from the first
+input handshake (cycle 0) to the handshake ``t`` of the last slice into the first dense layer
+``d``; the dense layers then add their closed form::
+
+    latency = t + T_d + sum_{i>d} (2 + T_i) + 2 + k
 """
 
 from __future__ import annotations
@@ -391,6 +427,10 @@ class AccelPlan:
             if arch is not None and list(arch) != list(cfg.arch):
                 raise ConfigError(f"the fold file is for architecture {'-'.join(map(str, arch))}, "
                                   f"the model is {'-'.join(map(str, cfg.arch))}")
+            name = d.get("arch_string")
+            if name is not None and name != cfg.arch_string:
+                raise ConfigError(f"the fold file is for architecture {name}, the model is "
+                                  f"{cfg.arch_string}")
             entries = d.get("layers")
         if not isinstance(entries, list):
             raise ConfigError("a fold file needs a list of per-layer entries ('layers')")
@@ -401,9 +441,12 @@ class AccelPlan:
         return cls(cfg, folds)
 
     def to_dict(self) -> dict:
-        """The fold file's content."""
-        return {"format": FOLD_FORMAT, "version": 1, "arch": list(self.cfg.arch),
-                "layers": [f.to_dict() for f in self.folds]}
+        """The fold file's content (with convolutions also the architecture string, since
+        the activation sizes of ``arch`` do not name the geometry)."""
+        d = {"format": FOLD_FORMAT, "version": 1, "arch": list(self.cfg.arch)}
+        if self.cfg.has_conv:
+            d["arch_string"] = self.cfg.arch_string
+        return d | {"layers": [f.to_dict() for f in self.folds]}
 
     def write(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the fold file atomically; refuses an existing file unless ``overwrite``."""
@@ -498,7 +541,8 @@ class AccelPlan:
             "i_stream__payload": {
                 "dir": "in", "width": PIXEL_BITS * simd0,
                 "doc": f"{simd0} raw 8-bit pixels: pixel k of the slice at bits [8k+7:8k]; slice "
-                       f"s carries flattened pixels s*{simd0}..s*{simd0}+{simd0 - 1}; "
+                       f"s carries flattened pixels s*{simd0}..s*{simd0}+{simd0 - 1}"
+                       f"{' (channel-last HWC order)' if lays[0].conv is not None else ''}; "
                        f"{self.input_slices()} slices per image in order; lanes past the image "
                        "are ignored; raw 8-bit pixels even when the first layer uses fewer bits "
                        f"(it keeps the top {lays[0].input_bits})"},
@@ -528,9 +572,15 @@ class AccelPlan:
                     "pipeline": f.pipeline,
                     "mem": f.mem,
                     "cycles_per_vector": f.cycles_per_vector(lay),
+                    "vectors": f.vectors(lay),
+                    "cycles_per_image": f.cycles_per_image(lay),
+                    **({"conv": lay.conv.to_dict(), "line_rows": line_rows(lay.conv)}
+                       if lay.conv is not None else {}),
                 }
                 for i, (f, lay) in enumerate(self._pairs())
             ],
+            "arch_string": self.cfg.arch_string,
+            "stage_cycles": self.stage_cycles(),
             "fold": self.to_dict(),
             "cycles_per_inference": self.latency_cycles(),
             "latency_cycles": self.latency_cycles(),
@@ -543,8 +593,8 @@ class AccelPlan:
                                   "output handshake (inputs offered every cycle, output ready)",
                 "interval_cycles": "initiation interval of back-to-back images: cycles between "
                                    "consecutive output handshakes when inputs are offered every "
-                                   "cycle and the output is always ready (= max cycles per "
-                                   "vector over the layers)",
+                                   "cycle and the output is always ready (= the busiest stage's "
+                                   "cycles per image, stage_cycles)",
             },
         }
 

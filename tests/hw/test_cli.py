@@ -67,7 +67,8 @@ def test_verilog_mac_array_params(tmp_path, capsys):
         (["model.bsm"], "model.bsm: no such model file"),
         (["model.bsm", "--param", "pe=2"], "--param applies to --component"),
         (["model.bsm", "--component", "lfsr"], "give either a MODEL file or --component"),
-        ([], "give --component NAME (one of: mac-array, threshold, argmax, lfsr, flip-unit, onchip-trainer)"),
+        ([], "give --component NAME (one of: mac-array, threshold, sliding-window, pool, argmax, lfsr, "
+         "flip-unit, onchip-trainer)"),
     ],
 )
 def test_verilog_errors(tmp_path, capsys, argv, msg):
@@ -205,3 +206,41 @@ def test_verilog_model_asic(tmp_path, capsys):
     rc, out, err = _run(capsys, str(tmp_path / "m.bsm"), "--asic", "--clock-mhz", "0",
                         "-o", str(tmp_path / "b"))
     assert rc == 2 and "--clock-mhz must be a positive number" in err
+
+
+def test_verilog_and_fold_conv_model(tmp_path, capsys):
+    """``bitswarm fold CNN --board ulx3s`` writes a fold ``bitswarm verilog CNN --fold`` builds;
+    the report carries each conv layer's geometry, vectors and line-buffer rows."""
+    import json
+
+    from bitswarm.cli import main
+    from bitswarm.golden import Model, ModelConfig, save_model
+    from bitswarm.hw.plan import AccelPlan, load_fold
+
+    cfg = ModelConfig.from_arch("1x8x8-c4k3p1-mp2-c8k3s2-10")
+    save_model(Model.random(cfg, 0), tmp_path / "m.bsm")
+    fold = tmp_path / "f.json"
+    assert main(["fold", str(tmp_path / "m.bsm"), "--board", "ulx3s", "-o", str(fold),
+                 "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    plan = load_fold(fold, cfg)
+    assert rep["interval_cycles"] == plan.interval_cycles() and rep["latency_cycles"] > 0
+    assert json.loads(fold.read_text())["arch_string"] == "1x8x8-c4k3p1-mp2-c8k3s2-10"
+    rc, out, err = _run(capsys, str(tmp_path / "m.bsm"), "--fold", str(fold), "--json",
+                        "-o", str(tmp_path / "v"))
+    assert rc == 0, err
+    rep = json.loads(out)
+    assert rep["fold"] == plan.to_dict() and rep["latency_cycles"] == plan.latency_cycles()
+    l0, l1 = rep["layers"][:2]
+    assert l0["conv"]["pad"] == 1 and l0["vectors"] == 64 and l0["line_rows"] == 4
+    assert l1["conv"]["stride"] == 2 and l1["vectors"] == 1
+    assert "HWC" in rep["ports"]["i_stream__payload"]["doc"]
+    text = (tmp_path / "v" / "bitswarm_accel.v").read_text()
+    assert "module bitswarm_accel(" in text and "window0" in text and "pool0" in text
+    # a fold file of another geometry with the same activation sizes is refused
+    other = ModelConfig.from_arch("1x8x8-c4k5p2-mp2-c8k3s2-10")
+    assert other.arch == cfg.arch
+    save_model(Model.random(other, 0), tmp_path / "o.bsm")
+    rc, _, err = _run(capsys, str(tmp_path / "o.bsm"), "--fold", str(fold), "-o", str(tmp_path / "w"))
+    assert rc == 2 and "the fold file is for architecture 1x8x8-c4k3p1-mp2-c8k3s2-10" in err
+    assert AccelPlan.from_dict(cfg, plan.to_dict()) == plan

@@ -129,6 +129,33 @@ def test_optimizer_fits_and_balances():
         optimize(cfg, luts=0, brams=3, family="ice40")
 
 
+def test_optimizer_conv_rules_and_balance():
+    """Conv layers: PE divides F, SIMD divides C (and is a multiple of the previous PE), the
+    per-image cycles of every stage meet the target; the window and pool stages are priced."""
+    cfg = ModelConfig.from_arch("2x10x10-c8k3p1-mp2-c12k3s2-mp2-10", input_bits=4)
+    base = optimize(cfg, luts=10**7, brams=10**4, family="ecp5", target_interval=10**9)
+    least = estimate(base, "ecp5", board=True).totals()["luts"]
+    for luts in (least + 100, 12000, 40000):
+        plan = optimize(cfg, luts=luts, brams=100, family="ecp5")
+        assert estimate(plan, "ecp5", board=True).totals()["luts"] <= luts
+        for i, (lay, f) in enumerate(zip(cfg.layers, plan.folds, strict=True)):
+            if lay.conv is not None:
+                assert lay.n_out % f.pe == 0 and lay.conv.in_channels % f.simd == 0
+            if i:
+                assert f.simd % plan.folds[i - 1].pe == 0
+        assert plan.interval_cycles() == max(plan.stage_cycles().values())
+    fast = optimize(cfg, luts=40000, brams=100, family="ecp5")
+    slow = optimize(cfg, luts=least + 100, brams=100, family="ecp5")
+    assert fast.interval_cycles() < slow.interval_cycles()
+    tgt = optimize(cfg, luts=40000, brams=100, family="ecp5", target_interval=5000)
+    assert fast.interval_cycles() <= tgt.interval_cycles() <= 5000
+    with pytest.raises(ConfigError, match="no fold reaches 3599 cycles per image"):
+        optimize(cfg, luts=40000, brams=100, family="ecp5", target_interval=3599)
+    st = {s.name: s for s in features(fast, "ecp5")}
+    assert {"window0", "pool0", "window1", "pool1"} <= set(st)
+    assert st["window0"].ffs >= 4 * 10 * 2 * 4 // fast.folds[0].simd  # R rows x W x C x B
+
+
 def test_board_fold_default_digits_fits_icebreaker():
     cfg = ModelConfig.mlp([64, 512, 10], input_bits=8)
     plan = board_fold(cfg, "icebreaker")

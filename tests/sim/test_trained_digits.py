@@ -98,12 +98,16 @@ def _check_cnn(model, plan, ds, tmp_path):
 @pytest.mark.verilator
 def test_sim_trained_digits_cnn(digits, tmp_path_factory, tmp_path):
     """``bitswarm train --arch 1x8x8-c16k3p1-mp2-c32k3p1-mp2-10 --epochs 2`` (rule ste-adam),
-    then the whole digits test set on the RTL, automatic folding."""
+    then the whole digits test set on the RTL folded by the optimizer for the ULX3S."""
+    from bitswarm.hw.resources import board_fold
+
     d = tmp_path_factory.mktemp("digits_cnn")
     train(TrainConfig(dataset="digits", arch=CNN, rule="ste-adam", epochs=2), out=d / "m.bsm",
           run_dir=d / "run", quiet=True, plots=False)
     model = load_model(d / "m.bsm")
-    assert _check_cnn(model, AccelPlan.auto(model.cfg), digits, tmp_path) > 0.4
+    plan = board_fold(model.cfg, "ulx3s")
+    assert plan.interval_cycles() == 64 * 8 * 9  # the first layer fully unfolded over F
+    assert _check_cnn(model, plan, digits, tmp_path) > 0.4
 
 
 @pytest.mark.verilator
