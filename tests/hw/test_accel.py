@@ -309,3 +309,28 @@ def test_conv_refused_where_unsupported(tmp_path):
     plan = board_fold(m.cfg, "ulx3s")
     names = [s["stage"] for s in estimate(plan, "ecp5").table()]
     assert names[:5] == ["window0", "mac0", "thr0", "pool0", "repack0"]
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+def test_sim_accel_fashion_cnn_subset(tmp_path):
+    """A Fashion-MNIST CNN (random weights, thresholds and invert bits) on the first 300 test
+    images: scores equal golden, the latency and streaming interval equal the cycle model.
+    Needs the Debian package dataset-fashion-mnist (or an IDX folder); skipped without it."""
+    from bitswarm.sim.driver import evaluate, hw_order, make_backend
+    from bitswarm.train import load_dataset
+    from bitswarm.train.data import DataError
+
+    try:
+        ds = load_dataset("fashion")
+    except DataError as e:
+        pytest.skip(str(e))
+    m = _random_conv_model("1x28x28-c16k3p1-mp2-c32k3p1-mp2-10", 1, 8, seed=4)
+    plan = AccelPlan.auto(m.cfg)
+    x = ds.x_test[:300].reshape(-1, 1, 28, 28)
+    backend = make_backend("verilator", m, plan, build_root=tmp_path)
+    rep = evaluate(backend, x, ds.y_test[:300])
+    assert rep["mismatches"] == 0, rep
+    assert rep["cycles_per_inference"] == plan.latency_cycles()
+    r = backend.sim.run(hw_order(m.cfg, x[:12]), stream=True)
+    assert set(np.diff(r.out_cycle)[4:].tolist()) == {plan.interval_cycles()}
