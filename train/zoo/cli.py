@@ -61,9 +61,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "zoo",
         help="run the seed rules, the golden rule and the references side by side",
-        description="Train every rule (or --rules a,b,...) on the same data, network, budget and "
-        "seed and print one row each: accuracy, collapse, flip rate, time, state per weight, "
-        "hardware-trainability. See train/zoo/COLLAPSE.md for the v17/v20 collapse study.",
+        description="Train every rule (or --rules a,b,...) on the same data and seed and print one row "
+        "each: accuracy, collapse, flip rate, time, state per weight, hardware-trainability. Seed "
+        "notebook rules run at seed scale (their seed network, S = 32 and S = 1, the seed's batch and "
+        "epochs) with the seed's own result and a verdict beside ours. See train/zoo/SEEDS.md and "
+        "train/zoo/COLLAPSE.md.",
     )
     from bitswarm.golden.arch import ARCH_HELP
 
