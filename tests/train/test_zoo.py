@@ -198,7 +198,7 @@ def test_verdict_and_collapse_logic():
     assert v["verdict"].startswith("reproduced") and v["collapse"].startswith("genuine")
     assert verdict("v20-lif", [0.93, 0.94], "mnist5k")["verdict"].startswith("better")
     assert verdict("v10-momentum-rank", [0.5, 0.8], "mnist5k")["verdict"].startswith("worse")
-    assert verdict("v10-momentum-rank", [0.93, 0.5], "mnist5k")["collapse"] == "artifact"
+    assert verdict("v10-momentum-rank", [0.93, 0.5], "mnist5k")["collapse"].startswith("artifact")
     assert verdict("v19-cruise", [0.2, 0.3], "digits", flips=0)["verdict"].startswith("reproduced: froze")
     assert verdict("zero-float", [0.5], "digits")["verdict"] == "no seed result"
 

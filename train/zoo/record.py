@@ -105,8 +105,8 @@ def verdict(rule: str, accs: list[float], dataset: str, classes: int = 10, flips
     :data:`TOLERANCE`, or the same failure), ``better`` or ``worse`` (with the shapes named),
     ``no seed result``. A run with no flip at all (``flips == 0``) against a seed run that
     froze is ``reproduced`` whatever its accuracy (the gains and thresholds alone learn).
-    ``collapse``: for a collapsed row, ``genuine`` when the seed's run collapsed too, else
-    ``artifact``.
+    ``collapse``: for a collapsed row, ``genuine`` when the seed's run collapsed too (or both
+    froze), else ``artifact``.
     """
     rec = SEED_RESULTS.get(rule)
     shape = curve_shape(accs, classes)
@@ -137,8 +137,13 @@ def verdict(rule: str, accs: list[float], dataset: str, classes: int = 10, flips
     if not same_data:
         detail += f"; seed data {rec.dataset}, ours {dataset}"
     out["verdict"] = f"{v}: {detail}"
-    if shape == "collapsed":
-        out["collapse"] = "genuine (the seed's run collapsed too)" if seed_shape == "collapsed" else "artifact"
-    else:
+    if shape != "collapsed":
         out["collapse"] = None
+    elif seed_shape == "collapsed":
+        out["collapse"] = "genuine (the seed's run collapsed too)"
+    elif froze:
+        out["collapse"] = ("genuine (no flip: only the seed network's float gains and thresholds moved, "
+                           "as in the seed's frozen run)")
+    else:
+        out["collapse"] = f"artifact (the seed's run was {seed_shape}, not collapsed)"
     return out
