@@ -7,10 +7,13 @@ swarm size and a second S = 1 row, the seed's batch and epochs; see
 :func:`bitswarm.train.zoo.run.run_zoo`); the references, the golden rule and the rules of
 seeds 002-004 run through the trainer (arch ``inputs-128-classes``, batch 64, :data:`EPOCHS`).
 
-Options: ``--datasets a,b`` and ``--rules a,b`` pick, ``--epochs N`` overrides every row's
-epochs, ``--epoch-steps DS=N`` sets the minibatches per seed epoch of a data set (default
-:data:`EPOCH_STEPS`), ``--max-seed-epochs N`` caps the seed-scale rows, ``--merge`` keeps the
-rows already in ``zoo.json`` that this run does not redo (run the bench in parts).
+The defaults reproduce the committed results: digits with 100 minibatches per seed epoch
+and rows at S = 32 and S = 1; mnist5k at one pass per epoch, S = 32, at most 10 epochs, and
+the two headline rows (v20, v10) at :data:`HEADLINE` scale. Options: ``--datasets a,b`` and
+``--rules a,b`` pick, ``--epochs N`` overrides every row's epochs, ``--epoch-steps DS=N`` the
+minibatches per seed epoch of a data set, ``--max-seed-epochs N`` caps the seed-scale rows,
+``--swarms 32,1`` the swarm rows, ``--merge`` keeps the rows already in ``zoo.json`` that
+this run does not redo (run the bench in parts).
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 EPOCHS = {"digits": 20, "mnist5k": 15, "fashion": 2}
 #: Minibatches per seed-scale epoch per data set (``None``: one pass over the training set).
 EPOCH_STEPS = {"digits": 100, "mnist5k": None}
+#: Rows run longer to reproduce the seed's headline results: ``(steps per epoch, epochs)``.
+HEADLINE = {"mnist5k": {"v20-lif": (600, 5), "v10-momentum-rank": (300, 10)}}
+#: Swarm sizes of the seed swarm rules' rows per data set (``None``: the seed's and 1).
+SWARMS = {"mnist5k": (32,)}
+#: Cap on the epochs of the other seed-scale rows per data set.
+MAX_SEED_EPOCHS = {"mnist5k": 10}
 HIDDEN = 128
 
 
@@ -45,8 +54,9 @@ def _preamble(meta: dict) -> list[str]:
         "Seed notebook rules run **at seed scale**: the seed version's own network (`net=seed`: normalized "
         "inputs, its normalization, gains and activation, its majority or analog swarm forward, so every "
         "constant is in the seed's gradient units; `train/zoo/SEEDS.md`), the seed's swarm size (S = 32 for "
-        "the swarm rules, plus an S = 1 row), batch and number of epochs; `batch x steps` gives the "
-        "minibatches per epoch (the seed's MNIST epoch was 100 x 600). The references, the golden rule and "
+        "the swarm rules; on digits also an S = 1 row), batch and number of epochs (on mnist5k at most 10); "
+        "`batch x steps` gives the minibatches per epoch: digits 100, mnist5k one pass (40), and the two "
+        "headline rows at seed scale (v20: 600, the seed's MNIST epoch; v10: 300). The references, the golden rule and "
         "seeds 002-004 run through the trainer on arch `inputs-128-classes`. `seed reported`: the seed's "
         "own logged result; `verdict`: ours against it (`reproduced` = same curve shape and best within 2 "
         "points, or the same failure). `collapsed`: a drop of more than 5 points after learning (never a "
@@ -62,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--epoch-steps", action="append", default=[], metavar="DS=N")
     p.add_argument("--max-seed-epochs", type=int, default=None)
-    p.add_argument("--swarms", default=None, help="swarm sizes of the seed swarm rules' rows (default: seed's,1)")
+    p.add_argument("--swarms", default=None, help="swarm sizes of the seed swarm rules' rows")
     p.add_argument("--merge", action="store_true", help="keep rows of zoo.json this run does not redo")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -97,10 +107,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         kept = [r for r in by_ds.get(ds, []) if r["rule"] not in rules]
         by_ds[ds] = kept
+        cap = a.max_seed_epochs or MAX_SEED_EPOCHS.get(ds)
+        swarms = tuple(int(v) for v in a.swarms.split(",")) if a.swarms else SWARMS.get(ds)
         for name in rules:
-            epochs = a.epochs
-            if epochs is None and seed_scale(name) and a.max_seed_epochs:
-                epochs = min(SEED_RESULTS[name].epochs, a.max_seed_epochs)
+            epochs, ds_steps = a.epochs, steps.get(ds)
+            head = HEADLINE.get(ds, {}).get(name)
+            if head and not a.epoch_steps and a.epochs is None:
+                ds_steps, epochs = head
+            elif epochs is None and seed_scale(name) and cap:
+                epochs = min(SEED_RESULTS[name].epochs, cap)
             if epochs is None and not seed_scale(name):
                 epochs = EPOCHS.get(ds, 3)
 
@@ -113,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{row.get('verdict')}", flush=True)
 
             run_zoo(ds, [name], epochs=epochs, arch=(d.n_inputs, HIDDEN, d.classes), seed=a.seed,
-                    data_dir=a.data_dir, progress=progress, epoch_steps=steps.get(ds),
-                    seed_swarms=tuple(int(v) for v in a.swarms.split(",")) if a.swarms else None)
+                    data_dir=a.data_dir, progress=progress, epoch_steps=ds_steps, seed_swarms=swarms)
     print(f"wrote {out / 'zoo.json'} and {out / 'zoo.md'} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
 
