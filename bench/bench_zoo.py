@@ -12,7 +12,8 @@ and rows at S = 32 and S = 1; mnist5k at one pass per epoch, S = 32, at most 10 
 the two headline rows (v20, v10) at :data:`HEADLINE` scale. Options: ``--datasets a,b`` and
 ``--rules a,b`` pick, ``--epochs N`` overrides every row's epochs, ``--epoch-steps DS=N`` the
 minibatches per seed epoch of a data set, ``--max-seed-epochs N`` caps the seed-scale rows,
-``--swarms 32,1`` the swarm rows, ``--merge`` keeps the rows already in ``zoo.json`` that
+``--swarms 32,1`` the swarm rows; the seed rules that train convolutions (v21's BitConv2d)
+get a second row on :data:`CONV_ARCH`. ``--merge`` keeps the rows already in ``zoo.json`` that
 this run does not redo (run the bench in parts).
 """
 
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import torch
 from bitswarm.golden.errors import BitswarmError
-from bitswarm.train import load_dataset
+from bitswarm.train import RULES, load_dataset
 from bitswarm.train.zoo.record import SEED_RESULTS
 from bitswarm.train.zoo.report import write_report
 from bitswarm.train.zoo.run import parse_rules, run_zoo, seed_scale
@@ -43,6 +44,8 @@ HEADLINE = {"mnist5k": {"v20-lif": (600, 5), "v10-momentum-rank": (300, 10)}}
 SWARMS = {"mnist5k": (32,)}
 #: Cap on the epochs of the other seed-scale rows per data set.
 MAX_SEED_EPOCHS = {"mnist5k": 10}
+#: Convolutional network of the BitConv2d rows (seed v21's conv-pool-conv-pool-256-10, scaled).
+CONV_ARCH = {"digits": "1x8x8-c16k3p1-mp2-c32k3p1-mp2-256-10"}
 HIDDEN = 128
 
 
@@ -129,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
             run_zoo(ds, [name], epochs=epochs, arch=(d.n_inputs, HIDDEN, d.classes), seed=a.seed,
                     data_dir=a.data_dir, progress=progress, epoch_steps=ds_steps, seed_swarms=swarms)
+            if ds in CONV_ARCH and getattr(RULES[name], "trains_conv", False) and seed_scale(name):
+                run_zoo(ds, [name], epochs=epochs, arch=CONV_ARCH[ds], seed=a.seed, data_dir=a.data_dir,
+                        progress=progress, epoch_steps=ds_steps)
     print(f"wrote {out / 'zoo.json'} and {out / 'zoo.md'} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
 

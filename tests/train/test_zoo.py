@@ -225,3 +225,22 @@ def test_cli_out_writes_json_table_and_plot(tmp_path):
     data = json.loads(paths[0].read_text())
     assert data["results"]["digits"][0]["accuracy_per_epoch"] == rows[0]["accuracy_per_epoch"]
     assert "| seed reported | verdict |" in paths[1].read_text() and paths[2].stat().st_size > 1000
+
+
+@pytest.mark.parametrize("name", ["v21-onebit-voting", "v21-onebit-signum"])
+def test_bitconv2d_on_the_seed_network(name):
+    cls = get_rule(name)
+    spec = NetSpec("1x4x4-c3k3p1-mp2-5-4", (1, 4, 4), swarm=1, seed=3)
+    runs = []
+    for _ in range(2):
+        rule = cls(spec)
+        x, y = _data()
+        rule.init_state(x)
+        for k in range(2):
+            assert len(rule.train_step(x[k * 16 : (k + 1) * 16], y[k * 16 : (k + 1) * 16]).flips) == 3
+        assert rule.predict(x).shape == (48,)
+        runs.append(rule.state_tensors())
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert tuple(rule.w[0].shape) == (1, 3, 9) and rule._alpha(0).shape == (3,)
+    with pytest.raises(ConfigError, match="convolutional layers on its seed network only"):
+        cls(spec, {"net": "golden"})

@@ -258,6 +258,9 @@ class ZooRule(Rule):
             lays = tuple(dataclasses.replace(lay, weights="ternary") for lay in self.model_config.layers)
             self.model_config = dataclasses.replace(self.model_config, layers=lays)
         self.seed_mode = self.opts.net == "seed"
+        if self.model_config.has_conv and not self.seed_mode:
+            raise ConfigError(f"rule {self.name} trains convolutional layers on its seed network only; "
+                              "use net=seed")
         if self.seed_mode:
             if self.seed_net_config() is None:
                 raise ConfigError(f"rule {self.name} has no seed network; use net=golden")

@@ -823,6 +823,7 @@ class OneBitVotingV21(_Latent):
     reason = "float accumulator and float shadow weights"
     state_bits = 64
     own_forward = True
+    trains_conv = True  # BitConv2d: per-filter alpha, on the seed network
 
     @dataclass(frozen=True)
     class Options(NotebookOptions):

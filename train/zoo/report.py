@@ -24,8 +24,9 @@ def format_table(rows: list[dict]) -> str:
         col = "no"
         if r["collapsed"]:
             col = f"**yes** ({r.get('collapse') or 'unclassified'})"
+        arch = f" on `{r['arch']}`" if "x" in str(r.get("arch", "")) else ""
         lines.append(
-            f"| `{r['rule']}` | {r.get('net', '')} | {r.get('swarm', 1)} | {r.get('batch', '')} x "
+            f"| `{r['rule']}`{arch} | {r.get('net', '')} | {r.get('swarm', 1)} | {r.get('batch', '')} x "
             f"{r.get('steps_per_epoch', '')} | {r['source']} | {r['evaluated_by']} "
             f"| {100 * r['final_accuracy']:.1f} | {100 * r['best_accuracy']:.1f} (ep {r['best_epoch']}) "
             f"| {col} | {r['flip_rate']:.2e} | {r['seconds_per_epoch']:.2f} "

@@ -142,7 +142,7 @@ def run_seed_row(name: str, dataset: str, swarm: int, epochs: int, batch: int, e
     from ..data import load_dataset
 
     ds = load_dataset(dataset, data_dir)
-    arch = tuple(arch) if arch else (ds.n_inputs, 128, ds.classes)
+    arch = (arch if isinstance(arch, str) else tuple(arch)) if arch else (ds.n_inputs, 128, ds.classes)
     spec = NetSpec(arch, ds.input_shape, swarm=swarm, seed=seed, flip=default_flip(swarm))
     rule = get_rule(name)(spec, dict(options or {}), device)
     xtr, ytr = torch.from_numpy(ds.x_train).to(device), torch.from_numpy(ds.y_train).to(device)
@@ -151,11 +151,12 @@ def run_seed_row(name: str, dataset: str, swarm: int, epochs: int, batch: int, e
     per = max(1, len(ytr) // batch)
     steps = epoch_steps or per
     accs, secs, k, pass_no, order, total_flips = [], [], per, -1, None, 0
-    last = {"flips": [0] * len(arch[1:]), "steps": 0}
+    n_layers = len(rule.model_config.layers)
+    last = {"flips": [0] * n_layers, "steps": 0}
     for e in range(epochs):
         rule.start_epoch(e)
         t0 = time.perf_counter()
-        flips = [0] * (len(arch) - 1)
+        flips = [0] * n_layers
         for _ in range(steps):
             if k == per:
                 pass_no += 1
@@ -171,7 +172,8 @@ def run_seed_row(name: str, dataset: str, swarm: int, epochs: int, batch: int, e
         last = {"flips": flips, "steps": steps,
                 "flip_rate": [f / (b * steps) for f, b in zip(flips, rule.weight_bits(), strict=True)]}
     row = _row(name, rule, accs, last, secs, swarm, ds.classes, 0)
-    row.update(dataset=dataset, arch=arch_text(arch), batch=batch, steps_per_epoch=steps)
+    row.update(dataset=dataset, arch=rule.model_config.arch_string if isinstance(arch, str) else arch_text(arch),
+               batch=batch, steps_per_epoch=steps)
     rec = SEED_RESULTS.get(name)
     row["total_flips"] = total_flips
     row.update(verdict(name, accs, dataset, ds.classes, total_flips) if rec is None or swarm == rec.swarm else

@@ -18,7 +18,12 @@ flip probability ``|g| * 50``, a friction gate ``|g| > 1e-4``, an integrate-and-
   (sign of a running mean, 9.B), ``mean-match`` (``theta += lr * mean_b(out)``, v12) and
   ``scale-shift`` (``out = (z - theta) * gain``, ``theta += lr * mean_b(out)``, v13-v20; gain
   ``1`` or ``1/sqrt(fan_in)``);
-- activation ReLU, LeakyReLU(0.1) or none; cross-entropy on the raw output.
+- activation ReLU, LeakyReLU(0.1) or none; cross-entropy on the raw output;
+- convolutional layers (golden SPEC §14 geometry, weights ``[S, F, K*K*C]`` as a dense
+  layer's): ``z`` over the :func:`~bitswarm.golden.conv.im2col` windows of the float HWC map
+  (padding 0), normalization per channel over batch and positions (BatchNorm2d for
+  ``batchnorm``), the activation, then float max-pooling over ``Q x Q`` — the seed v21's
+  ``BitConv2d -> BatchNorm2d -> ReLU -> max_pool2d``.
 
 The normalization parameters (thresholds, gains, BatchNorm affine) are updated after the
 backward pass by the seed's rule for non-swarm tensors: ``sign`` (``p -= lr * sign(g)``),
@@ -35,6 +40,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from bitswarm.golden.conv import im2col
 from bitswarm.golden.errors import ConfigError
 
 __all__ = ["SeedNetConfig", "SeedNetwork", "NORMS", "FORWARDS"]
@@ -100,6 +106,16 @@ class SeedNetConfig:
                                      ("param_rule", self.param_rule, PARAM_RULES)):
             if value not in allowed:
                 raise ConfigError(f"seed network {name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def _maxpool(g, h: torch.Tensor, channels: int) -> torch.Tensor:
+    """Float max-pool of conv outputs ``[B * H_o * W_o, F]`` -> flat HWC ``[B, H_q * W_q * F]``."""
+    q = g.pool
+    m = h.reshape(-1, g.out_height, g.out_width, channels)
+    if q > 1:
+        hq, wq = g.pooled_height, g.pooled_width
+        m = m[:, : hq * q, : wq * q].reshape(-1, hq, q, wq, q, channels).amax(dim=(2, 4))
+    return m.reshape(m.shape[0], -1)
 
 
 class SeedNetwork:
@@ -233,7 +249,7 @@ class SeedNetwork:
             if c.alpha:
                 wf = wf * r._alpha(i).unsqueeze(1)
             leaves.append(leaf)
-            z = h @ wf.T
+            z = (h if lay.conv is None else im2col(lay.conv, h)) @ wf.T
             out = self._norm(i, z, train, params) if self.normed[i] else z
             if not self.normed[i]:
                 params.append((None, None))
@@ -249,6 +265,8 @@ class SeedNetwork:
                 h = F.leaky_relu(out, 0.1)
             else:
                 h = out
+            if lay.conv is not None:
+                h = _maxpool(lay.conv, h, lay.n_out)
         if not train:
             return 0.0, h.detach(), []
         loss = F.cross_entropy(h, y)
