@@ -35,26 +35,42 @@ def format_table(rows: list[dict]) -> str:
 
 
 def plot_accuracy(rows: list[dict], path: Path, title: str = "") -> None:
-    """Test accuracy per epoch of every row (one line each) into ``path`` (PNG)."""
+    """Test accuracy per epoch into ``path`` (PNG): one panel per rule with each of its rows
+    (S = 32 solid, S = 1 dashed, convolutional dotted) and the seed's own logged curve (black)."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(11, 6.5))
-    cmap = plt.get_cmap("tab20")
-    for k, r in enumerate(rows):
-        a = r["accuracy_per_epoch"]
-        ax.plot(range(1, len(a) + 1), [100 * v for v in a], label=row_label(r), color=cmap(k % 20),
-                ls="-" if k < 20 else "--", lw=1.2, marker="." if len(a) < 25 else None)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.set_title(title)
-    ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    from .record import SEED_RESULTS
+
+    names = list(dict.fromkeys(r["rule"] for r in rows))
+    cols = 6
+    nr = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(nr, cols, figsize=(2.6 * cols, 2.0 * nr), sharey=True, squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for r in (r for r in rows if r["rule"] == name):
+            a = r["accuracy_per_epoch"]
+            conv = "x" in str(r.get("arch", ""))
+            ls = ":" if conv else ("-" if r.get("swarm", 1) > 1 or r.get("net") != "seed" else "--")
+            ax.plot(range(1, len(a) + 1), [100 * v for v in a], ls=ls, lw=1.3,
+                    label=("conv" if conv else f"S={r.get('swarm', 1)}"))
+        rec = SEED_RESULTS.get(name)
+        if rec is not None:
+            ax.plot(range(1, len(rec.accuracy) + 1), [100 * v for v in rec.accuracy], color="k", lw=0.8,
+                    ls="-.", label=f"seed ({rec.dataset.split()[0]})")
+        ax.set_title(name, fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=5, loc="lower right")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle(f"{title} (x: epoch, y: test accuracy %)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
