@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SeedResult", "SEED_RESULTS", "curve_shape", "verdict", "TOLERANCE"]
+__all__ = ["SeedResult", "SEED_RESULTS", "CAUSES", "curve_shape", "verdict", "TOLERANCE"]
 
 #: Points of best accuracy within which a run of the same shape counts as reproduced.
 TOLERANCE = 0.02
@@ -86,6 +86,18 @@ SEED_RESULTS: dict[str, SeedResult | None] = {
 }
 
 
+#: Causes measured for a rule's result (zoo runs and ablations), shown beside the verdict.
+CAUSES: dict[str, str] = {
+    "zero-float": ("measured: the governor fires from step 0 (20 % of the indices move, limit 0.05 %) and "
+                   "cools move_prob 0.25 -> 1e-4 and the scale lr 1e-4 -> 6e-8 within ~50 steps; nothing moves "
+                   "afterwards (chance). Without the governor (max_move_rate=0.99) one-grid-step moves "
+                   "(3e-5 of the range) and lr 1e-4 still leave the random weights nearly unchanged: 16.7 % on "
+                   "digits after 300 steps"),
+    "v17-bounded": "the collapse is the swarm synchronizing into one bit per weight (COLLAPSE.md)",
+    "v20-lif": "the collapse is the swarm synchronizing into one bit per weight (COLLAPSE.md)",
+}
+
+
 def curve_shape(accs: list[float] | tuple[float, ...], classes: int = 10) -> str:
     """``never learned`` (best epoch at most twice chance), ``collapsed`` (learned, then the
     final epoch more than 5 points below the best) or ``learned``. A warm-up (still rising at
@@ -110,7 +122,7 @@ def verdict(rule: str, accs: list[float], dataset: str, classes: int = 10, flips
     """
     rec = SEED_RESULTS.get(rule)
     shape = curve_shape(accs, classes)
-    out = {"seed_reported": None if rec is None else rec.summary(), "shape": shape}
+    out = {"seed_reported": None if rec is None else rec.summary(), "shape": shape, "cause": CAUSES.get(rule)}
     if rec is None:
         out["verdict"] = "no seed result"
         out["collapse"] = None if shape != "collapsed" else "no seed run to compare"

@@ -30,7 +30,8 @@ def format_table(rows: list[dict]) -> str:
             f"{r.get('steps_per_epoch', '')} | {r['source']} | {r['evaluated_by']} "
             f"| {100 * r['final_accuracy']:.1f} | {100 * r['best_accuracy']:.1f} (ep {r['best_epoch']}) "
             f"| {col} | {r['flip_rate']:.2e} | {r['seconds_per_epoch']:.2f} "
-            f"| {'n/a' if sb is None else f'{sb:.2f}'} | {r.get('seed_reported') or '—'} | {r.get('verdict') or '—'} |")
+            f"| {'n/a' if sb is None else f'{sb:.2f}'} | {r.get('seed_reported') or '—'} | {r.get('verdict') or '—'}"
+            f"{'; ' + r['cause'] if r.get('cause') else ''} |")
     return "\n".join(lines)
 
 
