@@ -14,7 +14,8 @@ the two headline rows (v20, v10) at :data:`HEADLINE` scale. Options: ``--dataset
 minibatches per seed epoch of a data set, ``--max-seed-epochs N`` caps the seed-scale rows,
 ``--swarms 32,1`` the swarm rows; the seed rules that train convolutions (v21's BitConv2d)
 get a second row on :data:`CONV_ARCH`. ``--merge`` keeps the rows already in ``zoo.json`` that
-this run does not redo (run the bench in parts).
+this run does not redo, ``--combine DIR...`` merges the ``zoo.json`` of parts run
+separately (run the bench in parts).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 from bitswarm.golden.errors import BitswarmError
 from bitswarm.train import RULES, load_dataset
-from bitswarm.train.zoo.record import SEED_RESULTS
+from bitswarm.train.zoo.record import SEED_RESULTS, verdict
 from bitswarm.train.zoo.report import write_report
 from bitswarm.train.zoo.run import parse_rules, run_zoo, seed_scale
 
@@ -68,6 +69,35 @@ def _preamble(meta: dict) -> list[str]:
     ]
 
 
+def combine(dirs: list[Path], out: Path) -> dict:
+    """Merge the ``zoo.json`` of bench parts (a later part's rows of a rule replace an earlier
+    one's), recompute every verdict with the final code (the float reference's best accuracy
+    as the data set's ceiling) and write the report to ``out``."""
+    by_ds: dict[str, list[dict]] = {}
+    meta = None
+    for d in dirs:
+        data = json.loads((d / "zoo.json").read_text())
+        meta = meta or dict(data["meta"], runs=[])
+        meta["runs"] += data["meta"].get("runs", [])
+        for ds, rows in data["results"].items():
+            redo = {r["rule"] for r in rows}
+            by_ds[ds] = [r for r in by_ds.get(ds, []) if r["rule"] not in redo] + rows
+    rank = {n: i for i, n in enumerate(RULES)}
+    order = {"digits": 0, "mnist5k": 1}
+    by_ds = {ds: sorted(rows, key=lambda r: (rank.get(r["rule"], len(rank)), -r.get("swarm", 1)))
+             for ds, rows in sorted(by_ds.items(), key=lambda kv: order.get(kv[0], len(order)))}
+    for ds, rows in by_ds.items():
+        ceiling = max((r["best_accuracy"] for r in rows if r["rule"] == "float"), default=None)
+        for r in rows:
+            if r["rule"] not in SEED_RESULTS:
+                continue
+            rec = SEED_RESULTS[r["rule"]]
+            if rec is None or ("total_flips" in r and rec.swarm == r["swarm"]):
+                r.update(verdict(r["rule"], r["accuracy_per_epoch"], ds, 10, r.get("total_flips"), ceiling))
+    write_report(by_ds, out, meta, _preamble(meta))
+    return by_ds
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rules", default=None)
@@ -80,8 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--combine", nargs="+", default=None, metavar="DIR",
+                   help="only merge the zoo.json of these bench parts into --out (verdicts recomputed)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
+    if a.combine:
+        combine([Path(d) for d in a.combine], Path(a.out))
+        print(f"wrote {Path(a.out) / 'zoo.json'} and {Path(a.out) / 'zoo.md'}")
+        return 0
     try:
         rules = parse_rules(a.rules)
     except BitswarmError as e:

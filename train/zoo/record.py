@@ -110,7 +110,8 @@ def curve_shape(accs: list[float] | tuple[float, ...], classes: int = 10) -> str
     return "learned"
 
 
-def verdict(rule: str, accs: list[float], dataset: str, classes: int = 10, flips: int | None = None) -> dict:
+def verdict(rule: str, accs: list[float], dataset: str, classes: int = 10, flips: int | None = None,
+            ceiling: float | None = None) -> dict:
     """``seed_reported``, ``verdict`` and ``collapse`` fields of a seed-scale row.
 
     ``verdict``: ``reproduced`` (same curve shape and best accuracy within
@@ -118,7 +119,8 @@ def verdict(rule: str, accs: list[float], dataset: str, classes: int = 10, flips
     ``no seed result``. A run with no flip at all (``flips == 0``) against a seed run that
     froze is ``reproduced`` whatever its accuracy (the gains and thresholds alone learn).
     ``collapse``: for a collapsed row, ``genuine`` when the seed's run collapsed too (or both
-    froze), else ``artifact``.
+    froze), else ``artifact``. ``ceiling`` (the float MLP reference's best on this data set)
+    names the data set as the cause where the seed's best lies above it.
     """
     rec = SEED_RESULTS.get(rule)
     shape = curve_shape(accs, classes)
@@ -131,6 +133,9 @@ def verdict(rule: str, accs: list[float], dataset: str, classes: int = 10, flips
     ours, theirs = max(accs), max(rec.accuracy)
     same_data = rec.dataset == "MNIST" and dataset.startswith("mnist")
     froze = flips == 0 and "froze" in rec.note
+    if ceiling is not None and max(rec.accuracy) > ceiling and not out["cause"]:
+        out["cause"] = (f"{dataset} caps the float MLP reference at {100 * ceiling:.1f} % "
+                        f"(the seed's {rec.dataset} run reached {100 * max(rec.accuracy):.1f} %)")
     if froze or (shape == seed_shape and (shape == "never learned" or abs(ours - theirs) <= TOLERANCE)):
         v = "reproduced"
     elif ours > theirs + TOLERANCE:
