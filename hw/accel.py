@@ -32,7 +32,7 @@ from .pool import Pool
 from .sliding_window import SlidingWindow
 from .threshold import Threshold
 
-__all__ = ["Repack", "Serializer", "Accelerator"]
+__all__ = ["Repack", "Unpack", "Serializer", "Accelerator"]
 
 
 class Repack(wiring.Component):
@@ -95,6 +95,68 @@ class Repack(wiring.Component):
                              outs.payload.x.as_value().eq(shifted >> ((per - tail) * pe))]
             with m.Elif(k == per - 1):
                 m.d.sync += [outs.valid.eq(1), outs.payload.x.as_value().eq(shifted)]
+        return m
+
+
+class Unpack(wiring.Component):
+    """Width converter: ``lanes_in``-element transfers in, ``lanes_out``-element transfers out.
+
+    Feeds a first-layer :class:`~bitswarm.hw.sliding_window.SlidingWindow` whose slices are
+    ``J`` pixels (``SIMD_0 = J·C``) one pixel (``C`` elements) at a time from the accelerator's
+    ``SIMD_0``-pixel input transfers.
+
+    Parameters
+    ----------
+    n : int
+        Elements per vector (an image's ``C·H·W``); its last input transfer may be partial.
+    lanes_in, lanes_out : int
+        Elements per transfer in and out; ``lanes_out`` divides ``lanes_in`` and ``n``.
+    bits : int
+        Bits per element.
+
+    Members
+    -------
+    i_stream : ``{"x": ArrayLayout(unsigned(bits), lanes_in)}``; ``ceil(n / lanes_in)`` per vector.
+    o_stream : ``{"x": ArrayLayout(unsigned(bits), lanes_out)}``; ``n / lanes_out`` per vector,
+        in order (lanes of the last input transfer past ``n`` are dropped).
+
+    Timing: a transfer is taken into a shift register and leaves ``lanes_in / lanes_out`` parts
+    one per cycle from the next cycle on; the next transfer is accepted in the cycle its
+    predecessor's last part leaves (as :class:`Serializer`), so the output streams without a
+    bubble while the input keeps up.
+    """
+
+    def __init__(self, n: int, *, lanes_in: int, lanes_out: int, bits: int):
+        if lanes_in % lanes_out or n % lanes_out:
+            raise ConfigError(f"lanes_out = {lanes_out} must divide lanes_in = {lanes_in} and "
+                              f"n = {n}")
+        self._n, self._li, self._lo, self._bits = n, lanes_in, lanes_out, bits
+        super().__init__({
+            "i_stream": In(stream.Signature(data.StructLayout({
+                "x": data.ArrayLayout(unsigned(bits), lanes_in)}))),
+            "o_stream": Out(stream.Signature(data.StructLayout({
+                "x": data.ArrayLayout(unsigned(bits), lanes_out)}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        per = self._li // self._lo
+        slices = -(-self._n // self._li)
+        tail = (self._n - (slices - 1) * self._li) // self._lo  # parts of the last transfer
+        w = self._lo * self._bits
+        ins, outs = self.i_stream, self.o_stream
+        sr = Signal(self._li * self._bits)
+        left = Signal(range(per + 1))
+        g = Signal(range(max(2, slices)))
+        m.d.comb += [outs.valid.eq(left != 0), outs.payload.x.as_value().eq(sr[:w])]
+        take = outs.valid & outs.ready
+        m.d.comb += ins.ready.eq((left == 0) | (take & (left == 1)))
+        with m.If(take):
+            m.d.sync += [sr.eq(sr >> w), left.eq(left - 1)]
+        with m.If(ins.valid & ins.ready):
+            last = g == slices - 1
+            m.d.sync += [sr.eq(ins.payload.x.as_value()), left.eq(Mux(last, tail, per)),
+                         g.eq(Mux(last, 0, g + 1))]
         return m
 
 
@@ -225,6 +287,12 @@ class Accelerator(wiring.Component):
             if lay.conv is not None:
                 gen = SlidingWindow(lay.conv, simd=fold.simd, bits=lay.input_bits)
                 m.submodules[f"window{i}"] = gen
+                if i == 0 and gen.lanes != fold.simd:  # J pixels per slice: one in at a time
+                    up = Unpack(lay.conv.in_size, lanes_in=fold.simd, lanes_out=gen.lanes,
+                                bits=lay.input_bits)
+                    m.submodules.unpack = up
+                    wiring.connect(m, src=src, unpack=up.i_stream)
+                    src = up.o_stream
                 wiring.connect(m, src=src, window=gen.i_stream)
                 src = gen.o_stream
             wiring.connect(m, src=src, mac=macs[i].i_stream)
@@ -240,7 +308,7 @@ class Accelerator(wiring.Component):
                 m.submodules[f"pool{i}"] = pool
                 wiring.connect(m, thr=bits, pool=pool.i_stream)
                 bits = pool.o_stream
-            rp = Repack(lay.out_size, pe=fold.pe, simd=plan.folds[i + 1].simd)
+            rp = Repack(lay.out_size, pe=fold.pe, simd=plan.folds[i + 1].in_lanes(lays[i + 1]))
             m.submodules[f"repack{i}"] = rp
             wiring.connect(m, src=bits, repack=rp.i_stream)
             src = rp.o_stream

@@ -52,12 +52,18 @@ its vectors are the windows (``N = K·K·C``, order ``(ky, kx, c)``), ``PE`` out
 :class:`~bitswarm.hw.pool.Pool` ORs ``Q x Q`` windows and the repack stage hands the pooled HWC
 map on. The folding rules of a convolution, checked by :class:`AccelPlan`:
 
-- ``SIMD`` divides ``C`` (a window slice is ``SIMD`` channels of one pixel, so
-  ``SF = K·K·C / SIMD`` and ``K·K·C`` is always a multiple of ``SIMD``);
+- ``SIMD`` divides ``C`` (a window slice is ``SIMD`` channels of one pixel), or
+  ``SIMD = J·C`` with ``J`` dividing ``K`` (a slice is ``J`` neighbouring pixels of one kernel
+  row, FINN's "SIMD a multiple of C that divides K·C"; the line buffer then has ``J`` banks),
+  :func:`window_split`; either way ``SF = K·K·C / SIMD``, so ``K·K·C`` is always a multiple
+  of ``SIMD`` (no partial slices);
 - ``PE`` divides ``F`` (a pooled pixel is ``F / PE`` whole groups, so the pooled map streams
   as a gap-free HWC vector into the next stage);
-- as for every layer, ``SIMD`` is a multiple of the previous layer's ``PE``; the first layer's
-  input is the raw image in HWC order, ``C·H·W / SIMD_0`` transfers of ``SIMD_0`` pixels.
+- as for every layer, the width of the transfers into the layer is a multiple of the
+  previous layer's ``PE``: ``SIMD``, or the window generator's input ``SIMD / J``
+  (:meth:`LayerFold.in_lanes`); the first layer's input is the raw image in HWC order,
+  ``ceil(C·H·W / SIMD_0)`` transfers of ``SIMD_0`` pixel values (with ``J > 1`` an
+  :class:`~bitswarm.hw.accel.Unpack` hands them to the generator one pixel a cycle).
 
 The rows and columns of the conv output that fill no pooling window are never computed
 (:func:`conv_outputs`): a convolution's MAC array takes ``H_c·W_c`` vectors per image with
@@ -66,8 +72,8 @@ The rows and columns of the conv output that fill no pooling window are never co
 
 Its **interval** is the busiest stage per image (:meth:`AccelPlan.stage_cycles`)::
 
-    interval = max(C_0·H_0·W_0 / SIMD_0,                 # the input, one transfer a cycle
-                   max_conv H·W·C / SIMD,               # each window generator's writer
+    interval = max(ceil(C_0·H_0·W_0 / SIMD_0),           # the input, one transfer a cycle
+                   max_conv H·W·C / (SIMD / J),         # each window generator's writer
                    max_i vectors_i · cpv_i)             # each MAC array
 
 Its **latency** is not a sum of tails: the first window of each output row waits for its map
@@ -94,7 +100,7 @@ from bitswarm.golden.layer import LayerConfig
 from bitswarm.golden.model import PIXEL_BITS, ModelConfig
 
 __all__ = ["MEM_STYLES", "MEM_ATTRS", "auto_mem_style", "FOLD_FORMAT", "LayerFold", "AccelPlan", "tree_depth", "tree_terms",
-           "weight_planes", "class_width", "conv_outputs", "conv_rows", "line_rows", "load_fold", "BUFFER_BANKS", "add_fold_args",
+           "weight_planes", "class_width", "conv_outputs", "conv_rows", "line_rows", "window_split", "conv_simds", "load_fold", "BUFFER_BANKS", "add_fold_args",
            "plan_from_args", "TrainerCycles", "cycles_per_sample", "DEFAULT_IN_LANES", "SYNC",
            "REPLY"]
 
@@ -175,6 +181,28 @@ def conv_rows(g: ConvGeometry) -> list[tuple[int, int, int]]:
     return out
 
 
+def window_split(g: ConvGeometry, simd: int) -> tuple[int, int]:
+    """How a window slice of ``simd`` elements covers the map: ``(CG, J)`` = (slices per pixel,
+    pixels per slice). ``SIMD`` dividing ``C`` gives ``(C / SIMD, 1)`` (part of one pixel);
+    ``SIMD = J·C`` with ``J`` dividing ``K`` gives ``(1, J)`` (``J`` neighbouring pixels of one
+    kernel row). Anything else is a ConfigError."""
+    c, k = g.in_channels, g.kernel
+    if _is_int(simd) and 1 <= simd <= c and c % simd == 0:
+        return c // simd, 1
+    if _is_int(simd) and simd > c and simd % c == 0 and k % (simd // c) == 0:
+        return 1, simd // c
+    raise ConfigError(f"simd = {simd} must divide the convolution's input channels C = {c}, or "
+                      f"be J·C with J dividing the kernel K = {k} (a window slice is part of one "
+                      "pixel, or J whole pixels of one kernel row)")
+
+
+def conv_simds(g: ConvGeometry) -> list[int]:
+    """Every SIMD :func:`window_split` allows, ascending: the divisors of ``C``, then ``J·C``
+    for the divisors ``J > 1`` of ``K``."""
+    c, k = g.in_channels, g.kernel
+    return [d for d in range(1, c + 1) if c % d == 0] + [j * c for j in range(2, k + 1) if k % j == 0]
+
+
 def line_rows(g: ConvGeometry) -> int:
     """Rows ``R`` of the sliding-window generator's line buffer: the most rows held at once
     when the rows of the next output row (or, at the last output row, of the next image's
@@ -209,10 +237,10 @@ class LayerFold:
             raise ConfigError(f"layer {i}: mem must be one of {', '.join(MEM_STYLES)}, "
                               f"not {self.mem!r}")
         if lay.conv is not None:
-            c = lay.conv.in_channels
-            if c % self.simd:
-                raise ConfigError(f"layer {i}: simd = {self.simd} must divide the convolution's "
-                                  f"input channels C = {c} (a window slice is part of one pixel)")
+            try:
+                window_split(lay.conv, self.simd)
+            except ConfigError as e:
+                raise ConfigError(f"layer {i}: {e}") from None
             if lay.n_out % self.pe:
                 raise ConfigError(f"layer {i}: pe = {self.pe} must divide the convolution's "
                                   f"output channels F = {lay.n_out} (pooled pixels are whole "
@@ -232,6 +260,13 @@ class LayerFold:
 
     def cycles_per_vector(self, lay: LayerConfig) -> int:
         return self.nf(lay) * lay.input_bits * self.sf(lay)
+
+    def in_lanes(self, lay: LayerConfig) -> int:
+        """Elements per transfer into the layer: ``SIMD``, or for a convolution the sliding-window
+        generator's input, one chunk of a pixel (``SIMD / J``: ``SIMD`` or ``C``)."""
+        if lay.conv is None:
+            return self.simd
+        return self.simd // window_split(lay.conv, self.simd)[1]
 
     def vectors(self, lay: LayerConfig) -> int:
         """Input vectors per image: a convolution's computed windows (:func:`conv_outputs`,
@@ -330,7 +365,9 @@ class AccelPlan:
                 f"ceil(n_in / simd) = {last.input_bits * fl.sf(last)} for the output layer (its "
                 "scores are serialized to the argmax, one per cycle)")
         for i in range(1, len(folds)):
-            if folds[i].simd % folds[i - 1].pe:
+            # (a convolution's slices of J > 1 pixels take whole pixels, F_{i-1} = C_i bits,
+            # always a multiple of PE_{i-1}; so this is a rule on SIMD)
+            if folds[i].in_lanes(self.cfg.layers[i]) % folds[i - 1].pe:
                 raise ConfigError(
                     f"layer {i}: simd = {folds[i].simd} must be a multiple of layer {i - 1}'s "
                     f"pe = {folds[i - 1].pe} (groups of pe activation bits are repacked into "
@@ -365,10 +402,11 @@ class AccelPlan:
             want = min(lay.n_in, simd if simd is not None else max_simd)
             if lay.conv is not None:
                 c = lay.conv.in_channels
-                ok = [d for d in _divisors(c) if d % prev == 0]
+                ok = [d for d in conv_simds(lay.conv)
+                      if LayerFold(1, d, 0).in_lanes(lay) % prev == 0]
                 if not ok:
                     raise ConfigError(
-                        f"layer {i}: no simd dividing the input channels C = {c} is a multiple of "
+                        f"layer {i}: no simd of the input channels C = {c} is a multiple of "
                         f"layer {i - 1}'s pe = {prev}; choose a smaller pe")
                 s = max([d for d in ok if d <= want] or [ok[0]])
                 pes = _divisors(lay.n_out)
@@ -475,7 +513,7 @@ class AccelPlan:
         out = {"input": self.input_slices()}
         for i, (f, lay) in enumerate(self._pairs()):
             if lay.conv is not None:
-                out[f"window{i}"] = lay.conv.in_size // f.simd
+                out[f"window{i}"] = lay.conv.in_size // f.in_lanes(lay)
             out[f"mac{i}"] = f.cycles_per_image(lay)
         return out
 
@@ -518,7 +556,7 @@ class AccelPlan:
         convolution: ``C·H·W / SIMD_0`` slices of the HWC map)."""
         lay = self.cfg.layers[0]
         if lay.conv is not None:
-            return lay.conv.in_size // self.folds[0].simd
+            return -(-lay.conv.in_size // self.folds[0].simd)
         return self.folds[0].sf(lay)
 
     def weight_memory_bits(self) -> int:

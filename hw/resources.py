@@ -35,7 +35,9 @@ from .plan import (
     auto_mem_style,
     class_width,
     conv_outputs,
+    conv_simds,
     line_rows,
+    window_split,
     tree_depth,
     tree_terms,
 )
@@ -215,15 +217,18 @@ def _repack(i: int, n: int, pe: int, simd: int) -> StageEstimate:
 
 
 def _window(i: int, lay: LayerConfig, f: LayerFold, family: str) -> StageEstimate:
-    """The sliding-window generator: its line buffer (``R·W·CG`` words of ``SIMD·B`` bits),
-    the window walk's counters and the address arithmetic."""
+    """The sliding-window generator: its line buffer (``J`` banks of ``R·ceil((W + P_J) / J)·CG``
+    words of ``SIMD / J·B`` bits), the window walk's counters and the address arithmetic."""
     g = lay.conv
     st = StageEstimate(f"window{i}")
-    R, cg = line_rows(g), g.in_channels // f.simd
-    width, depth = f.simd * lay.input_bits, R * g.in_width * cg
+    R, (cg, j) = line_rows(g), window_split(g, f.simd)
+    off = g.pad if j > 1 else 0
+    width, depth = f.in_lanes(lay) * lay.input_bits, R * -(-(g.in_width + off) // j) * cg
     ffs, brams, other = _memory(width, depth, auto_mem_style(width, depth, writable=True),
                                 family, True)
-    st.ffs, st.brams, st.other = ffs, brams, other
+    st.ffs, st.brams, st.other = j * ffs, j * brams, j * other  # J banks
+    if j > 1:
+        st.other += j * j * width  # the banks' rotation to the lanes
     ab = max(1, (depth - 1).bit_length())
     pos = (max(g.in_height, g.in_width) + g.kernel + g.stride + g.pad).bit_length() + 1
     hc, wc = conv_outputs(g)
@@ -319,8 +324,8 @@ def _pipeline_for(lay: LayerConfig, simd: int, stages_per_level: float) -> int:
 def _candidates(lay: LayerConfig, prev: int, target: int):
     """(PE, SIMD) pairs of ``lay`` that take at most ``target`` cycles per image, SIMD a
     multiple of the previous layer's PE ``prev``: for a dense layer the smallest SIMD per PE;
-    for a convolution every PE dividing F with the smallest SIMD dividing C whose MAC array and
-    window writer both meet the target."""
+    for a convolution every PE dividing F with the smallest SIMD (:func:`conv_simds`) whose MAC
+    array and window writer both meet the target."""
     b = lay.input_bits
     if lay.conv is None:
         for p in _divisor_steps(lay.n_out):
@@ -335,12 +340,11 @@ def _candidates(lay: LayerConfig, prev: int, target: int):
             if s <= lay.n_in:
                 yield p, s
         return
-    c = lay.conv.in_channels
-    simds = [d for d in range(1, c + 1) if c % d == 0 and d % prev == 0]
+    simds = [d for d in conv_simds(lay.conv) if LayerFold(1, d, 0).in_lanes(lay) % prev == 0]
     for p in (d for d in range(1, lay.n_out + 1) if lay.n_out % d == 0):
         for s in simds:
             f = LayerFold(p, s, 0)
-            if f.cycles_per_image(lay) <= target and lay.conv.in_size // s <= target:
+            if f.cycles_per_image(lay) <= target and lay.conv.in_size // f.in_lanes(lay) <= target:
                 yield p, s
                 break
 
@@ -443,8 +447,12 @@ def _search(cfg, family, board, luts, brams, target_interval, stages_per_level, 
     targets = sorted({f.cycles_per_image(lay) for lay in cfg.layers
                       for f in (LayerFold(p, s, 0) for p in _divisor_steps(lay.n_out)
                                 for s in _divisor_steps(lay.n_in))}
-                     | {lay.conv.in_size // s for lay in cfg.layers if lay.conv is not None
-                        for s in _divisor_steps(lay.conv.in_channels)})
+                     | {f.cycles_per_image(lay) for lay in cfg.layers if lay.conv is not None
+                        for f in (LayerFold(p, s, 0) for p in _divisor_steps(lay.n_out)
+                                  for s in conv_simds(lay.conv))}
+                     | {lay.conv.in_size // LayerFold(1, s, 0).in_lanes(lay)
+                        for lay in cfg.layers if lay.conv is not None
+                        for s in conv_simds(lay.conv)})
     targets = [t for t in targets if t <= slowest.interval_cycles()]
     lo, hi, best = 0, len(targets) - 1, slowest
     while lo <= hi:  # smallest target (fastest plan) that fits

@@ -7,7 +7,8 @@ layers. :func:`conv_front` steps the stages' *control* cycle by cycle — only c
 ready and the registers between them, no data — with exactly the rules each component's
 docstring states (:class:`~bitswarm.hw.sliding_window.SlidingWindow`,
 :class:`~bitswarm.hw.mac_array.MACArray`, :class:`~bitswarm.hw.threshold.Threshold`,
-:class:`~bitswarm.hw.pool.Pool`, :class:`~bitswarm.hw.accel.Repack`), from the first input
+:class:`~bitswarm.hw.pool.Pool`, :class:`~bitswarm.hw.accel.Repack`,
+:class:`~bitswarm.hw.accel.Unpack`), from the first input
 handshake to the handshake of the last slice the convolutions hand to the first dense layer.
 The dense layers after it are then the closed form of :mod:`bitswarm.hw.plan`. The tests
 assert the sum equals Verilator's measured cycles for every image.
@@ -35,6 +36,29 @@ class _Source:
         self.left -= hs
 
 
+class _Unpack:
+    """Unpack: a shift register of ``per`` parts; takes the next transfer as the last leaves."""
+
+    def __init__(self, n: int, lanes_in: int, lanes_out: int):
+        self.per = lanes_in // lanes_out
+        self.slices = -(-n // lanes_in)
+        self.tail = (n - (self.slices - 1) * lanes_in) // lanes_out
+        self.left = self.g = 0
+
+    def ready(self, down: bool) -> bool:
+        return self.left == 0 or (down and self.left == 1)
+
+    def valid(self) -> bool:
+        return self.left != 0
+
+    def tick(self, accept: bool, _down: bool, hs_out: bool) -> None:
+        self.left -= hs_out
+        if accept:
+            last = self.g == self.slices - 1
+            self.left = self.tail if last else self.per
+            self.g = 0 if last else self.g + 1
+
+
 class _Window:
     """SlidingWindow: writer ring of ``R`` rows, reader walking the windows row by row."""
 
@@ -44,7 +68,7 @@ class _Window:
         g = lay.conv
         self.R = line_rows(g)
         self.rows = conv_rows(g)
-        self.row_chunks = g.in_width * (g.in_channels // fold.simd)
+        self.row_chunks = g.in_width * g.in_channels // fold.in_lanes(lay)
         self.row_slices = conv_outputs(g)[1] * fold.sf(lay)
         self.mid = False
         self.wpos = 0
@@ -231,10 +255,12 @@ def conv_front(plan, images: int = 1, *, limit: int | None = None) -> list[int]:
     stages: list = [_Source(plan.input_slices(), images)]
     for i in range(n_conv):
         lay, f = lays[i], folds[i]
+        if i == 0 and f.in_lanes(lay) != f.simd:
+            stages.append(_Unpack(lay.conv.in_size, f.simd, f.in_lanes(lay)))
         stages += [_Window(lay, f), _Mac(lay, f), _Threshold()]
         if lay.conv.pool > 1:
             stages.append(_Pool(lay, f))
-        stages.append(_Repack(lay.out_size, f.pe, folds[i + 1].simd))
+        stages.append(_Repack(lay.out_size, f.pe, folds[i + 1].in_lanes(lays[i + 1])))
     d0 = lays[n_conv]
     per_image = folds[n_conv].sf(d0)
     out: list[int] = []

@@ -182,6 +182,10 @@ SMALL_CONV = {
     "k3s2_1bit": ("2x6x5-c4k3s2-4", 2, 1, "binary", [(2, 1, 1), (1, 4, 1)]),
     "k2p1_mp3_tern": ("1x6x6-c3k2p1-mp3-3", 1, 2, "ternary", [(3, 1, 0), (1, 6, 1)]),
     "two_convs": ("1x6x6-c2k3p1-c2k3s2-mp2-2", 1, 1, "binary", [(1, 1, 0), (2, 2, 1), (1, 2, 0)]),
+    # slices of J pixels (SIMD = J·C): a hidden layer's, and a first layer's whose last input
+    # transfer is partial (50 pixels values in transfers of 6)
+    "rows_hidden": ("1x6x6-c2k3p1-c2k3s2-mp2-2", 1, 1, "binary", [(1, 3, 0), (2, 6, 1), (1, 2, 0)]),
+    "rows_first_partial": ("2x5x5-c4k3p1-mp2-3", 2, 4, "binary", [(2, 6, 1), (1, 4, 1)]),
 }
 
 
@@ -252,6 +256,8 @@ CONV_CASES = {
     "two_convs_ternary": ("3x6x6-c4k3p1-c8k3s2p1-mp3-4", 1, 2, "ternary",
                           [(2, 3, 1), (4, 2, 1), (2, 4, 1)]),
     "k1_nopool_k3p0_mp4": ("1x9x9-c2k1-c3k3-mp4-6", 1, 8, "binary", [(1, 1, 0), (3, 2, 1), (1, 3, 1)]),
+    "rows_k5s2p2_c3": ("3x9x8-c4k5s2p2-c6k3p1-mp2-5", 1, 8, "binary",
+                       [(4, 15, 2), (3, 12, 2), (4, 6, 1)]),
 }
 
 
@@ -334,3 +340,29 @@ def test_sim_accel_fashion_cnn_subset(tmp_path):
     assert rep["cycles_per_inference"] == plan.latency_cycles()
     r = backend.sim.run(hw_order(m.cfg, x[:12]), stream=True)
     assert set(np.diff(r.out_cycle)[4:].tolist()) == {plan.interval_cycles()}
+
+
+def test_conv_plan_rules_and_cycle_formulas():
+    """The conv folding rules (SIMD | C or SIMD = J·C with J | K; PE | F; SIMD a multiple of
+    the previous PE) with their messages, and the interval / stage formulas."""
+    m = _random_conv_model("2x8x8-c6k3p1-mp2-c4k3s2-10")
+    ok = AccelPlan(m.cfg, (LayerFold(3, 6, 1), LayerFold(2, 18, 1), LayerFold(1, 4, 1)))
+    assert [ok.folds[i].in_lanes(lay) for i, lay in enumerate(m.cfg.layers)] == [2, 6, 4]
+    # layer 0: 8x8 windows x ceil(6/3)=2 groups x 8 planes x 18/6=3 slices; the input 128/6
+    # transfers; layer 1's generator writes 4x4 pixels of 6 channels one pixel a cycle
+    assert ok.stage_cycles() == {"input": 22, "window0": 64, "mac0": 64 * 2 * 8 * 3,
+                                 "window1": 16, "mac1": 1 * 2 * 1 * 3, "mac2": 10 * 1}
+    assert ok.interval_cycles() == 3072 and ok.input_slices() == 22
+    for folds, msg in [
+        (((3, 4, 1), (2, 18, 1), (1, 4, 1)),
+         r"layer 0: simd = 4 must divide the convolution's input channels C = 2, or be J·C with "
+         r"J dividing the kernel K = 3"),
+        (((4, 6, 1), (2, 18, 1), (1, 4, 1)),
+         r"layer 0: pe = 4 must divide the convolution's output channels F = 6"),
+        (((3, 6, 1), (2, 2, 1), (1, 4, 1)),
+         r"layer 1: simd = 2 must be a multiple of layer 0's pe = 3"),
+        (((3, 6, 1), (2, 18, 1), (1, 3, 1)),
+         r"layer 2: simd = 3 must be a multiple of layer 1's pe = 2"),
+    ]:
+        with pytest.raises(ConfigError, match=msg):
+            AccelPlan(m.cfg, tuple(LayerFold(*f) for f in folds))

@@ -61,6 +61,7 @@ EXTRA = {
     "sliding-window": [
         ["channels=4", "height=7", "width=6", "stride=2", "simd=2", "bits=8"],
         ["channels=1", "height=5", "width=5", "kernel=1", "pad=0"],  # 1x1, no padding
+        ["channels=2", "height=7", "width=6", "stride=2", "simd=6", "bits=4"],  # 3-pixel slices
     ],
     "pool": [["height=7", "width=5", "pool=3", "channels=6", "pe=6"]],
 }

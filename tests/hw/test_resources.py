@@ -7,7 +7,7 @@ import pytest
 import torch
 from bitswarm.golden import ConfigError, ModelConfig
 from bitswarm.hw.accel import Accelerator
-from bitswarm.hw.plan import AccelPlan, LayerFold, auto_mem_style, load_fold
+from bitswarm.hw.plan import AccelPlan, LayerFold, auto_mem_style, load_fold, window_split
 from bitswarm.hw.resources import (
     PARTS,
     board_fold,
@@ -140,17 +140,19 @@ def test_optimizer_conv_rules_and_balance():
         assert estimate(plan, "ecp5", board=True).totals()["luts"] <= luts
         for i, (lay, f) in enumerate(zip(cfg.layers, plan.folds, strict=True)):
             if lay.conv is not None:
-                assert lay.n_out % f.pe == 0 and lay.conv.in_channels % f.simd == 0
+                cg, j = window_split(lay.conv, f.simd)  # a divisor of C, or J·C with J | K
+                assert lay.n_out % f.pe == 0 and cg * f.simd == lay.conv.in_channels * j
             if i:
-                assert f.simd % plan.folds[i - 1].pe == 0
+                assert f.in_lanes(lay) % plan.folds[i - 1].pe == 0
         assert plan.interval_cycles() == max(plan.stage_cycles().values())
     fast = optimize(cfg, luts=40000, brams=100, family="ecp5")
     slow = optimize(cfg, luts=least + 100, brams=100, family="ecp5")
     assert fast.interval_cycles() < slow.interval_cycles()
     tgt = optimize(cfg, luts=40000, brams=100, family="ecp5", target_interval=5000)
     assert fast.interval_cycles() <= tgt.interval_cycles() <= 5000
-    with pytest.raises(ConfigError, match="no fold reaches 3599 cycles per image"):
-        optimize(cfg, luts=40000, brams=100, family="ecp5", target_interval=3599)
+    with pytest.raises(ConfigError, match="no fold reaches 100 cycles per image"):
+        optimize(cfg, luts=40000, brams=100, family="ecp5", target_interval=100)
+    assert fast.folds[0].simd == 6  # kernel rows of 3 pixels x 2 channels
     st = {s.name: s for s in features(fast, "ecp5")}
     assert {"window0", "pool0", "window1", "pool1"} <= set(st)
     assert st["window0"].ffs >= 4 * 10 * 2 * 4 // fast.folds[0].simd  # R rows x W x C x B

@@ -22,6 +22,12 @@ CASES = {
     "c2_k2s2_pool_drops": ((2, 7, 7, 2, 2, 0, 2), 1, 4),
     "c3_k1_simd3": ((3, 3, 5, 1, 1, 0, 1), 3, 1),
     "c1_k5p2_s3": ((1, 9, 7, 5, 3, 2, 1), 1, 2),
+    # J > 1: a slice is J neighbouring pixels of a kernel row
+    "c1_k3p1_row3_8bit": ((1, 8, 8, 3, 1, 1, 2), 3, 8),
+    "c2_k3s2p1_row3": ((2, 7, 6, 3, 2, 1, 1), 6, 1),
+    "c1_k5p2_s3_row5": ((1, 9, 7, 5, 3, 2, 1), 5, 2),
+    "c3_k4s3p3_row2_drops": ((3, 8, 9, 4, 3, 3, 2), 6, 1),
+    "c1_k3p0_row3": ((1, 6, 7, 3, 1, 0, 1), 3, 4),
 }
 FLOWS = [("full", "full"), ("random", "random"), ("sparse", "1110")]
 
@@ -34,7 +40,8 @@ def _items(g: ConvGeometry, simd: int, bits: int, images: int, seed: int = 0):
     """Input transfers and the expected output transfers (raw payloads) of ``images`` maps."""
     x = torch.randint(0, 1 << bits, (images, g.in_size), dtype=torch.int64,
                       generator=torch.Generator().manual_seed(seed))
-    ins = [_pack(row[k:k + simd], bits) for row in x.tolist() for k in range(0, g.in_size, simd)]
+    lanes = SlidingWindow(g, simd=simd, bits=bits).lanes
+    ins = [_pack(row[k:k + lanes], bits) for row in x.tolist() for k in range(0, g.in_size, lanes)]
     win = im2col(g, x).reshape(images, g.out_height, g.out_width, g.window)
     hc, wc = conv_outputs(g)
     outs = [_pack(w[k:k + simd], bits) for img in win[:, :hc, :wc].reshape(-1, g.window).tolist()
@@ -86,10 +93,15 @@ def test_init_wrong_simd_bits():
     g = ConvGeometry(6, 5, 5, 3)
     with pytest.raises(TypeError, match=r"simd must be an integer, not 2.0"):
         SlidingWindow(g, simd=2.0)
-    with pytest.raises(ConfigError, match=r"simd must divide the input channels C = 6, not 4"):
-        SlidingWindow(g, simd=4)
-    with pytest.raises(ConfigError, match=r"simd must divide the input channels C = 6, not 12"):
-        SlidingWindow(g, simd=12)
+    msg = (r"simd = {} must divide the convolution's input channels C = 6, or be J·C with J "
+           r"dividing the kernel K = 3 \(a window slice is part of one pixel, or J whole pixels "
+           r"of one kernel row\)")
+    for bad in (4, 12, 0, 36):
+        with pytest.raises(ConfigError, match=msg.format(bad)):
+            SlidingWindow(g, simd=bad)
+    d = SlidingWindow(g, simd=18)  # a whole kernel row of 3 pixels
+    assert (d.chunks, d.pixels, d.lanes, d.slices, d.offset) == (1, 3, 6, 3, 0)
+    assert d.i_stream.payload.shape().size == 6 and d.o_stream.payload.shape().size == 18
     with pytest.raises(ConfigError, match=r"bits must be in 1..8, not 9"):
         SlidingWindow(g, simd=3, bits=9)
 
@@ -101,7 +113,7 @@ def test_sim_windows_equal_im2col(name):
 
 @pytest.mark.parametrize("idle, bp", FLOWS[1:])
 def test_sim_windows_idle_and_backpressure(idle, bp):
-    for name in ("c4_k3s2p1_simd2", "c1_k5p2_s3"):
+    for name in ("c4_k3s2p1_simd2", "c1_k5p2_s3", "c2_k3s2p1_row3", "c3_k4s3p3_row2_drops"):
         _run(_dut(name), images=3, idle=idle, bp=bp, seed=5)
 
 
@@ -124,5 +136,6 @@ class _StrideOffByOne(SlidingWindow):
 def test_sim_mutants_fail(mutant):
     with pytest.raises(AssertionError, match=r"slice \d+ \(window \d+\)"):
         _run(_dut("c1_k3p1_8bit", mutant), images=1)
-    with pytest.raises(AssertionError, match=r"slice \d+"):
-        _run(_dut("c4_k3s2p1_simd2", mutant), images=1)
+    for name in ("c4_k3s2p1_simd2", "c2_k3s2p1_row3"):
+        with pytest.raises(AssertionError, match=r"slice \d+"):
+            _run(_dut(name, mutant), images=1)
