@@ -222,6 +222,9 @@ def run_zoo(
         Called with each finished row.
     """
     names = parse_rules(None if rules is None else ",".join(rules))
+    for what, v in (("epochs", epochs), ("epoch_steps", epoch_steps)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ConfigError(f"{what} must be an integer >= 1, not {v!r}")
     if isinstance(arch, str):
         arch = parse_arch(arch)
     if isinstance(arch, str):  # convolutions: refuse, before any run, the rules that lack them
