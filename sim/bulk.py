@@ -122,9 +122,6 @@ class BulkResult:
 class VerilatorAccelerator:
     """Build the accelerator's Verilog with the bulk harness and run images through it.
 
-    The harness streams dense layers only: a model with convolutional layers is a
-    :class:`~bitswarm.golden.errors.ConfigError`.
-
     Parameters
     ----------
     accel : bitswarm.hw.accel.Accelerator
@@ -137,7 +134,6 @@ class VerilatorAccelerator:
                  waves: str | None = None):
         if waves is not None and waves not in WAVE_FORMATS:
             raise ConfigError(f"waves must be one of {sorted(WAVE_FORMATS)} or None, not {waves!r}")
-        accel.model.cfg.require_dense("the Verilator backend")
         self.accel = accel
         self.waves = waves
         self.plan = accel.plan

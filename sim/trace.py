@@ -8,8 +8,9 @@ layer, image and neuron for a dense layer; layer, image, channel and pixel ``(y,
 
 Bulk Verilator runs only see the accelerator's outputs. When they disagree with golden,
 :func:`rtl_trace` runs a few images through the *same* Amaranth design on Amaranth's simulator
-and records what each layer hands to the next (the threshold-pack stage's activation bits) and
-the final scores, in the format of golden's trace.
+and records each MAC array's pre-activations, from which it forms what each layer hands to the
+next (activation bits; for a convolution the OR-pooled HWC map) and the final scores, in the
+format of golden's trace.
 """
 
 from __future__ import annotations
@@ -68,20 +69,30 @@ def locate_mismatch(cfg, golden_trace: list, other_trace: list, image_ids=None) 
 
 def rtl_trace(accel, images, max_cycles_per_image: int | None = None) -> list[np.ndarray]:
     """Per-layer outputs of ``accel`` (an :class:`~bitswarm.hw.accel.Accelerator`) for
-    ``images``: hidden layers' activation bits ``[n, M]`` (uint8), then scores ``[n, C]``."""
+    ``images``: hidden layers' activation bits ``[n, out_size]`` (uint8; a convolution's pooled
+    HWC map), then scores ``[n, C]``.
+
+    Each hidden layer's bits are ``((z - θ) >= 0) XOR inv`` of the ``z`` its MAC array emits
+    (groups of ``PE`` outputs, group 0 starting a vector). A convolution's vectors are its
+    computed windows in raster order over the ``H_q·Q x W_q·Q`` pixels pooling keeps
+    (:func:`bitswarm.hw.plan.conv_outputs`); their bits are OR-pooled over ``Q x Q``.
+    """
     from amaranth.sim import Simulator
+
+    from .driver import hw_order
 
     plan = accel.plan
     cfg = accel.model.cfg
     lays = cfg.layers
-    x = np.asarray(images, dtype=np.uint8).reshape(len(images), -1)
+    x = np.asarray(hw_order(cfg, np.asarray(images, dtype=np.uint8)), dtype=np.uint8)
     simd0, sf0 = plan.folds[0].simd, plan.input_slices()
     pad = np.zeros((len(x), sf0 * simd0), dtype=np.uint8)
     pad[:, : x.shape[1]] = x
     limit = max_cycles_per_image or (plan.latency_cycles() + 64)
     # elaborate once so submodules (MAC arrays) exist, and keep handles to their outputs
     macs = accel.macs
-    hidden: list[list[list[int]]] = [[[] for _ in range(len(x))] for _ in lays[:-1]]
+    # per hidden layer and image: the z vectors in arrival order (a list of [n_out] lists)
+    hidden: list[list[list[list[int]]]] = [[[] for _ in range(len(x))] for _ in lays[:-1]]
     scores = np.zeros((len(x), lays[-1].n_out), dtype=np.int64)
 
     sim = Simulator(accel)
@@ -104,13 +115,14 @@ def rtl_trace(accel, images, max_cycles_per_image: int | None = None) -> list[np
                     mo = macs[li].o_stream
                     if ctx.get(mo.valid) and ctx.get(mo.ready):
                         g = ctx.get(mo.payload.group)
-                        zs = [ctx.get(mo.payload.z[p]) for p in range(plan.folds[li].pe)]
-                        theta = accel.model.theta[li].numpy()
-                        inv = accel.model.invert[li].numpy()
-                        for p, z in enumerate(zs):
-                            j = g * plan.folds[li].pe + p
+                        pe = plan.folds[li].pe
+                        vecs = hidden[li][img]
+                        if g == 0 or not vecs:
+                            vecs.append([0] * lays[li].n_out)
+                        for p in range(pe):
+                            j = g * pe + p
                             if j < lays[li].n_out:
-                                hidden[li][img].append((j, int((z - int(theta[j]) >= 0) ^ int(inv[j]))))
+                                vecs[-1][j] = int(ctx.get(mo.payload.z[p]))
                 in_hs = ctx.get(accel.i_stream.valid) and ctx.get(accel.i_stream.ready)
                 out_hs = ctx.get(accel.o_stream.valid) and ctx.get(accel.o_stream.ready)
                 if out_hs:
@@ -127,12 +139,23 @@ def rtl_trace(accel, images, max_cycles_per_image: int | None = None) -> list[np
 
     sim.add_testbench(bench)
     sim.run()
-    out = []
-    for li in range(len(lays) - 1):
-        a = np.zeros((len(x), lays[li].n_out), dtype=np.uint8)
-        for img in range(len(x)):
-            for j, bit in hidden[li][img]:
-                a[img, j] = bit
-        out.append(a)
+    out = [_layer_bits(lays[li], accel.model.theta[li].numpy(), accel.model.invert[li].numpy(),
+                       hidden[li]) for li in range(len(lays) - 1)]
     out.append(scores)
     return out
+
+
+def _layer_bits(lay, theta, invert, vectors) -> np.ndarray:
+    """A hidden layer's trace entry from its MAC vectors per image (see :func:`rtl_trace`)."""
+    g = lay.conv
+    rows = 1 if g is None else (g.pooled_height * g.pool) * (g.pooled_width * g.pool)
+    z = np.zeros((len(vectors), rows, lay.n_out), dtype=np.int64)
+    for img, vecs in enumerate(vectors):
+        if vecs:
+            z[img, : len(vecs)] = np.asarray(vecs[:rows], dtype=np.int64)
+    bits = ((z >= theta.astype(np.int64)) ^ invert.astype(bool)).astype(np.uint8)
+    if g is None:
+        return bits[:, 0]
+    q = g.pool
+    m = bits.reshape(len(vectors), g.pooled_height, q, g.pooled_width, q, lay.n_out)
+    return np.ascontiguousarray(m.max(axis=(2, 4)).reshape(len(vectors), -1))
