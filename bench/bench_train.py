@@ -47,10 +47,10 @@ TARGETS = {"digits": 0.975, "mnist5k": 0.94, "fashion": 0.88, "digits-cnn": 0.98
 #: CNN rows: key -> the data set, the network and budget every rule gets, and the golden rule's
 #: options (``options``) and flip threshold (``flip_threshold``; the other rules ignore both).
 CNN = {
-    "digits-cnn": {"dataset": "digits", "arch": "1x8x8-c16k3p1-mp2-c32k3p1-mp2-10", "epochs": 30,
-                   "batch_size": 32, "options": {}, "flip_threshold": 16},
-    "fashion-cnn": {"dataset": "fashion", "arch": "1x28x28-c32k3p1-mp2-c64k3p1-mp2-10", "epochs": 10,
-                    "batch_size": 64, "options": {}, "flip_threshold": 16},
+    "digits-cnn": {"dataset": "digits", "arch": "1x8x8-c32k3p1-512-10", "epochs": 30,
+                   "batch_size": 64, "options": {}, "flip_threshold": 32},
+    "fashion-cnn": {"dataset": "fashion", "arch": "1x28x28-c32k3p1-mp2-512-10", "epochs": 3,
+                    "batch_size": 64, "options": {}, "flip_threshold": 32},
 }
 
 

@@ -37,9 +37,32 @@ noise LFSR. One minibatch step (``B`` samples):
    jitter with the batch mean and cost 2-3 points on mnist5k. Output thresholds stay 0 (no
    per-class bias; the scores are the output layer's plain ``z``).
 
+**Convolutional layers** (SPEC.md §14) are golden layers whose ``N`` inputs are one window;
+the rule treats every output pixel of every sample as one row:
+
+- forward: the windows ``X = im2col(x)`` (``[B * H_o * W_o, K*K*C]``) by golden
+  :func:`~bitswarm.golden.conv.im2col`, ``z = X @ W_eff.T`` by ``exact_matmul``, the threshold,
+  then golden :func:`~bitswarm.golden.conv.maxpool_bits` (OR over each ``Q x Q`` window);
+- backward: ``G = g.T @ X`` sums over the batch and every output pixel; the input gradient is
+  :func:`col2im` of ``g @ W_eff`` (the adjoint of im2col: each window row scatter-added back
+  onto the positions it was read from, padding dropped); through the max-pool of the layer
+  below, each pooled gradient goes to one position of its window, the first maximum in raster
+  order of ``u = (1 - 2 inv) (z - theta)`` (:func:`pool_select` — the position whose bit the
+  OR reads), zero elsewhere and in rows/columns that fill no window (:func:`unpool`); then
+  that layer's STE mask;
+- statistics per channel over every row (``B * H_o * W_o``): the window's variance; the
+  homeostasis mean is over the pooled rows (``B * H_q * W_q``, the routed position's ``z``,
+  ``conv_theta=pooled``, the default; ``pixels``: all rows), so that the OR of a window fires
+  about half of the time rather than almost always; conv thresholds use
+  ``conv_homeostasis_shift`` (default 6) and conv weights ``conv_vote_pct`` (default 100);
+  initial conv thresholds are the same mean over the first 512 samples.
+
+Dense layers (and so every MLP) never read the three ``conv_*`` options.
+
 Data parallel (``torchrun``, ``bitswarm train --nproc N``; :mod:`bitswarm.train.distributed`):
 every batch sum above (``G``, the window's variance sums, the homeostasis sums) is an int64
-all-reduced over the ranks, and the output scores are gathered the same way so that each rank
+all-reduced over the ranks (a conv layer's routing and fold stay within each sample, so a
+rank needs only its own rows), and the output scores are gathered the same way so that each rank
 computes the whole minibatch's softmax; the step, and so the model file, is byte-identical to
 one process for any number of ranks.
 
@@ -285,9 +308,14 @@ class GoldenRule(Rule):
         xs, weffs, zts, sums, routes, counts = [], [], [], [], [], []
         for i, lay in enumerate(cfg.layers):
             geo = lay.conv
-            xv = (im2col(geo, h_int) if geo is not None else h_int).to(torch.int32)
-            if lay.input_bits == 1:
-                xv = xv * 2 - 1
+            if geo is None:
+                xv = h_int.to(torch.int32)
+                if lay.input_bits == 1:
+                    xv = xv * 2 - 1
+            else:  # windows as float32 (exact: |values| <= 255), the dtype exact_matmul uses
+                xv = im2col(geo, h_int).to(torch.float32)
+                if lay.input_bits == 1:
+                    xv.mul_(2).sub_(1)
             weff = effective_weights(lay, m.weights[i])
             z_int = exact_matmul(xv, weff, lay.z_bound)  # == golden preact(lay, windows, w)
             xs.append(xv)

@@ -264,7 +264,9 @@ def test_cli_train_and_summary(tmp_path, capsys):
     assert "trained golden on digits: 1 epochs" in capsys.readouterr().out
     assert main(["summary", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "conv" in text and "c16k3p1" in text or "3x3" in text
+    assert f"arch {arch}" in text
+    assert "conv3x3/p1+mp2-binary |    8x8x1 |    4x4x16" in text  # one row per conv layer
+    assert "conv3x3/p1+mp2-binary |   4x4x16 |    2x2x32" in text
     assert main(["eval", str(out), "--dataset", "digits", "--json"]) == 0
 
 

@@ -1,5 +1,5 @@
 """Tests of train/distributed.py: data-parallel training on 2 local gloo ranks is byte-identical
-to one process (digits, mnist5k), resumes across world sizes, stops cleanly when a rank fails;
+to one process (digits, mnist5k, a digits CNN), resumes across world sizes, stops cleanly when a rank fails;
 ``--nproc``; the on-chip rule refused; CUDA vs CPU bytes (skipped without CUDA)."""
 
 import json
@@ -21,6 +21,9 @@ RUNS = {
     "mnist5k": ["--dataset", "mnist5k", "--epochs", "1", "--batch-size", "125"],  # shards 63 + 62
     # two hidden layers: the summed gradients need int64 (the two above reduce them as int32)
     "digits-deep": ["--dataset", "digits", "--arch", "64-256-256-10", "--epochs", "2"],
+    # convolutions: per-channel sums over every output pixel, routing and folding per sample
+    "digits-conv": ["--dataset", "digits", "--arch", "1x8x8-c8k3p1-mp2-c8k3s2p1-10", "--epochs", "1",
+                    "--batch-size", "63"],
 }
 WORKER = str(Path(__file__).with_name("_distributed_worker.py"))
 _DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
