@@ -1,9 +1,11 @@
-"""bitswarm.train — train golden models (integer-only binary MLPs) and reference networks.
+"""bitswarm.train — train golden models (integer-only binary MLPs and CNNs) and reference networks.
 
 The public API::
 
     from bitswarm.train import TrainConfig, train, load_dataset, evaluate
     result = train(TrainConfig(dataset="digits", swarm=1, epochs=30), out="digits.bsm")
+    cnn = train(TrainConfig(dataset="digits", arch="1x8x8-c32k3p1-512-10", batch_size=64),
+                out="digits-cnn.bsm")
 
 See :mod:`bitswarm.train.rule_golden` for the golden rule, :mod:`bitswarm.train.rule_ref` for
 the references, :mod:`bitswarm.train.data` for data sets and splits, and ``train/RULES.md``.
@@ -16,6 +18,7 @@ from .trainer import (
     DEFAULT_FLIP,
     TrainConfig,
     TrainResult,
+    arch_text,
     default_arch,
     default_flip,
     epoch_order,
@@ -31,5 +34,5 @@ __all__ = [
     "DATASETS", "DataError", "Dataset", "load_dataset",
     "RULES", "NetSpec", "Rule", "StepResult", "get_rule", "register_rule",
     "DEFAULT_FLIP", "TrainConfig", "TrainResult", "default_arch", "default_flip", "epoch_order", "evaluate",
-    "parse_arch", "train",
+    "parse_arch", "arch_text", "train",
 ]
