@@ -14,6 +14,16 @@ collects the groups into the next layer's ``SIMD``-wide slices. After the last l
 them on one per cycle and the tested :class:`~bitswarm.hw.argmax.Argmax` picks the class (ties
 to the lowest index) and carries all scores. Every stage holds its output until accepted, so backpressure never loses data.
 
+A convolutional layer (SPEC §14, the first layers of a CNN) is the same chain with a
+:class:`~bitswarm.hw.sliding_window.SlidingWindow` in front of its MAC array (the windows are
+its vectors) and a :class:`~bitswarm.hw.pool.Pool` after its threshold::
+
+    [Unpack] ─► SlidingWindow i ─► MACArray i ─► Threshold i ─► [Pool i] ─► Repack i ─► ...
+
+The pixels arrive in HWC order; :class:`Unpack` splits them one pixel per transfer when the
+first layer's slices are ``J > 1`` pixels of a kernel row; the pooled map leaves the repack
+stage as the next layer's input, a flat HWC vector for the first dense layer.
+
 Timing: see :mod:`bitswarm.hw.plan` (the cycle model the tests check against Verilator).
 """
 

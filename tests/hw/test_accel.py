@@ -267,7 +267,7 @@ def _conv_plan(m, folds):
 
 
 #: Cases of the default suite; the others run with ``-m slow``.
-CONV_DEFAULT = ("c2_k2s2p0_pool_drop", "two_convs_ternary")
+CONV_DEFAULT = ("two_convs_ternary",)
 
 
 @pytest.mark.verilator

@@ -90,3 +90,16 @@ def test_cli_sim_errors(tmp_path):
         r = _bitswarm(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_hw_order_streams_conv_images_channel_last():
+    from bitswarm.golden import ModelConfig
+    from bitswarm.sim.driver import hw_order
+
+    cnn = ModelConfig.from_arch("2x3x4-c2k3p1-5")
+    x = np.arange(2 * 24, dtype=np.uint8).reshape(2, 2, 3, 4)  # [n, C, H, W]
+    got = hw_order(cnn, x)
+    assert got.shape == (2, 24) and got[0, :4].tolist() == [0, 12, 1, 13]  # (y0, x0, c0), c1, ...
+    assert np.array_equal(hw_order(cnn, got), got)  # flat rows are already HWC
+    mlp = ModelConfig.mlp([12, 4, 3], input_shape=(3, 4))
+    assert hw_order(mlp, x[:, 0]).tolist() == x[:, 0].reshape(2, 12).tolist()
