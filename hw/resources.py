@@ -37,9 +37,9 @@ from .plan import (
     conv_outputs,
     conv_simds,
     line_rows,
-    window_split,
     tree_depth,
     tree_terms,
+    window_split,
 )
 
 __all__ = ["FAMILIES", "PARTS", "COEFFS", "StageEstimate", "Estimate", "estimate", "optimize",

@@ -201,15 +201,15 @@ class SlidingWindow(wiring.Component):
 
     def _writer(self, m, wrs):
         """Write side: chunks into the ring in arrival order; a new row needs a free slot."""
-        g, CG, R, J, O = self._g, self._cg, self.rows, self._j, self.offset
+        g, CG, R, J, off = self._g, self._cg, self.rows, self._j, self.offset
         ins = self.i_stream
         held = Signal(_span(R))  # rows started and not released
         filled = Signal(_span(R))  # rows complete and not released
         mid = Signal()  # a row is partly written
         wx = Signal(range(max(2, g.in_width)))
         wcg = Signal(range(max(2, CG)))
-        wq = Signal(range(max(2, self.row_words)), init=O // J)  # (x + O) // J
-        wr = Signal(range(max(2, J)), init=O % J)  # (x + O) % J: the bank
+        wq = Signal(range(max(2, self.row_words)), init=off // J)  # (x + off) // J
+        wr = Signal(range(max(2, J)), init=off % J)  # (x + off) % J: the bank
         wslot = Signal(range(max(2, R)))
         m.d.comb += ins.ready.eq(mid | (held < R))
         accept = Signal()
@@ -226,7 +226,7 @@ class SlidingWindow(wiring.Component):
         with m.If(accept):
             m.d.sync += [mid.eq(~row_end), wcg.eq(Mux(pix_end, 0, wcg + 1))]
             with m.If(row_end):
-                m.d.sync += [wx.eq(0), wq.eq(O // J), wr.eq(O % J),
+                m.d.sync += [wx.eq(0), wq.eq(off // J), wr.eq(off % J),
                              wslot.eq(Mux(wslot == R - 1, 0, wslot + 1))]
             with m.Elif(pix_end):
                 m.d.sync += wx.eq(wx + 1)
@@ -239,8 +239,8 @@ class SlidingWindow(wiring.Component):
 
     def _reader(self, m, rds, filled):
         """Read side: the window walk ``(oy, ox, ky, g, cg)``, one slice per cycle."""
-        g, CG, R, J, O = self._g, self._cg, self.rows, self._j, self.offset
-        K, P, H, W, L, bits = g.kernel, g.pad, g.in_height, g.in_width, self.lanes, self._bits
+        g, CG, R, J, off = self._g, self._cg, self.rows, self._j, self.offset
+        K, P, H, W = g.kernel, g.pad, g.in_height, g.in_width
         s, sx = self.step()
         G = K // J  # slices per kernel row and chunk
         Ho, Wo = conv_outputs(g)
@@ -253,8 +253,8 @@ class SlidingWindow(wiring.Component):
         kg = Signal(range(max(2, G)))
         cg = Signal(range(max(2, CG)))
         y0 = Signal(pos, init=-P)  # oy·s - P
-        # the window's bank coordinate of its left column, x0 + O = qb·J + rb (x0 = ox·s - P)
-        base_q, base_r = divmod(O - P, J)
+        # the window's bank coordinate of its left column, x0 + off = qb·J + rb (x0 = ox·s - P)
+        base_q, base_r = divmod(off - P, J)
         qb = Signal(pos, init=base_q)
         rb = Signal(range(max(2, J)), init=base_r)
         head = Signal(range(max(2, R)))  # ring slot of map row lo(oy)
@@ -275,7 +275,7 @@ class SlidingWindow(wiring.Component):
         inside = Signal(J)
         for t in range(J):
             xt = Signal(pos, name=f"x{t}")
-            m.d.comb += xt.eq(q * J + rb + t - O)
+            m.d.comb += xt.eq(q * J + rb + t - off)
             m.d.comb += inside[t].eq(row_in & (xt >= 0) & (xt < W))
         slot = Signal(range(2 * R))
         m.d.comb += slot.eq(head + (yy - lo)[: slot.shape().width])
