@@ -366,3 +366,68 @@ def test_conv_plan_rules_and_cycle_formulas():
     ]:
         with pytest.raises(ConfigError, match=msg):
             AccelPlan(m.cfg, tuple(LayerFold(*f) for f in folds))
+
+
+def _random_conv_plan(rng, convs: int):
+    """A random CNN (``convs`` conv layers, then a 5-class output layer) and a random legal
+    fold, or None when the draw is not a valid geometry."""
+    from bitswarm.hw.plan import conv_simds
+
+    toks = []
+    for _ in range(convs):
+        k = rng.randint(1, 3 if convs > 1 else 4)
+        s, p, q = rng.randint(1, k), rng.randint(0, k - 1), rng.choice([1, 2, 3])
+        toks.append(f"c{rng.choice([2, 3, 4, 6])}k{k}s{s}p{p}" + (f"-mp{q}" if q > 1 else ""))
+    arch = f"{rng.choice([1, 2, 3])}x{rng.randint(3, 11)}x{rng.randint(3, 11)}-{'-'.join(toks)}-5"
+    try:
+        cfg = ModelConfig.from_arch(arch, input_bits=rng.choice([1, 2, 8]))
+    except ConfigError:
+        return None
+    folds, prev = [], 1
+    for lay in cfg.layers[:convs]:
+        simds = [d for d in conv_simds(lay.conv) if LayerFold(1, d, 0).in_lanes(lay) % prev == 0]
+        pe = rng.choice([d for d in range(1, lay.n_out + 1) if lay.n_out % d == 0])
+        folds.append(LayerFold(pe, rng.choice(simds), rng.randint(0, 1)))
+        prev = pe
+    folds.append(LayerFold(1, prev, 0))
+    return AccelPlan(cfg, tuple(folds))
+
+
+@pytest.mark.parametrize("convs", [1, 2])
+def test_conv_interval_formula_equals_handshake_model(convs):
+    """Over random geometries and folds, the closed-form interval of the conv stages (the
+    busiest of input, window writers and MAC arrays per image) equals the steady state of the
+    handshake-level model streaming images back to back."""
+    import random
+
+    from bitswarm.hw.timing import conv_front
+
+    rng, n = random.Random(convs), 0
+    while n < 40:
+        plan = _random_conv_plan(rng, convs)
+        if plan is None:
+            continue
+        n += 1
+        cycles = plan.stage_cycles()
+        del cycles[f"mac{convs}"]  # the dense layer after the conv stages
+        steady = set(np.diff(conv_front(plan, 7))[3:].tolist())
+        assert steady == {max(cycles.values())}, (plan.cfg.arch_string, plan.folds)
+
+
+@pytest.mark.slow
+def test_sim_conv_amaranth_random_geometries():
+    """Random CNNs and folds on the Amaranth simulator: scores equal golden, every image's
+    latency equals the cycle model."""
+    import random
+
+    rng, n = random.Random(7), 0
+    while n < 8:
+        plan = _random_conv_plan(rng, 1 + n % 2)
+        if plan is None or plan.interval_cycles() > 3000:
+            continue
+        n += 1
+        m = _random_conv_model(plan.cfg.arch_string, 1, plan.cfg.layers[0].input_bits, seed=n)
+        x = _conv_images(m, 2, seed=n)
+        scores, lat = amaranth_infer(Accelerator(m, plan), x.numpy())
+        np.testing.assert_array_equal(scores, m.forward(x).numpy())
+        assert set(lat) == {plan.latency_cycles()}, (plan.cfg.arch_string, plan.folds)
