@@ -9,7 +9,7 @@ seeds 002-004 run through the trainer (arch ``inputs-128-classes``, batch 64, :d
 
 The defaults reproduce the committed results: digits with 100 minibatches per seed epoch
 and rows at S = 32 and S = 1; mnist5k at one pass per epoch, S = 32, at most 10 epochs, and
-the two headline rows (v20, v10) at :data:`HEADLINE` scale. Options: ``--datasets a,b`` and
+the headline rows (v20, v17, v10) at :data:`HEADLINE` scale. Options: ``--datasets a,b`` and
 ``--rules a,b`` pick, ``--epochs N`` overrides every row's epochs, ``--epoch-steps DS=N`` the
 minibatches per seed epoch of a data set, ``--max-seed-epochs N`` caps the seed-scale rows,
 ``--swarms 32,1`` the swarm rows; the seed rules that train convolutions (v21's BitConv2d)
@@ -40,7 +40,7 @@ EPOCHS = {"digits": 20, "mnist5k": 15, "fashion": 2}
 #: Minibatches per seed-scale epoch per data set (``None``: one pass over the training set).
 EPOCH_STEPS = {"digits": 100, "mnist5k": None}
 #: Rows run longer to reproduce the seed's headline results: ``(steps per epoch, epochs)``.
-HEADLINE = {"mnist5k": {"v20-lif": (600, 5), "v10-momentum-rank": (300, 10)}}
+HEADLINE = {"mnist5k": {"v20-lif": (600, 5), "v17-bounded": (600, 5), "v10-momentum-rank": (300, 10)}}
 #: Swarm sizes of the seed swarm rules' rows per data set (``None``: the seed's and 1).
 SWARMS = {"mnist5k": (32,)}
 #: Cap on the epochs of the other seed-scale rows per data set.
@@ -60,7 +60,8 @@ def _preamble(meta: dict) -> list[str]:
         "constant is in the seed's gradient units; `train/zoo/SEEDS.md`), the seed's swarm size (S = 32 for "
         "the swarm rules; on digits also an S = 1 row), batch and number of epochs (on mnist5k at most 10); "
         "`batch x steps` gives the minibatches per epoch: digits 100, mnist5k one pass (40), and the two "
-        "headline rows at seed scale (v20: 600, the seed's MNIST epoch; v10: 300). The references, the golden rule and "
+        "headline rows at seed scale (v20 and v17: 600, the seed's MNIST epoch, 5 epochs; v10: 300, 10 "
+        "epochs). The references, the golden rule and "
         "seeds 002-004 run through the trainer on arch `inputs-128-classes`. `seed reported`: the seed's "
         "own logged result; `verdict`: ours against it (`reproduced` = same curve shape and best within 2 "
         "points, or the same failure). `collapsed`: a drop of more than 5 points after learning (never a "
@@ -93,7 +94,8 @@ def combine(dirs: list[Path], out: Path) -> dict:
                 continue
             rec = SEED_RESULTS[r["rule"]]
             if rec is None or ("total_flips" in r and rec.swarm == r["swarm"]):
-                r.update(verdict(r["rule"], r["accuracy_per_epoch"], ds, 10, r.get("total_flips"), ceiling))
+                r.update(verdict(r["rule"], r["accuracy_per_epoch"], ds, 10, r.get("total_flips"), ceiling,
+                                 r.get("steps_per_epoch", 0) * r["epochs"] or None))
     write_report(by_ds, out, meta, _preamble(meta))
     return by_ds
 

@@ -29,6 +29,12 @@ class SeedResult:
     accuracy: tuple[float, ...]
     note: str = ""
 
+    @property
+    def updates(self) -> int:
+        """Minibatch updates of the seed's run (MNIST 60,000 / CIFAR-10 50,000 training images)."""
+        n = 50000 if self.dataset.startswith("CIFAR") else 60000
+        return self.epochs * -(-n // self.batch)
+
     def summary(self) -> str:
         a = self.accuracy
         best = max(a)
@@ -111,7 +117,7 @@ def curve_shape(accs: list[float] | tuple[float, ...], classes: int = 10) -> str
 
 
 def verdict(rule: str, accs: list[float], dataset: str, classes: int = 10, flips: int | None = None,
-            ceiling: float | None = None) -> dict:
+            ceiling: float | None = None, updates: int | None = None) -> dict:
     """``seed_reported``, ``verdict`` and ``collapse`` fields of a seed-scale row.
 
     ``verdict``: ``reproduced`` (same curve shape and best accuracy within
@@ -120,7 +126,8 @@ def verdict(rule: str, accs: list[float], dataset: str, classes: int = 10, flips
     froze is ``reproduced`` whatever its accuracy (the gains and thresholds alone learn).
     ``collapse``: for a collapsed row, ``genuine`` when the seed's run collapsed too (or both
     froze), else ``artifact``. ``ceiling`` (the float MLP reference's best on this data set)
-    names the data set as the cause where the seed's best lies above it.
+    names the data set as the cause where the seed's best lies above it; ``updates`` (our
+    minibatch count) is named where it is under half the seed's.
     """
     rec = SEED_RESULTS.get(rule)
     shape = curve_shape(accs, classes)
@@ -153,6 +160,8 @@ def verdict(rule: str, accs: list[float], dataset: str, classes: int = 10, flips
         detail = f"froze with no flip, as the seed's run; {detail}"
     if not same_data:
         detail += f"; seed data {rec.dataset}, ours {dataset}"
+    if updates is not None and updates < rec.updates / 2:
+        detail += f"; ours ran {updates:,} updates, the seed's run {rec.updates:,}"
     out["verdict"] = f"{v}: {detail}"
     if shape != "collapsed":
         out["collapse"] = None

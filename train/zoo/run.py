@@ -176,7 +176,7 @@ def run_seed_row(name: str, dataset: str, swarm: int, epochs: int, batch: int, e
                batch=batch, steps_per_epoch=steps)
     rec = SEED_RESULTS.get(name)
     row["total_flips"] = total_flips
-    row.update(verdict(name, accs, dataset, ds.classes, total_flips) if rec is None or swarm == rec.swarm else
+    row.update(verdict(name, accs, dataset, ds.classes, total_flips, updates=steps * epochs) if rec is None or swarm == rec.swarm else
                {"seed_reported": SEED_RESULTS[name].summary(), "verdict": f"S = {swarm} row (the seed ran S = "
                 f"{SEED_RESULTS[name].swarm}): {curve_shape(accs, ds.classes)}, best {100 * max(accs):.1f} %",
                 "collapse": None if curve_shape(accs, ds.classes) != "collapsed" else "S = 1 variant",
