@@ -186,6 +186,7 @@ SMALL_CONV = {
     # transfer is partial (50 pixels values in transfers of 6)
     "rows_hidden": ("1x6x6-c2k3p1-c2k3s2-mp2-2", 1, 1, "binary", [(1, 3, 0), (2, 6, 1), (1, 2, 0)]),
     "rows_first_partial": ("2x5x5-c4k3p1-mp2-3", 2, 4, "binary", [(2, 6, 1), (1, 4, 1)]),
+    "rows_ternary_1bit": ("1x7x6-c4k3s2p1-mp2-3", 1, 1, "ternary", [(4, 3, 1), (1, 4, 1)]),
 }
 
 
