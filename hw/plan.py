@@ -99,7 +99,7 @@ from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.layer import LayerConfig
 from bitswarm.golden.model import PIXEL_BITS, ModelConfig
 
-__all__ = ["MEM_STYLES", "MEM_ATTRS", "auto_mem_style", "FOLD_FORMAT", "LayerFold", "AccelPlan", "tree_depth", "tree_terms",
+__all__ = ["MEM_STYLES", "MEM_ATTRS", "auto_mem_style", "line_mem_style", "FOLD_FORMAT", "LayerFold", "AccelPlan", "tree_depth", "tree_terms",
            "weight_planes", "class_width", "conv_outputs", "conv_rows", "line_rows", "window_split", "conv_simds", "load_fold", "BUFFER_BANKS", "add_fold_args",
            "plan_from_args", "TrainerCycles", "cycles_per_sample", "DEFAULT_IN_LANES", "SYNC",
            "REPLY"]
@@ -119,6 +119,15 @@ def auto_mem_style(width: int, depth: int, *, writable: bool = False) -> str:
     if width * depth >= 1024 and (writable or depth >= 32):
         return "bram"
     return "logic"
+
+
+def line_mem_style(width: int, depth: int) -> str:
+    """The style of a sliding-window line buffer: block RAM from 32 words deep (a ring of map
+    rows, read once per window slice, is what block RAM is for, as in FINN's
+    ConvolutionInputGenerator) or from 1,024 bits, else flip-flops."""
+    return "bram" if depth >= 32 or width * depth >= 1024 else "logic"
+
+
 FOLD_FORMAT = "bitswarm-fold"
 #: Vectors each MAC array's input buffer holds (one computing, two filling).
 BUFFER_BANKS = 3

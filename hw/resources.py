@@ -36,6 +36,7 @@ from .plan import (
     class_width,
     conv_outputs,
     conv_simds,
+    line_mem_style,
     line_rows,
     tree_depth,
     tree_terms,
@@ -224,8 +225,7 @@ def _window(i: int, lay: LayerConfig, f: LayerFold, family: str) -> StageEstimat
     R, (cg, j) = line_rows(g), window_split(g, f.simd)
     off = g.pad if j > 1 else 0
     width, depth = f.in_lanes(lay) * lay.input_bits, R * -(-(g.in_width + off) // j) * cg
-    ffs, brams, other = _memory(width, depth, auto_mem_style(width, depth, writable=True),
-                                family, True)
+    ffs, brams, other = _memory(width, depth, line_mem_style(width, depth), family, True)
     st.ffs, st.brams, st.other = j * ffs, j * brams, j * other  # J banks
     if j > 1:
         st.other += j * j * width  # the banks' rotation to the lanes

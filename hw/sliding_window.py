@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 from bitswarm.golden.conv import ConvGeometry
 from bitswarm.golden.errors import ConfigError
 
-from .plan import MEM_ATTRS, auto_mem_style, conv_outputs, line_rows, window_split
+from .plan import MEM_ATTRS, conv_outputs, line_mem_style, line_rows, window_split
 
 __all__ = ["SlidingWindow", "build"]
 
@@ -75,7 +75,7 @@ class SlidingWindow(wiring.Component):
     else 0), written around a ring in arrival order. Output row ``oy`` starts once the rows
     ``conv_rows(geometry)[oy]`` names are complete, and frees its ``release`` rows when its
     last slice has been read (:func:`~bitswarm.hw.plan.conv_rows`). Memory style:
-    :func:`~bitswarm.hw.plan.auto_mem_style` (block RAM from 1 kbit).
+    :func:`~bitswarm.hw.plan.line_mem_style` (block RAM from 32 words or 1 kbit).
 
     Timing
     ------
@@ -174,7 +174,8 @@ class SlidingWindow(wiring.Component):
         return self.lanes * self._bits
 
     def mem_style(self) -> str:
-        return auto_mem_style(self.width, self.depth, writable=True)
+        """The line buffer's memory style (:func:`~bitswarm.hw.plan.line_mem_style`)."""
+        return line_mem_style(self.width, self.depth)
 
     def pad_word(self) -> int:
         """The slice a padding position reads: every lane the encoded value 0 (SPEC.md §14)."""

@@ -158,6 +158,18 @@ def test_optimizer_conv_rules_and_balance():
     assert st["window0"].ffs >= 4 * 10 * 2 * 4 // fast.folds[0].simd  # R rows x W x C x B
 
 
+def test_board_fold_digits_cnn_fits_icebreaker_and_ulx3s():
+    """The digits CNN: the iCEBreaker fold is the most folded that fits (line buffers in block
+    RAM), the ULX3S fold the fastest the first layer allows (16 channels, 3-pixel slices)."""
+    cfg = ModelConfig.from_arch("1x8x8-c16k3p1-mp2-c32k3p1-mp2-10")
+    for board in ("icebreaker", "ulx3s"):
+        plan = board_fold(cfg, board)
+        part = PARTS[board]
+        t = estimate(plan, part["family"], board=True).totals()
+        assert t["luts"] <= 0.75 * part["luts"] and t["brams"] <= part["brams"]
+    assert board_fold(cfg, "ulx3s").interval_cycles() == 64 * 8 * 3
+
+
 def test_board_fold_default_digits_fits_icebreaker():
     cfg = ModelConfig.mlp([64, 512, 10], input_bits=8)
     plan = board_fold(cfg, "icebreaker")

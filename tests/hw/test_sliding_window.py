@@ -76,7 +76,8 @@ def test_init():
     d = SlidingWindow(g, simd=2, bits=1)
     assert (d.geometry, d.simd, d.bits, d.chunks, d.slices) == (g, 2, 1, 2, 18)
     assert d.rows == line_rows(g) == 5 and d.depth == 5 * 6 * 2 and d.width == 2
-    assert d.mem_style() == "logic" and d.pad_word() == 0 and d.step() == (2, 2)
+    assert d.mem_style() == "bram" and d.pad_word() == 0 and d.step() == (2, 2)  # 60 words
+    assert SlidingWindow(ConvGeometry(1, 4, 4, 3, 1, 1, 1)).mem_style() == "logic"  # 16 words
     assert line_rows(ConvGeometry(1, 8, 8, 3, 1, 1, 1)) == 4  # K + 1 for a padded 3x3
     assert line_rows(ConvGeometry(1, 8, 8, 3, 1, 0, 1)) == 6  # last 3 rows + next image's 3
     big = SlidingWindow(ConvGeometry(16, 28, 28, 3, 1, 1, 2), simd=4, bits=1)
