@@ -100,6 +100,10 @@ CAUSES: dict[str, str] = {
                    "(3e-5 of the range) and lr 1e-4 still leave the random weights nearly unchanged: 16.7 % on "
                    "digits after 300 steps"),
     "v17-bounded": "the collapse is the swarm synchronizing into one bit per weight (COLLAPSE.md)",
+    "v18-friction": ("measured on mnist5k, first 6 steps: the gate |p.grad| > 1e-4 passes 0-9 % of the hidden "
+                     "layer's and 3-54 % of the output layer's plane gradients (the golden-net zoo passed "
+                     "85-100 %), and no bit flips: the seed's too-cold gate; what our run learns comes from the "
+                     "float gains/thresholds and later output-layer flips"),
     "v20-lif": "the collapse is the swarm synchronizing into one bit per weight (COLLAPSE.md)",
 }
 
