@@ -59,7 +59,7 @@ def _preamble(meta: dict) -> list[str]:
         "inputs, its normalization, gains and activation, its majority or analog swarm forward, so every "
         "constant is in the seed's gradient units; `train/zoo/SEEDS.md`), the seed's swarm size (S = 32 for "
         "the swarm rules; on digits also an S = 1 row), batch and number of epochs (on mnist5k at most 10); "
-        "`batch x steps` gives the minibatches per epoch: digits 100, mnist5k one pass (40), and the two "
+        "`batch x steps` gives the minibatches per epoch: digits 100, mnist5k one pass (40), and the three "
         "headline rows at seed scale (v20 and v17: 600, the seed's MNIST epoch, 5 epochs; v10: 300, 10 "
         "epochs). The references, the golden rule and "
         "seeds 002-004 run through the trainer on arch `inputs-128-classes`. `seed reported`: the seed's "
