@@ -40,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
 
     def progress(row):
         if not args.quiet:
-            print(f"zoo: {row['rule']:>18s}  final {100 * row['final_accuracy']:5.1f} %  best "
+            print(f"zoo: {row['rule']:>18s} S={row['swarm']:<2d} final {100 * row['final_accuracy']:5.1f} %  best "
                   f"{100 * row['best_accuracy']:5.1f} %  {row['seconds_per_epoch']:.2f} s/epoch",
                   file=sys.stderr, flush=True)
 
