@@ -182,6 +182,9 @@ def patched():
     mp.setattr(zoo_run, "parse_rules", lambda text: real_rules(text)[:2])
     mp.setattr(zoo_run, "train", lambda cfg, **k: real_train(
         dataclasses.replace(cfg, epochs=min(cfg.epochs, 1)), **k))
+    real_seed_row = zoo_run.run_seed_row  # seed-scale rows: one epoch of at most 2 steps
+    mp.setattr(zoo_run, "run_seed_row", lambda name, dataset, swarm, epochs, batch, epoch_steps=None,
+               *a, **k: real_seed_row(name, dataset, swarm, 1, batch, 2, *a, **k))
     import bitswarm.sim.driver as driver
 
     real_backend = driver.make_backend
