@@ -179,7 +179,6 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
     spec = board_spec(board)
     if not isinstance(model, Model):
         raise TypeError(f"model must be a bitswarm.golden.Model, not {model!r}")
-    model.cfg.require_dense("bitswarm bitstream (the board top's UART host link)")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed must be an integer, not {seed!r}")
     if plan is None:  # the fold optimizer's plan for this board
@@ -209,7 +208,7 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
         "images_per_s_isolated": round(top.clock_hz / cycles, 1),
         "estimate": est,
         "baud": baud,
-        "uart_images_per_s": round(baud / 10 / (1 + lay[0].n_in + reply), 1),
+        "uart_images_per_s": round(baud / 10 / (1 + lay[0].in_size + reply), 1),
         "pll": top.pll,
         "fold": plan.to_dict(),
         "arch": list(model.cfg.arch),

@@ -8,7 +8,8 @@
 Byte protocol (8N1, one image outstanding; the full text and the host side live in
 :mod:`bitswarm.sim.hostlink`): the host sends ``0xA5`` and the image's ``N`` raw pixels; the
 device answers ``0x5A``, the class byte and the ``C`` scores, each ``ceil(W/8)`` bytes of
-little-endian two's complement. Between frames every byte but ``0xA5`` is ignored, so ``N``
+little-endian two's complement. ``N`` is the first layer's input size, ``C·H·W`` for a CNN, whose
+pixels arrive in the order the accelerator streams them (HWC raster, SPEC §14). Between frames every byte but ``0xA5`` is ignored, so ``N``
 zero bytes always bring host and device back in step.
 
 :class:`UARTAccelerator` is the clock-agnostic core (pins ``rx``, ``tx``, ``led``); the tests
@@ -158,7 +159,6 @@ def _check_core(model, plan) -> AccelPlan:
     """Validate a model and plan for the host link; returns the plan (default: auto)."""
     if not isinstance(model, Model):
         raise TypeError(f"model must be a bitswarm.golden.Model, not {model!r}")
-    model.cfg.require_dense("the board top (UART host link)")
     c = model.cfg.layers[-1].n_out
     if c > 256:
         raise ConfigError(f"the host link sends the class as one byte: at most 256 classes, "
@@ -239,7 +239,7 @@ class UARTAccelerator(wiring.Component):
         m.submodules.utx = utx = UARTTx(self._divisor)
         m.submodules.accel = accel = Accelerator(self._model, self._plan)
         lay = self._model.cfg.layers
-        n_pix, simd = lay[0].n_in, self.plan.folds[0].simd
+        n_pix, simd = lay[0].in_size, self.plan.folds[0].simd
         classes, zw = lay[-1].n_out, lay[-1].z_width
         sb = -(-zw // 8)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]

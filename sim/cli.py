@@ -293,11 +293,10 @@ def _cmd_run(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, not {args.limit}")
     model = load_model(args.model)
-    model.cfg.require_dense("bitswarm run (the board's host link)")
     ds = load_dataset(args.dataset, args.data_dir)
-    if ds.n_inputs != model.cfg.layers[0].n_in:
+    if ds.n_inputs != model.cfg.layers[0].in_size:
         raise ConfigError(f"{args.dataset} samples have {ds.n_inputs} pixels but the model takes "
-                          f"{model.cfg.layers[0].n_in}")
+                          f"{model.cfg.layers[0].in_size}")
     x, y = ds.x_test, ds.y_test
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]

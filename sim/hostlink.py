@@ -7,8 +7,9 @@ Host → device, one **frame** per image::
 
     0xA5  p[0] p[1] ... p[N-1]
 
-``SYNC = 0xA5`` then the image's ``N`` raw 8-bit pixels, flattened in row-major order (the
-model's ``input_shape``), exactly as the golden model reads them. Between frames the device
+``SYNC = 0xA5`` then the image's ``N`` raw 8-bit pixels in the order the accelerator streams
+them: row-major for an MLP (the model's ``input_shape`` flattened) and for a one-channel CNN;
+channel-last (HWC raster, SPEC.md §14) for a CNN with ``C > 1`` channels, ``N = C·H·W``. Between frames the device
 ignores every byte except ``SYNC``; inside a frame every byte is a pixel, ``0xA5`` included.
 
 Device → host, one **reply** per frame, once the accelerator has classified it::
@@ -44,7 +45,7 @@ from bitswarm.golden.errors import BitswarmError, ConfigError
 from bitswarm.golden.model import Model
 from bitswarm.hw.plan import REPLY, SYNC
 
-from .driver import Backend, InferenceResult
+from .driver import Backend, InferenceResult, hw_order
 
 __all__ = ["SYNC", "REPLY", "LinkError", "LinkFormat", "Transport", "SerialTransport",
            "HostLink", "BoardBackend"]
@@ -77,7 +78,7 @@ class LinkFormat:
     @classmethod
     def for_model(cls, model: Model) -> "LinkFormat":
         lay = model.cfg.layers
-        return cls(lay[0].n_in, lay[-1].n_out, lay[-1].z_width)
+        return cls(lay[0].in_size, lay[-1].n_out, lay[-1].z_width)
 
     @property
     def score_bytes(self) -> int:
@@ -92,7 +93,9 @@ class LinkFormat:
         return 2 + self.classes * self.score_bytes
 
     def encode(self, image) -> bytes:
-        """The frame for one raw uint8 image (any shape with ``n_pixels`` elements)."""
+        """The frame for one raw uint8 image (any shape with ``n_pixels`` elements), sent in
+        its flattened order: a CNN's image must already be in HWC order
+        (:func:`bitswarm.sim.driver.hw_order`; :class:`BoardBackend` does this)."""
         a = np.asarray(image)
         if a.size != self.n_pixels:
             raise ConfigError(f"an image must have {self.n_pixels} pixels, not {a.size}")
@@ -194,7 +197,9 @@ class HostLink:
 
 class BoardBackend(Backend):
     """A board running the accelerator behind the UART link (a :mod:`bitswarm.sim.driver`
-    backend). ``cycles_per_inference`` is the plan's cycle model: the link cannot measure it."""
+    backend). Images go out in the accelerator's order (:func:`~bitswarm.sim.driver.hw_order`:
+    ``[n, C, H, W]`` CNN inputs become HWC rows). ``cycles_per_inference`` is the plan's cycle
+    model: the link cannot measure it."""
 
     name = "board"
 
@@ -206,7 +211,7 @@ class BoardBackend(Backend):
 
     def infer(self, images) -> InferenceResult:
         t0 = time.perf_counter()
-        res = [self.link.classify(img) for img in np.asarray(images)]
+        res = [self.link.classify(img) for img in hw_order(self.model.cfg, images)]
         secs = time.perf_counter() - t0
         c = self.link.fmt.classes
         classes = np.array([r[0] for r in res], dtype=np.int64)

@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
-"""bitswarm.hw.board: constructor checks, PLL searches, the UART-linked accelerator on the
-Amaranth simulator and (cocotb + Verilator, a UART model bit by bit on the pins) against golden
-replies encoded by bitswarm.sim.hostlink."""
+"""bitswarm.hw.board: constructor checks, PLL searches, the UART-linked accelerator (MLPs and
+CNNs) on the Amaranth simulator and (cocotb + Verilator, a UART model bit by bit on the pins)
+against golden replies encoded by bitswarm.sim.hostlink."""
 
 import random
 
@@ -21,15 +21,16 @@ from bitswarm.hw.board import (
 )
 from bitswarm.hw.plan import AccelPlan, LayerFold
 from bitswarm.hw.uart import uart_decode, uart_line
-from bitswarm.sim.hostlink import LinkFormat
+from bitswarm.sim.driver import hw_order
+from bitswarm.sim.hostlink import BoardBackend, HostLink, LinkFormat
 from bitswarm.sim.verilator import run_cocotb
 
-from .test_accel import _random_model
+from .test_accel import _random_conv_model, _random_model
 
 
 def _golden_replies(model, images):
     fmt = LinkFormat.for_model(model)
-    scores = model.forward(torch.as_tensor(np.asarray(images))).numpy()
+    scores = model.forward(torch.as_tensor(np.asarray(images))).numpy()  # [n, C, H, W] for a CNN
     cls = np.argmax(scores, axis=1)  # ties: lowest index
     return [fmt.reply_for(c, s) for c, s in zip(cls, scores, strict=True)]
 
@@ -118,7 +119,7 @@ def _sim_core(model, plan, images, divisor=4, noise=True):
     core = UARTAccelerator(model, plan, divisor=divisor)
     rng = random.Random(1)
     line = [1] * 3
-    for img in images:
+    for img in hw_order(model.cfg, images):
         junk = bytes(rng.choice([0, 0x5A, 0xFF]) for _ in range(rng.randrange(3))) if noise else b""
         line += uart_line(junk + fmt.encode(img), divisor)
         # wait for the reply before the next frame (one image outstanding)
@@ -160,6 +161,47 @@ def test_sim_core_mutation_detected():
     bad.theta[1][0] += 2
     assert got != b"".join(_golden_replies(bad, imgs))
     assert got == b"".join(_golden_replies(m, imgs))
+
+
+def test_sim_core_cnn_replies_equal_golden():
+    """A two-channel CNN: the host sends HWC pixels, the replies equal golden's on ``[n, C, H, W]``
+    images (a CHW frame would not), with the first layer's slices 2 pixels of a kernel row."""
+    m = _random_conv_model("2x4x4-c4k3p1-mp2-6-3", 1, 8, seed=5)
+    assert LinkFormat.for_model(m).n_pixels == 32
+    plan = AccelPlan(m.cfg, (LayerFold(2, 2, 1), LayerFold(3, 4, 1), LayerFold(1, 6, 1)))
+    imgs = np.random.default_rng(3).integers(0, 256, size=(3, 2, 4, 4), dtype=np.uint8)
+    got, _ = _sim_core(m, plan, imgs)
+    assert got == b"".join(_golden_replies(m, imgs))
+    # CHW bytes on the link would be read as HWC: these images, whose replies differ
+    misread = imgs.reshape(3, 4, 4, 2).transpose(0, 3, 1, 2)
+    assert got != b"".join(_golden_replies(m, misread))
+
+
+def test_board_backend_sends_hwc():
+    """BoardBackend frames a CNN's ``[n, C, H, W]`` images in HWC order and decodes replies."""
+    m = _random_conv_model("2x4x4-c4k3p1-mp2-6-3", 1, 8, seed=5)
+    fmt = LinkFormat.for_model(m)
+    imgs = np.random.default_rng(4).integers(0, 256, size=(2, 2, 4, 4), dtype=np.uint8)
+    replies = _golden_replies(m, imgs)
+
+    class Loop:  # a device double answering golden's replies in order
+        def __init__(self):
+            self.sent, self.out = [], list(replies)
+
+        def write(self, data):
+            self.sent.append(bytes(data))
+
+        def read(self, n):
+            return self.out.pop(0)
+
+        def reset_input_buffer(self):
+            pass
+
+    t = Loop()
+    res = BoardBackend(m, HostLink(fmt, t)).infer(imgs)
+    assert t.sent == [fmt.encode(r) for r in hw_order(m.cfg, imgs)]
+    gold = m.forward(torch.as_tensor(imgs)).numpy()
+    assert res.scores.tolist() == gold.tolist()
 
 
 def test_sim_core_resync():
@@ -230,3 +272,31 @@ def test_sim_board_uart_verilator(digits_model, tmp_path):
         run_cocotb(UARTAccelerator(m, plan, divisor=4), name="board_uart",
                    test_module="tests.hw.cocotb_board", build_root=tmp_path,
                    params=_cocotb_params(m, plan, x[:2], bad, 4))
+
+
+@pytest.fixture(scope="module")
+def digits_cnn_model(tmp_path_factory):
+    from bitswarm.train import TrainConfig, train
+
+    d = tmp_path_factory.mktemp("board_digits_cnn")
+    train(TrainConfig(dataset="digits", arch="1x8x8-c8k3p1-mp2-10", rule="ste-adam", epochs=1),
+          out=d / "m.bsm", run_dir=d / "run", quiet=True, plots=False)
+    return load_model(d / "m.bsm")
+
+
+@pytest.mark.verilator
+def test_sim_board_uart_cnn_verilator(digits_cnn_model, tmp_path):
+    """A trained digits CNN behind the UART, folded by the optimizer for the iCEBreaker: the
+    replies to digits test images (row-major pixels, one channel) equal golden's."""
+    from bitswarm.hw.resources import board_fold
+    from bitswarm.train import load_dataset
+
+    m = digits_cnn_model
+    plan = board_fold(m.cfg, "icebreaker")
+    ds = load_dataset("digits")
+    x = ds.x_test[:12].reshape((-1,) + tuple(m.cfg.input_shape))
+    exp = _golden_replies(m, x)
+    assert len({r[1] for r in exp}) > 1  # the images are told apart
+    run_cocotb(UARTAccelerator(m, plan, divisor=4), name="board_uart_cnn",
+               test_module="tests.hw.cocotb_board", build_root=tmp_path,
+               params=_cocotb_params(m, plan, hw_order(m.cfg, x), exp, 4))
