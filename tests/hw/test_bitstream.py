@@ -105,7 +105,7 @@ class _Emulator(threading.Thread):
             return
 
     def _reply(self, pix):
-        x = torch.tensor(list(pix), dtype=torch.uint8).reshape((1,) + tuple(self.model.cfg.input_shape))
+        x = torch.tensor(list(pix), dtype=torch.uint8)[None]  # flat, as golden reads it (HWC)
         s = self.model.forward(x)[0].numpy()
         self.frames += 1
         if self.corrupt_every and self.frames % self.corrupt_every == 0:
@@ -114,10 +114,11 @@ class _Emulator(threading.Thread):
         os.write(self.fd, self.fmt.reply_for(int(np.argmax(s)), s))
 
 
-def _pty_run(tmp_path, capsys, corrupt_every):
+def _pty_run(tmp_path, capsys, corrupt_every, arch=None):
     import tty
 
-    cfg = ModelConfig.mlp([64, 16, 10], input_shape=(8, 8))
+    cfg = (ModelConfig.mlp([64, 16, 10], input_shape=(8, 8)) if arch is None
+           else ModelConfig.from_arch(arch))
     model = Model.random(cfg, 3)
     save_model(model, tmp_path / "m.bsm")
     master, slave = os.openpty()
@@ -133,8 +134,9 @@ def _pty_run(tmp_path, capsys, corrupt_every):
     return rc, json.loads(capsys.readouterr().out)
 
 
-def test_run_over_pty(tmp_path, capsys):
-    rc, out = _pty_run(tmp_path, capsys, 0)
+@pytest.mark.parametrize("arch", [None, "1x8x8-c4k3p1-mp2-10"], ids=["mlp", "cnn"])
+def test_run_over_pty(tmp_path, capsys, arch):
+    rc, out = _pty_run(tmp_path, capsys, 0, arch)
     assert rc == 0 and out["n"] == 12 and out["mismatches"] == 0
     assert 0 <= out["accuracy"] <= 1
 
