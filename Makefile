@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export AMARANTH_USE_YOSYS := builtin
 JOBS    ?= 2
 
-.PHONY: venv demo test test-long test-verilator synth-report bitstream-icebreaker bitstream-ulx3s bench-boards bench-resources bench bench-train bench-zoo bench-sim bench-onchip bench-kernel bench-scale lint clean
+.PHONY: venv demo test test-long test-verilator synth-report bitstream-icebreaker bitstream-ulx3s bitstream-icebreaker-cnn bitstream-ulx3s-cnn bench-boards bench-resources bench bench-train bench-zoo bench-sim bench-onchip bench-kernel bench-scale lint clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,12 @@ $(BOARDS_DIR)/digits-64-512-10.bsm: $(STAMP)
 	$(PY) -m bitswarm train --dataset digits --arch 64-512-10 --out $@ --quiet --no-plots --overwrite
 $(BOARDS_DIR)/mnist5k-sfc-b1.bsm: $(STAMP)
 	$(PY) -m bitswarm train --dataset mnist5k --arch 784-256-256-256-10 --input-bits 1 --epochs 20 --out $@ --quiet --no-plots --overwrite
+# CNNs: a digits CNN for the iCEBreaker; bench/bench_train.py's Fashion CNN for the ULX3S
+# (Fashion-MNIST from the Debian package dataset-fashion-mnist; ~15 min on 2 cores).
+$(BOARDS_DIR)/digits-cnn.bsm: $(STAMP)
+	$(PY) -m bitswarm train --dataset digits --arch 1x8x8-c16k3p1-mp2-c32k3p1-mp2-10 --epochs 15 --batch-size 64 --out $@ --quiet --no-plots --overwrite
+$(BOARDS_DIR)/fashion-cnn.bsm: $(STAMP)
+	$(PY) -m bitswarm train --dataset fashion --arch 1x28x28-c32k3p1-mp2-512-10 --epochs 3 --batch-size 64 --flip-threshold 32 --out $@ --quiet --no-plots --overwrite
 
 # Default folds: the optimizer's for the board (bitswarm fold MODEL --board B).
 bitstream-icebreaker: $(BOARDS_DIR)/digits-64-512-10.bsm
@@ -46,6 +52,12 @@ bitstream-icebreaker: $(BOARDS_DIR)/digits-64-512-10.bsm
 
 bitstream-ulx3s: $(BOARDS_DIR)/mnist5k-sfc-b1.bsm
 	$(PY) -m bitswarm bitstream $< --board ulx3s -o $(BOARDS_DIR)/ulx3s --json --overwrite
+
+bitstream-icebreaker-cnn: $(BOARDS_DIR)/digits-cnn.bsm
+	$(PY) -m bitswarm bitstream $< --board icebreaker -o $(BOARDS_DIR)/icebreaker-cnn --json --overwrite
+
+bitstream-ulx3s-cnn: $(BOARDS_DIR)/fashion-cnn.bsm
+	$(PY) -m bitswarm bitstream $< --board ulx3s -o $(BOARDS_DIR)/ulx3s-cnn --json --overwrite
 
 bench-boards: $(STAMP)
 	$(PY) bench/bench_boards.py --keep $(BOARDS_DIR)

@@ -6,11 +6,15 @@ test accuracy, and a full board build through :func:`bitswarm.hw.bitstream.build
 clock it runs at, whether timing is met, images/s (clock ÷ the streaming interval) and
 images/s per LUT, next to FINN's figures for the same networks: LFC W1A1 (356,633 images/s on
 30,249 LUTs, 11.8 images/s per LUT, Pynq-Z1) and SFC-max (12.3 M images/s on ~91k LUTs at
-200 MHz, ~135 images/s per LUT). The streaming interval is also measured in Verilator.
+200 MHz, ~135 images/s per LUT) and, for the CNN rows, CNV W1A1 (9,150 images/s on 30,605
+LUTs, Pynq-Z1, 0.30 images/s per LUT; a CIFAR-10 VGG-like CNN, listed as a reference row). The
+streaming interval is also measured in Verilator. CNN models come from the Makefile
+(``out/boards/digits-cnn.bsm``) or ``--model ID=PATH`` (the Fashion CNN of ``bench_train.py``).
 
 Results: ``bench/results/boards.json`` and ``bench/results/boards.md``.
 
-Usage: ``python bench/bench_boards.py [--model NAME=PATH ...] [--only ID ...] [--keep DIR]``
+Usage: ``python bench/bench_boards.py [--model NAME=PATH ...] [--only ID ...] [--keep DIR]``;
+``--only`` rebuilds the named rows and keeps the others from ``boards.json``.
 """
 
 from __future__ import annotations
@@ -30,15 +34,21 @@ FINN = {
             "luts": 30249, "accuracy": 0.9769},
     "sfc": {"name": "FINN SFC-max (784-256-256-256-10, ZC706, 200 MHz)", "images_per_s": 12.3e6,
             "luts": 91131, "accuracy": 0.9583},
+    "cnv": {"name": "FINN CNV W1A1 (CIFAR-10 VGG-like CNN, Pynq-Z1)", "images_per_s": 9150,
+            "luts": 30605, "accuracy": None},
 }
 for _f in FINN.values():
     _f["images_per_s_per_lut"] = _f["images_per_s"] / _f["luts"]
 
-#: model id -> (data set, arch, epochs, input bits)
+#: model id -> (data set, arch, epochs, input bits, further ``bitswarm train`` arguments)
 MODELS = {
-    "digits-64-512-10": ("digits", "64-512-10", 30, None),
-    "mnist5k-sfc-b1": ("mnist5k", "784-256-256-256-10", 20, 1),
-    "mnist5k-lfc-b1": ("mnist5k", "784-1024-1024-1024-10", 10, 1),
+    "digits-64-512-10": ("digits", "64-512-10", 30, None, ()),
+    "mnist5k-sfc-b1": ("mnist5k", "784-256-256-256-10", 20, 1, ()),
+    "mnist5k-lfc-b1": ("mnist5k", "784-1024-1024-1024-10", 10, 1, ()),
+    "digits-cnn": ("digits", "1x8x8-c16k3p1-mp2-c32k3p1-mp2-10", 15, None, ("--batch-size", "64")),
+    # bench_train.py's Fashion CNN (golden rule, 3 epochs, batch 64, flip threshold 32)
+    "fashion-cnn": ("fashion", "1x28x28-c32k3p1-mp2-512-10", 3, None,
+                    ("--batch-size", "64", "--flip-threshold", "32")),
 }
 
 #: (config id, board, model id, FINN reference or None, fill of the part for the optimizer,
@@ -53,20 +63,26 @@ CONFIGS = [
      "SFC-class MLP, binarized input, the fastest fold the optimizer fits in 20 % of the LUTs"),
     ("ulx3s-lfc-small", "ulx3s", "mnist5k-lfc-b1", "lfc", 0.1, None,
      "LFC-class MLP, binarized input, the fastest fold the optimizer fits in 10 % of the LUTs"),
+    ("icebreaker-digits-cnn", "icebreaker", "digits-cnn", "cnv", None, None,
+     "digits CNN (8-bit pixels, two 3x3 convolutions with 2x2 max-pools), the optimizer's "
+     "fold for the UP5K"),
+    ("ulx3s-fashion-cnn", "ulx3s", "fashion-cnn", "cnv", None, None,
+     "Fashion-MNIST CNN (8-bit pixels, one 3x3 convolution, 2x2 max-pool, 512 dense), the "
+     "optimizer's fold for the ECP5-85F (block-RAM bound: the 6272x512 dense layer's weights)"),
 ]
 
 
 def _train(mid: str, work: Path) -> Path:
     import subprocess
 
-    ds, arch, epochs, bits = MODELS[mid]
+    ds, arch, epochs, bits, more = MODELS[mid]
     out = work / f"{mid}.bsm"
     if not out.exists():
         print(f"[train] {mid}", flush=True)
         extra = ["--input-bits", str(bits)] if bits else []
         subprocess.run([sys.executable, "-m", "bitswarm", "train", "--dataset", ds, "--arch", arch,
                         "--epochs", str(epochs), "--out", str(out), "--quiet", "--no-plots",
-                        "--overwrite", *extra], check=True)
+                        "--overwrite", *extra, *more], check=True)
     return out
 
 
@@ -89,7 +105,7 @@ def _measured_interval(model, plan, n: int = 24) -> dict:
     from bitswarm.sim.bulk import VerilatorAccelerator
 
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (n, model.cfg.layers[0].n_in), dtype=np.uint8)
+    x = rng.integers(0, 256, (n, model.cfg.layers[0].in_size), dtype=np.uint8)  # flat HWC
     va = VerilatorAccelerator(Accelerator(model, plan))
     t = time.time()
     r = va.run(x, stream=True)
@@ -97,6 +113,10 @@ def _measured_interval(model, plan, n: int = 24) -> dict:
     lat = sorted(set(va.run(x[:3]).latencies.tolist()))
     return {"interval_measured": iv[0] if len(iv) == 1 else iv, "latency_measured":
             lat[0] if len(lat) == 1 else lat, "verilator_seconds": round(time.time() - t, 1)}
+
+
+def _per_lut(v: float) -> str:
+    return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
 
 
 def markdown(res: dict) -> str:
@@ -129,8 +149,9 @@ def markdown(res: dict) -> str:
                      f"**not built**: {r['error']} | | |")
             continue
         finn = r.get("finn")
-        fref = (f"{finn['images_per_s_per_lut']:.1f} img/s/LUT, {finn['accuracy']:.1%} "
-                f"({finn['name']})" if finn else "—")
+        fref = (f"{_per_lut(finn['images_per_s_per_lut'])} img/s/LUT"
+                + (f", {finn['accuracy']:.1%}" if finn.get("accuracy") else "")
+                + f" ({finn['name']})" if finn else "—")
         L.append(
             f"| {cid} | {r['model']} ({r['accuracy']:.1%}) | {fold} | "
             f"{r['estimate']['luts']} / {r['luts']} | {r['ffs']} | {r['brams']} | "
@@ -138,6 +159,10 @@ def markdown(res: dict) -> str:
             f"{r['interval_cycles']} / {r.get('interval_measured', '—')} | "
             f"{r['latency_cycles']} | {r['images_per_s']:,.0f} | "
             f"{r['images_per_s_per_lut']:.2f} | {fref} |")
+    f = FINN["cnv"]
+    L.append(f"| FINN CNV W1A1 (reference) | {f['name']} | — | "
+             f"— / {f['luts']:,} | — | — | — | — | — | — | {f['images_per_s']:,} | "
+             f"{f['images_per_s_per_lut']:.2f} | published figure |")
     L += ["", "Notes:", ""]
     notes = {c[0]: c[-1] for c in CONFIGS}
     for cid, r in res["configs"].items():
