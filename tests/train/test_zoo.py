@@ -244,3 +244,15 @@ def test_bitconv2d_on_the_seed_network(name):
     assert tuple(rule.w[0].shape) == (1, 3, 9) and rule._alpha(0).shape == (3,)
     with pytest.raises(ConfigError, match="convolutional layers on its seed network only"):
         cls(spec, {"net": "golden"})
+
+
+def test_zoo_rows_of_a_conv_arch_name_it_and_its_classes():
+    """A conv arch through the zoo's shared path (the golden rule beside a BitConv2d rule):
+    the class count comes from the arch string and the row names its canonical spelling."""
+    from bitswarm.train.zoo.run import run_zoo
+
+    rows = run_zoo("digits", ["golden", "v21-onebit-signum"], epochs=1, arch="1x8x8-c4k3p1-mp2-10",
+                   epoch_steps=2)
+    assert [r["rule"] for r in rows] == ["golden", "v21-onebit-signum"]
+    assert all(r["arch"] == "1x8x8-c4k3p1-mp2-10" for r in rows)
+    assert all(0.0 <= r["final_accuracy"] <= 1.0 for r in rows)

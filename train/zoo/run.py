@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from bitswarm.golden.arch import parse_arch as golden_arch
 from bitswarm.golden.errors import ConfigError
 
 from ..rules import RULES, NetSpec, get_rule
@@ -254,13 +255,13 @@ def run_zoo(
                               seed=seed, rule=name, options=opts)
             res = train(cfg, run_dir=Path(tmp) / name, quiet=True, plots=False, data_dir=data_dir,
                         device=device, overwrite=True)
-            row = zoo_row(name, res, s, res.config.arch[-1])
+            row = zoo_row(name, res, s, golden_arch(res.config.arch).classes)
             row["dataset"] = dataset
-            row["arch"] = "-".join(map(str, res.config.arch))
+            row["arch"] = arch_text(res.config.arch)
             row["batch"] = batch_size
             row["steps_per_epoch"] = res.metrics[-1]["steps"]
             if issubclass(cls, ZooRule) and name in SEED_RESULTS:
-                v = verdict(name, row["accuracy_per_epoch"], dataset, res.config.arch[-1])
+                v = verdict(name, row["accuracy_per_epoch"], dataset, golden_arch(res.config.arch).classes)
                 if SEED_RESULTS[name] is None:
                     row.update(v)
                 else:
