@@ -34,10 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "on a board (or a LUT/BRAM budget)",
         description="Write a fold file (JSON, one entry per layer: pe, simd, pipeline, mem) for "
         "MODEL: the fastest streaming interval whose resource estimate fits the board's part "
-        f"(planning for {int(100 * 0.75)} %% of its LUTs, UART link included) or the given "
+        f"(planning for {int(100 * 0.75)} %% of its LUTs, or --fill, UART link included) or the given "
         "budget; with --target-fps, the most folded plan (fewest LUTs) that reaches it.")
     f.add_argument("model", help="model file (.bsm)")
     f.add_argument("--board", choices=BOARD_CHOICES, default=None)
+    f.add_argument("--fill", type=float, default=None,
+                   help="fraction of the board's LUTs to plan for (with --board; default 0.75)")
     f.add_argument("--luts", type=int, default=None, help="LUT budget (instead of --board)")
     f.add_argument("--brams", type=int, default=None, help="block RAM budget (with --luts)")
     f.add_argument("--family", choices=("ice40", "ecp5"), default="ecp5",
@@ -99,10 +101,13 @@ def _cmd_fold(args) -> int:
         raise ConfigError("give either --board or --luts (with --brams)")
     if args.luts is not None and args.brams is None:
         raise ConfigError("--luts needs --brams")
+    fill = FILL if args.fill is None else args.fill
+    if args.fill is not None and (args.board is None or not 0 < fill <= 1):
+        raise ConfigError(f"--fill needs --board and a value in (0, 1], not {args.fill!r}")
     model = load_model(args.model)
     if args.board is not None:
         part = PARTS[args.board]
-        family, luts, brams = part["family"], int(part["luts"] * FILL), part["brams"]
+        family, luts, brams = part["family"], int(part["luts"] * fill), part["brams"]
         clock = args.clock_mhz * 1e6 if args.clock_mhz else board_spec(args.board).clock_hz
     else:
         family, luts, brams = args.family, args.luts, args.brams
