@@ -283,3 +283,22 @@ def test_build_steps_log_and_progress(tmp_path, capsys):
         _run_steps(bad, tmp_path, dict(os.environ), log, "icebreaker", 60)
     assert "failed after" in capsys.readouterr().err
     assert "ERROR: no fit" in log.read_text() and "synthesized" not in log.read_text()
+
+
+def test_fold_fill(tmp_path, capsys):
+    """``bitswarm fold --board B --fill F`` plans for ``F`` of the part's LUTs (as
+    ``board_fold(cfg, B, fill=F)``); ``--fill`` without ``--board`` is refused in one line."""
+    from bitswarm.hw.plan import load_fold
+    from bitswarm.hw.resources import board_fold
+
+    m = Model.random(ModelConfig.from_arch("1x8x8-c8k3p1-mp2-c16k3p1-mp2-10"), 2)
+    save_model(m, tmp_path / "m.bsm")
+    rc = main(["fold", str(tmp_path / "m.bsm"), "--board", "icebreaker", "--fill", "0.6",
+               "-o", str(tmp_path / "f.json"), "--json"])
+    rep = json.loads(capsys.readouterr().out)
+    assert rc == 0 and rep["budget"]["luts"] == int(5280 * 0.6)
+    assert load_fold(tmp_path / "f.json", m.cfg) == board_fold(m.cfg, "icebreaker", fill=0.6)
+    rc = main(["fold", str(tmp_path / "m.bsm"), "--luts", "900", "--brams", "4", "--fill", "0.6",
+               "-o", str(tmp_path / "g.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--fill needs --board" in err[0]
