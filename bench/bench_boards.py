@@ -205,6 +205,10 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=3600,
                     help="seconds one board build may take (a build over it is reported as not "
                     "built; default 3600)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="take a row's build from the --keep folder (DIR/ID/bitswarm_board.json) "
+                    "when it was made for the same board, arch, fold and clock, instead of "
+                    "rebuilding it")
     ap.add_argument("--no-verilator", action="store_true",
                     help="skip the Verilator measurement of interval and latency")
     args = ap.parse_args(argv)
@@ -237,9 +241,13 @@ def main(argv=None) -> int:
             entry["accuracy"] = _accuracy(model, MODELS[mid][0])
             entry["arch"] = list(model.cfg.arch)
             try:
-                rec = build_bitstream(model, board, work / cid, plan=plan,
-                                      clock_hz=clk * 1e6 if clk else None,
-                                      timeout_s=args.timeout)
+                rec = _reused(work / cid, board, model, plan, clk) if args.reuse else None
+                if rec is not None:
+                    print(f"  reusing the build in {work / cid}", flush=True)
+                else:
+                    rec = build_bitstream(model, board, work / cid, plan=plan,
+                                          clock_hz=clk * 1e6 if clk else None,
+                                          timeout_s=args.timeout)
             except BitswarmError as e:
                 entry["error"] = str(e).split("; log in")[0]
                 print(f"  not built: {entry['error']}", flush=True)
@@ -262,6 +270,23 @@ def main(argv=None) -> int:
     out = _write(Path(args.out), res)
     print(f"wrote {out / 'boards.json'} and {out / 'boards.md'}")
     return 0
+
+
+def _reused(folder: Path, board: str, model, plan, clk) -> dict | None:
+    """The build record in ``folder`` if it was made for this board, arch, fold and clock."""
+    f = folder / "bitswarm_board.json"
+    if not f.exists():
+        return None
+    rec = json.loads(f.read_text())
+    from bitswarm.hw.board import board_spec
+
+    want = clk if clk else board_spec(board).clock_hz / 1e6
+    def js(v):
+        return json.loads(json.dumps(v))
+
+    same = (rec.get("board") == board and rec.get("arch") == js(list(model.cfg.arch))
+            and rec.get("fold") == js(plan.to_dict()) and abs(rec.get("clock_mhz", 0) - want) < 0.1)
+    return rec if same and rec.get("luts") else None
 
 
 def _write(out: Path, res: dict) -> Path:
