@@ -42,7 +42,7 @@ $(BOARDS_DIR)/mnist5k-sfc-b1.bsm: $(STAMP)
 # CNNs: a digits CNN for the iCEBreaker; bench/bench_train.py's Fashion CNN for the ULX3S
 # (Fashion-MNIST from the Debian package dataset-fashion-mnist; ~15 min on 2 cores).
 $(BOARDS_DIR)/digits-cnn.bsm: $(STAMP)
-	$(PY) -m bitswarm train --dataset digits --arch 1x8x8-c8k3p1-mp2-c16k3p1-mp2-10 --rule ste-adam --epochs 15 --batch-size 64 --out $@ --quiet --no-plots --overwrite
+	$(PY) -m bitswarm train --dataset digits --arch 1x8x8-c16k3p1-mp2-c32k3p1-mp4-10 --epochs 15 --batch-size 64 --out $@ --quiet --no-plots --overwrite
 $(BOARDS_DIR)/fashion-cnn.bsm: $(STAMP)
 	$(PY) -m bitswarm train --dataset fashion --arch 1x28x28-c32k3p1-mp2-512-10 --epochs 3 --batch-size 64 --flip-threshold 32 --out $@ --quiet --no-plots --overwrite
 
@@ -59,7 +59,7 @@ bitstream-icebreaker-cnn: $(BOARDS_DIR)/digits-cnn.bsm
 	$(PY) -m bitswarm bitstream $< --board icebreaker --fold $(BOARDS_DIR)/digits-cnn.icebreaker.fold.json -o $(BOARDS_DIR)/icebreaker-cnn --json --overwrite
 
 bitstream-ulx3s-cnn: $(BOARDS_DIR)/fashion-cnn.bsm
-	$(PY) -m bitswarm bitstream $< --board ulx3s -o $(BOARDS_DIR)/ulx3s-cnn --json --overwrite
+	$(PY) -m bitswarm bitstream $< --board ulx3s --clock-mhz 60 -o $(BOARDS_DIR)/ulx3s-cnn --json --overwrite
 
 bench-boards: $(STAMP)
 	$(PY) bench/bench_boards.py --keep $(BOARDS_DIR)
