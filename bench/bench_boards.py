@@ -79,6 +79,9 @@ CONFIGS = [
      "layer's weights), clocked at 60 MHz (built for 75 MHz it reached 62.9 MHz)"),
 ]
 
+#: config id -> nextpnr placer where the default (HeAP) finds no legal placement
+PLACER = {"icebreaker-digits-cnn": "sa"}
+
 
 def _train(mid: str, work: Path) -> Path:
     import subprocess
@@ -252,7 +255,7 @@ def main(argv=None) -> int:
                 else:
                     rec = build_bitstream(model, board, work / cid, plan=plan,
                                           clock_hz=clk * 1e6 if clk else None,
-                                          timeout_s=args.timeout)
+                                          timeout_s=args.timeout, placer=PLACER.get(cid))
             except BitswarmError as e:
                 entry["error"] = str(e).split("; log in")[0]
                 print(f"  not built: {entry['error']}", flush=True)

@@ -157,7 +157,7 @@ def _cells(stat: Path) -> dict:
 def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
                     plan: AccelPlan | None = None, clock_hz: float | None = None,
                     baud: int = 115200, seed: int = 1, name: str = "bitswarm_board",
-                    timeout_s: float = 3600) -> dict:
+                    timeout_s: float = 3600, placer: str | None = None) -> dict:
     """Build ``model`` behind the UART link for ``board``; returns the JSON record.
 
     The record: ``board``, ``bitstream`` (path, or ``None`` for Arty), ``luts``, ``ffs``,
@@ -167,7 +167,9 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
     ``<name>.fold.json``), plus ``images_per_s_isolated`` (clock ÷ latency),
     ``uart_images_per_s`` (the link's limit at ``baud``), ``pll``, ``seconds`` and the tool
     notes. Without a ``plan`` the fold optimizer's (:func:`~bitswarm.hw.resources.board_fold`)
-    is used.
+    is used. ``placer`` picks nextpnr's placer (``"heap"``, its default, or ``"sa"``: simulated
+    annealing, slower, and it legalises dense iCE40 designs whose flip-flops need many
+    clock-enable/reset combinations where HeAP gives up).
 
     Raises
     ------
@@ -181,6 +183,8 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
         raise TypeError(f"model must be a bitswarm.golden.Model, not {model!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed must be an integer, not {seed!r}")
+    if placer not in (None, "heap", "sa"):
+        raise ConfigError(f"placer must be 'heap' or 'sa', not {placer!r}")
     if plan is None:  # the fold optimizer's plan for this board
         from .resources import board_fold
 
@@ -213,6 +217,7 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
         "fold": plan.to_dict(),
         "arch": list(model.cfg.arch),
         "weight_memory_bits": plan.weight_memory_bits(),
+        "placer": placer or "heap",
     }
     platform = spec.platform_class()()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +238,8 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
             with step(f"generating the {board} design (Amaranth, RTLIL)"):
                 bplan = platform.build(
                     top, name=name, do_build=False, verbose=True,
-                    nextpnr_opts=f"--timing-allow-fail --seed {seed} --report report.json",
+                    nextpnr_opts=f"--timing-allow-fail --seed {seed} --report report.json"
+                    + (f" --placer {placer}" if placer else ""),
                     script_after_synth="tee -q -o stat.json stat -json")
                 bplan.extract(work)
             (work / f"{name}.fold.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n")

@@ -302,3 +302,12 @@ def test_fold_fill(tmp_path, capsys):
                "-o", str(tmp_path / "g.json")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "--fill needs --board" in err[0]
+
+
+def test_build_bitstream_bad_placer(tmp_path):
+    from bitswarm.golden import ConfigError
+    from bitswarm.hw.bitstream import build_bitstream
+
+    with pytest.raises(ConfigError, match="placer must be 'heap' or 'sa', not 'x'"):
+        build_bitstream(_random_model([16, 8, 3], 1), "icebreaker", tmp_path / "o", placer="x")
+    assert not any(tmp_path.iterdir())
