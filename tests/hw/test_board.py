@@ -294,7 +294,7 @@ def test_sim_board_uart_cnn_verilator(digits_cnn_model, tmp_path):
     m = digits_cnn_model
     plan = board_fold(m.cfg, "icebreaker")
     ds = load_dataset("digits")
-    x = ds.x_test[:12].reshape((-1,) + tuple(m.cfg.input_shape))
+    x = ds.x_test[:8].reshape((-1,) + tuple(m.cfg.input_shape))
     exp = _golden_replies(m, x)
     assert len({r[1] for r in exp}) > 1  # the images are told apart
     run_cocotb(UARTAccelerator(m, plan, divisor=4), name="board_uart_cnn",
