@@ -42,7 +42,7 @@ $(BOARDS_DIR)/mnist5k-sfc-b1.bsm: $(STAMP)
 # CNNs: a digits CNN for the iCEBreaker; bench/bench_train.py's Fashion CNN for the ULX3S
 # (Fashion-MNIST from the Debian package dataset-fashion-mnist; ~15 min on 2 cores).
 $(BOARDS_DIR)/digits-cnn.bsm: $(STAMP)
-	$(PY) -m bitswarm train --dataset digits --arch 1x8x8-c16k3p1-mp2-c32k3p1-mp4-10 --epochs 15 --batch-size 64 --out $@ --quiet --no-plots --overwrite
+	$(PY) -m bitswarm train --dataset digits --arch 1x8x8-c8k3p1-mp2-10 --epochs 15 --batch-size 64 --out $@ --quiet --no-plots --overwrite
 $(BOARDS_DIR)/fashion-cnn.bsm: $(STAMP)
 	$(PY) -m bitswarm train --dataset fashion --arch 1x28x28-c32k3p1-mp2-512-10 --epochs 3 --batch-size 64 --flip-threshold 32 --out $@ --quiet --no-plots --overwrite
 
@@ -53,9 +53,9 @@ bitstream-icebreaker: $(BOARDS_DIR)/digits-64-512-10.bsm
 bitstream-ulx3s: $(BOARDS_DIR)/mnist5k-sfc-b1.bsm
 	$(PY) -m bitswarm bitstream $< --board ulx3s -o $(BOARDS_DIR)/ulx3s --json --overwrite
 
-# The UP5K places the digits CNN with the optimizer's fold for 60 % of its LUTs (not the default 75 %).
+# The UP5K places the digits CNN with the optimizer's fold for 50 % of its LUTs (not the default 75 %).
 bitstream-icebreaker-cnn: $(BOARDS_DIR)/digits-cnn.bsm
-	$(PY) -m bitswarm fold $< --board icebreaker --fill 0.6 -o $(BOARDS_DIR)/digits-cnn.icebreaker.fold.json --overwrite
+	$(PY) -m bitswarm fold $< --board icebreaker --fill 0.5 -o $(BOARDS_DIR)/digits-cnn.icebreaker.fold.json --overwrite
 	$(PY) -m bitswarm bitstream $< --board icebreaker --fold $(BOARDS_DIR)/digits-cnn.icebreaker.fold.json -o $(BOARDS_DIR)/icebreaker-cnn --json --overwrite
 
 bitstream-ulx3s-cnn: $(BOARDS_DIR)/fashion-cnn.bsm

@@ -167,9 +167,8 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
     ``<name>.fold.json``), plus ``images_per_s_isolated`` (clock ÷ latency),
     ``uart_images_per_s`` (the link's limit at ``baud``), ``pll``, ``seconds`` and the tool
     notes. Without a ``plan`` the fold optimizer's (:func:`~bitswarm.hw.resources.board_fold`)
-    is used. ``placer`` picks nextpnr's placer (``"heap"``, its default, or ``"sa"``: simulated
-    annealing, slower, and it legalises dense iCE40 designs whose flip-flops need many
-    clock-enable/reset combinations where HeAP gives up).
+    is used. ``placer`` picks nextpnr's placer (``"heap"``, its default, or ``"sa"``, simulated
+    annealing).
 
     Raises
     ------
