@@ -56,7 +56,7 @@ bitstream-ulx3s: $(BOARDS_DIR)/mnist5k-sfc-b1.bsm
 # The UP5K places the digits CNN with the optimizer's fold for 50 % of its LUTs (not the default 75 %).
 bitstream-icebreaker-cnn: $(BOARDS_DIR)/digits-cnn.bsm
 	$(PY) -m bitswarm fold $< --board icebreaker --fill 0.5 -o $(BOARDS_DIR)/digits-cnn.icebreaker.fold.json --overwrite
-	$(PY) -m bitswarm bitstream $< --board icebreaker --fold $(BOARDS_DIR)/digits-cnn.icebreaker.fold.json -o $(BOARDS_DIR)/icebreaker-cnn --json --overwrite
+	$(PY) -m bitswarm bitstream $< --board icebreaker --fold $(BOARDS_DIR)/digits-cnn.icebreaker.fold.json --clock-mhz 30 -o $(BOARDS_DIR)/icebreaker-cnn --json --overwrite
 
 bitstream-ulx3s-cnn: $(BOARDS_DIR)/fashion-cnn.bsm
 	$(PY) -m bitswarm bitstream $< --board ulx3s --clock-mhz 60 -o $(BOARDS_DIR)/ulx3s-cnn --json --overwrite

@@ -63,16 +63,15 @@ CONFIGS = [
      "SFC-class MLP, binarized input, the fastest fold the optimizer fits in 20 % of the LUTs"),
     ("ulx3s-lfc-small", "ulx3s", "mnist5k-lfc-b1", "lfc", 0.1, None,
      "LFC-class MLP, binarized input, the fastest fold the optimizer fits in 10 % of the LUTs"),
-    # no CNN has placed on the UP5K yet: nextpnr's HeAP legaliser gives up on every conv
-    # design tried, at 96 %, 76 % and 59 % of the logic cells, with and without the PLL
-    ("icebreaker-digits-cnn", "icebreaker", "digits-cnn", "cnv", 0.5, None,
+    # conv designs place on the UP5K once yosys keeps small clock-enable groups out of the
+    # tiles' shared enables (hw/bitstream.py ICE40_SYNTH_OPTS); without it nextpnr's HeAP
+    # legaliser gave up at 59 % of the logic cells
+    ("icebreaker-digits-cnn", "icebreaker", "digits-cnn", "cnv", 0.5, 30,
      "digits CNN (8-bit pixels, one 3x3 convolution of 8 channels, 2x2 max-pool), the fastest "
-     "fold the optimizer fits in 50 % of the UP5K's LUTs: 3125 of 5280 logic cells (59 %) after "
-     "packing, yet nextpnr (HeAP) finds no legal placement, also at 12 MHz without the PLL; "
-     "the same happened to 1x8x8-c16k3p1-mp2-c32k3p1-mp2-10 fully folded (5077 logic cells, "
-     "96 %) and 1x8x8-c16k3p1-mp2-c32k3p1-mp4-10 at 60 % fill (4018, 76 %; the SA placer "
-     "stalled in its initial placement at 3000 of 4024 cells), while MLPs of 3242 logic cells "
-     "place: the cause is not the cell count and is not found yet"),
+     "fold the optimizer fits in 50 % of the UP5K's LUTs, clocked at 30 MHz; it placed only "
+     "after iCE40 synthesis stopped packing flip-flops with rarely shared clock enables into "
+     "the tiles' common enable (`-dffe_min_ce_use 8`): before that nextpnr found no legal "
+     "placement at 59 % of the logic cells"),
     # at the default 75 MHz this build reaches 62.9 MHz (8636 LUT4, 4852 FF, 194 DP16KD)
     ("ulx3s-fashion-cnn", "ulx3s", "fashion-cnn", "cnv", None, 60,
      "Fashion-MNIST CNN (8-bit pixels, one 3x3 convolution of 32 channels, 2x2 max-pool, 512 "

@@ -6,7 +6,12 @@ then the plan's own ``build_<name>.sh``) with the YoWASP tools named in the envi
 (``YOSYS``, ``NEXTPNR_ICE40``, ``ICEPACK``, ``NEXTPNR_ECP5``, ``ECPPACK``). Overrides added to the
 platform templates: ``nextpnr_opts = --timing-allow-fail --seed S --report report.json`` (so
 a design that misses timing still yields its Fmax, and the verdict is ours) and
-``script_after_synth = tee -q -o stat.json stat -json`` (cell counts). Resources come from
+``script_after_synth = tee -q -o stat.json stat -json`` (cell counts), and for iCE40
+``synth_opts = -dffe_min_ce_use 8`` (:data:`ICE40_SYNTH_OPTS`): an iCE40 logic tile's 8 cells
+share one clock enable and one set/reset, and a design with many small enable groups (the
+convolution's line-buffer words, window and pool counters) cannot be legalised by nextpnr even
+at 59 % of the cells; flip-flops whose enable drives fewer than 8 of them take the enable into
+their LUT instead. Resources come from
 nextpnr's ``report.json`` (iCE40: ``ICESTORM_LC`` logic cells, each one LUT4 and/or one FF;
 ECP5: ``TRELLIS_COMB`` LUT4 slots) and yosys' cell counts (flip-flops, block RAMs). Fmax is
 nextpnr's achieved frequency for the core clock; ``timing_met`` means it reaches the clock the
@@ -45,7 +50,7 @@ from bitswarm.progress import step
 from .board import BoardTop, board_spec
 from .plan import AccelPlan
 
-__all__ = ["ToolError", "TOOLS", "build_bitstream", "summarize"]
+__all__ = ["ToolError", "TOOLS", "ICE40_SYNTH_OPTS", "build_bitstream", "summarize"]
 
 #: Environment variable → YoWASP command, as the amaranth-boards templates invoke them.
 TOOLS = {
@@ -62,6 +67,8 @@ class ToolError(BitswarmError):
 
 
 #: What each tool of a build plan does, for the progress lines.
+#: yosys ``synth_ice40`` options of every iCE40 build (module docstring: tile control sets).
+ICE40_SYNTH_OPTS = "-dffe_min_ce_use 8"
 STEPS = {"yosys": "synthesis", "nextpnr-ice40": "place and route", "nextpnr-ecp5": "place and route",
          "icepack": "packing", "ecppack": "packing"}
 
@@ -235,8 +242,9 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
                         "files": keep})
         else:
             with step(f"generating the {board} design (Amaranth, RTLIL)"):
+                extra = {"synth_opts": ICE40_SYNTH_OPTS} if spec.family == "ice40" else {}
                 bplan = platform.build(
-                    top, name=name, do_build=False, verbose=True,
+                    top, name=name, do_build=False, verbose=True, **extra,
                     nextpnr_opts=f"--timing-allow-fail --seed {seed} --report report.json"
                     + (f" --placer {placer}" if placer else ""),
                     script_after_synth="tee -q -o stat.json stat -json")
