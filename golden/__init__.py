@@ -4,6 +4,7 @@ Everything else in bitswarm (trainer, gateware, virtual accelerator) calls these
 tested against them.
 """
 
+from .arch import Arch, ConvSpec, parse_arch
 from .bits import (
     WORD_BITS,
     bits_to_pm1,
@@ -20,7 +21,6 @@ from .bits import (
     unpack_trits_u32,
     xnor_popcount_dot,
 )
-from .arch import Arch, ConvSpec, parse_arch
 from .conv import ConvGeometry, conv_forward, im2col, maxpool_bits
 from .errors import BitswarmError, ConfigError, ModelFileError
 from .files import atomic_write_bytes, check_outputs, tensor_digest
