@@ -153,20 +153,9 @@ class Unpack(wiring.Component):
         per = self._li // self._lo
         slices = -(-self._n // self._li)
         tail = (self._n - (slices - 1) * self._li) // self._lo  # parts of the last transfer
-        w = self._lo * self._bits
-        ins, outs = self.i_stream, self.o_stream
-        sr = Signal(self._li * self._bits)
-        left = Signal(range(per + 1))
-        g = Signal(range(max(2, slices)))
-        m.d.comb += [outs.valid.eq(left != 0), outs.payload.x.as_value().eq(sr[:w])]
-        take = outs.valid & outs.ready
-        m.d.comb += ins.ready.eq((left == 0) | (take & (left == 1)))
-        with m.If(take):
-            m.d.sync += [sr.eq(sr >> w), left.eq(left - 1)]
-        with m.If(ins.valid & ins.ready):
-            last = g == slices - 1
-            m.d.sync += [sr.eq(ins.payload.x.as_value()), left.eq(Mux(last, tail, per)),
-                         g.eq(Mux(last, 0, g + 1))]
+        _shift_out(m, self.i_stream.payload.x, self.o_stream.payload.x, self.i_stream,
+                   self.o_stream, part=self._lo * self._bits, parts=per, tail=tail,
+                   transfers=slices)
         return m
 
 
@@ -207,20 +196,27 @@ class Serializer(wiring.Component):
         c, pe, w = self._c, self._pe, self._w
         nf = -(-c // pe)
         tail = c - (nf - 1) * pe  # lanes of the last group
-        ins, outs = self.i_stream, self.o_stream
-        sr = Signal(pe * w)
-        left = Signal(range(pe + 1))  # lanes still to send
-        g = Signal(range(max(2, nf)))
-        m.d.comb += [outs.valid.eq(left != 0), outs.payload.scores.as_value().eq(sr[:w])]
-        take = outs.valid & outs.ready
-        m.d.comb += ins.ready.eq((left == 0) | (take & (left == 1)))
-        with m.If(take):
-            m.d.sync += [sr.eq(sr >> w), left.eq(left - 1)]
-        with m.If(ins.valid & ins.ready):
-            last = g == nf - 1
-            m.d.sync += [sr.eq(ins.payload.scores.as_value()), left.eq(Mux(last, tail, pe)),
-                         g.eq(Mux(last, 0, g + 1))]
+        _shift_out(m, self.i_stream.payload.scores, self.o_stream.payload.scores, self.i_stream,
+                   self.o_stream, part=w, parts=pe, tail=tail, transfers=nf)
         return m
+
+
+def _shift_out(m, x_in, x_out, ins, outs, *, part: int, parts: int, tail: int, transfers: int):
+    """The shift register of :class:`Unpack` and :class:`Serializer`: a transfer of ``parts``
+    ``part``-bit parts (``tail`` for the last of every ``transfers``) leaves one part per cycle
+    from the next cycle on; the next transfer is taken in the cycle the last part leaves."""
+    sr = Signal(len(x_in.as_value()))
+    left = Signal(range(parts + 1))  # parts still to send
+    g = Signal(range(max(2, transfers)))
+    m.d.comb += [outs.valid.eq(left != 0), x_out.as_value().eq(sr[:part])]
+    take = outs.valid & outs.ready
+    m.d.comb += ins.ready.eq((left == 0) | (take & (left == 1)))
+    with m.If(take):
+        m.d.sync += [sr.eq(sr >> part), left.eq(left - 1)]
+    with m.If(ins.valid & ins.ready):
+        last = g == transfers - 1
+        m.d.sync += [sr.eq(x_in.as_value()), left.eq(Mux(last, tail, parts)),
+                     g.eq(Mux(last, 0, g + 1))]
 
 
 class Accelerator(wiring.Component):
