@@ -24,7 +24,7 @@ from .bits import (
 from .conv import ConvGeometry, conv_forward, im2col, maxpool_bits
 from .errors import BitswarmError, ConfigError, ModelFileError
 from .files import atomic_write_bytes, check_outputs, tensor_digest
-from .flip import NOISE_MODES, FlipRuleConfig, flip_step
+from .flip import NOISE_MODES, FlipRuleConfig, flip_step, trit_flip_step
 from .layer import (
     SWARM_SIZES,
     LayerConfig,
@@ -57,7 +57,7 @@ __all__ = [
     "unpack_trits_base3", "unpack_trits_u32", "xnor_popcount_dot",
     "Arch", "ConvSpec", "parse_arch", "ConvGeometry", "conv_forward", "im2col", "maxpool_bits",
     "BitswarmError", "ConfigError", "ModelFileError",
-    "NOISE_MODES", "FlipRuleConfig", "flip_step",
+    "NOISE_MODES", "FlipRuleConfig", "flip_step", "trit_flip_step",
     "SWARM_SIZES", "LayerConfig", "argmax", "effective_weights", "exact_matmul", "layer_forward",
     "preact", "preact_packed", "signed_width", "threshold",
     "LFSR", "TAPS", "LFSRConfig", "taps_mask",

@@ -11,6 +11,10 @@ bits of a layer at once, in row-major order of the weight tensor::
     a'    = refractory if fire else a2
 
 Votes are -1, 0 or +1: +1 says "this bit is wrong", -1 "this bit is right".
+
+Ternary weights (SPEC.md §8.1, :func:`trit_flip_step`) use the same constants with a *signed*
+vote (the direction the trit should move), a leak toward zero, zero-mean additive noise and a
+fire at ``+threshold`` or ``-threshold`` that steps the trit one level (saturating at ±1).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 from .errors import ConfigError
 from .lfsr import LFSR, LFSRConfig, _from_dict, _is_int
 
-__all__ = ["NOISE_MODES", "FlipRuleConfig", "flip_step"]
+__all__ = ["NOISE_MODES", "FlipRuleConfig", "flip_step", "trit_flip_step"]
 
 NOISE_MODES = ("none", "additive", "stochastic")
 
@@ -146,33 +150,11 @@ def flip_step(
     -------
     ``(w', acc', fired)``: uint8 bits, int32 accumulators, bool flip mask.
     """
-    if w.shape != acc.shape or w.shape != votes.shape:
-        raise ConfigError(
-            f"weights, accumulators and votes must share a shape, found "
-            f"{tuple(w.shape)}, {tuple(acc.shape)}, {tuple(votes.shape)}"
-        )
+    d = _check_step_args(cfg, w, acc, votes, lfsr)
     dt = _work_dtype(cfg)
-    if acc.numel():
-        lo, hi = torch.aminmax(acc)
-        if int(lo) < cfg.acc_min or int(hi) > cfg.acc_max:
-            raise ConfigError(f"accumulators must lie in {cfg.acc_min}..{cfg.acc_max}")
-    if votes.numel():
-        lo, hi = torch.aminmax(votes)
-        if int(lo) < -1 or int(hi) > 1:
-            raise ConfigError("votes must be -1, 0 or +1")
     a = acc.to(dt)
     if cfg.leak_shift:
         a = a - (a >> cfg.leak_shift)
-    d = None
-    if cfg.uses_lfsr:
-        if lfsr is None:
-            raise ConfigError("this flip rule draws noise: pass the LFSR built from cfg.lfsr")
-        if (lfsr.config.width, lfsr.config.draw_bits) != (cfg.lfsr.width, cfg.lfsr.draw_bits):
-            raise ConfigError(
-                f"the LFSR (width {lfsr.config.width}, {lfsr.config.draw_bits} draw bits) does not "
-                f"match the flip rule's (width {cfg.lfsr.width}, {cfg.lfsr.draw_bits} draw bits)"
-            )
-        d = torch.from_numpy(lfsr.draws(w.numel())).reshape(w.shape).to(w.device)
     a = a + votes.to(dt)
     if cfg.noise == "additive":
         a = a + (d - (1 << (cfg.lfsr.draw_bits - 1))).to(dt)
@@ -183,3 +165,95 @@ def flip_step(
     w_new = w ^ fire.to(w.dtype)
     a = a.masked_fill(fire, cfg.refractory)
     return w_new, a.to(torch.int32), fire
+
+
+def _check_step_args(cfg: FlipRuleConfig, w, acc, votes, lfsr):
+    """Shared argument checks of both rules; the LFSR draws (one per element) or ``None``."""
+    if w.shape != acc.shape or w.shape != votes.shape:
+        raise ConfigError(
+            f"weights, accumulators and votes must share a shape, found "
+            f"{tuple(w.shape)}, {tuple(acc.shape)}, {tuple(votes.shape)}"
+        )
+    if acc.numel():
+        lo, hi = torch.aminmax(acc)
+        if int(lo) < cfg.acc_min or int(hi) > cfg.acc_max:
+            raise ConfigError(f"accumulators must lie in {cfg.acc_min}..{cfg.acc_max}")
+    if votes.numel():
+        lo, hi = torch.aminmax(votes)
+        if int(lo) < -1 or int(hi) > 1:
+            raise ConfigError("votes must be -1, 0 or +1")
+    if not cfg.uses_lfsr:
+        return None
+    if lfsr is None:
+        raise ConfigError("this flip rule draws noise: pass the LFSR built from cfg.lfsr")
+    if (lfsr.config.width, lfsr.config.draw_bits) != (cfg.lfsr.width, cfg.lfsr.draw_bits):
+        raise ConfigError(
+            f"the LFSR (width {lfsr.config.width}, {lfsr.config.draw_bits} draw bits) does not "
+            f"match the flip rule's (width {cfg.lfsr.width}, {cfg.lfsr.draw_bits} draw bits)"
+        )
+    return torch.from_numpy(lfsr.draws(w.numel())).reshape(w.shape).to(w.device)
+
+
+def trit_flip_step(
+    cfg: FlipRuleConfig,
+    t: torch.Tensor,
+    acc: torch.Tensor,
+    votes: torch.Tensor,
+    lfsr: LFSR | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One integrate-and-fire step over a whole tensor of ternary weights (SPEC.md §8.1)::
+
+        a1    = a - sgn(a) * (|a| >> leak_shift)      # leak toward 0 (skipped if 0)
+        n     = 2*d + 1 - 2**b   if noise == "additive"  else 0   # zero mean, odd values
+        a2    = clamp(a1 + vote + n, A_MIN, A_MAX)
+        dir   = +1 if a2 >= threshold, -1 if a2 <= -threshold, else 0
+                [and 0 unless d < fire_prob if noise == "stochastic"]
+        t'    = clamp(t + dir, -1, +1)                # a fire at a clamp leaves t as it is
+        a'    = -dir * refractory   if dir != 0  else a2
+
+    Parameters
+    ----------
+    cfg : FlipRuleConfig
+        The same constants as binary layers; ternary layers also need
+        ``refractory > -threshold`` (so that ``-refractory`` cannot fire at once).
+    t : int8 tensor of trits -1/0/+1, any shape.
+    acc : integer tensor of the same shape, every value within the accumulator range.
+    votes : integer tensor of the same shape, values in {-1, 0, +1}: the direction the trit
+        should move (+1 up, toward +1; -1 down), 0 for no significant signal.
+    lfsr : the noise LFSR (required when ``cfg.noise != "none"``); one draw per trit, row-major.
+
+    Returns
+    -------
+    ``(t', acc', moved)``: int8 trits, int32 accumulators, bool mask of the trits that changed
+    (a fire at a clamp resets the accumulator but moves nothing).
+
+    Raises
+    ------
+    ConfigError
+        Shapes, trits, votes or accumulators out of range, a missing or mismatched LFSR, or
+        ``refractory <= -threshold``.
+    """
+    if cfg.refractory <= -cfg.threshold:
+        raise ConfigError(
+            f"ternary layers need flip.refractory in {1 - cfg.threshold}..{cfg.threshold - 1} "
+            f"(threshold {cfg.threshold}), not {cfg.refractory}"
+        )
+    d = _check_step_args(cfg, t, acc, votes, lfsr)
+    if t.dtype != torch.int8 or (t.numel() and (int(t.min()) < -1 or int(t.max()) > 1)):
+        raise ConfigError("ternary weights must be int8 trits -1, 0 or +1")
+    # |intermediates| <= 2**(A-1) + 1 + (2**b - 1); int32 unless A = 32 (or wide noise)
+    bound = (1 << (cfg.acc_width - 1)) + 1 + ((1 << cfg.lfsr.draw_bits) if cfg.noise == "additive" else 0)
+    dt = torch.int32 if bound < (1 << 31) else torch.int64
+    a = acc.to(dt)
+    if cfg.leak_shift:
+        a = a - torch.sign(a) * (a.abs() >> cfg.leak_shift)
+    a = a + votes.to(dt)
+    if cfg.noise == "additive":
+        a = a + (2 * d.to(dt) + 1 - (1 << cfg.lfsr.draw_bits))
+    a = torch.clamp(a, cfg.acc_min, cfg.acc_max)
+    direction = (a >= cfg.threshold).to(torch.int8) - (a <= -cfg.threshold).to(torch.int8)
+    if cfg.noise == "stochastic":
+        direction = direction * (d < cfg.fire_prob).to(torch.int8)
+    t_new = torch.clamp(t + direction, -1, 1).to(torch.int8)
+    a = torch.where(direction != 0, -direction.to(dt) * cfg.refractory, a)
+    return t_new, a.to(torch.int32), t_new != t
