@@ -56,7 +56,7 @@ from bitswarm.golden.onchip import OnChipConfig
 from .argmax import argmax_tree
 from .flip_unit import FlipUnit
 from .lfsr import galois_steps
-from .plan import DEFAULT_IN_LANES
+from .plan import DEFAULT_IN_LANES, TrainerFold
 
 __all__ = ["OnChipTrainer", "DBG_ROW", "DBG_THETA", "DBG_LFSR", "DEFAULT_IN_LANES", "build",
            "dbg_queries", "dbg_decode"]
@@ -90,9 +90,6 @@ class OnChipTrainer(wiring.Component):
         The step's constants (default: from ``model.cfg.meta``).
     in_lanes : int, optional
         P, pixels per ``i_stream`` transfer (default ``min(N_0, 64)``).
-
-    Members
-    -------
     i_stream : ``In(stream.Signature(StructLayout({"pixels": ArrayLayout(8, P), "label": cb})))``
         Raw uint8 pixels ``t·P .. t·P + P - 1`` in transfer ``t`` (pixels past ``N_0`` ignored);
         the label of the sample is taken from its last transfer.
@@ -101,19 +98,30 @@ class OnChipTrainer(wiring.Component):
         and whether the margin rule found an error.
     idle : ``Out(1)``
         No sample in progress (between samples); the debug port may be used.
-    dbg_en, dbg_kind, dbg_layer, dbg_row : ``In``
-        Debug read request: kind ``DBG_ROW`` returns row ``dbg_row`` of layer ``dbg_layer`` as
-        ``w | acc << N`` (weight bits, then ``N`` signed ``A``-bit accumulators, lane 0 first),
-        ``DBG_THETA`` threshold ``dbg_row`` (two's complement, ``z_width`` bits), ``DBG_LFSR``
-        the LFSR state.
+    fold : TrainerFold, optional
+        Per-layer ``(pe, simd)`` (:class:`~bitswarm.hw.plan.TrainerFold`; default ``pe = 1``,
+        ``simd = N``).
+
+    Members
+    -------
+    dbg_en, dbg_kind, dbg_layer, dbg_row, dbg_word : ``In``
+        Debug read request: kind ``DBG_ROW`` returns memory word ``dbg_word`` (lanes
+        ``dbg_word·simd .. +simd-1``; always 0 when ``simd == N``) of row ``dbg_row`` of layer
+        ``dbg_layer`` as ``w | acc << simd`` (the word's weight bits, then its ``simd`` signed
+        ``A``-bit accumulators, lowest lane first), ``DBG_THETA`` threshold ``dbg_row`` (two's
+        complement, ``z_width`` bits), ``DBG_LFSR`` the LFSR state.
     dbg_data : ``Out(D)``
-        The data, one cycle after ``dbg_en``; ``D = max_l N_l (1 + A)`` (at least the threshold
-        and LFSR widths).
+        The data, one cycle after ``dbg_en``; ``D = max_l simd_l (1 + A)`` (at least the
+        threshold and LFSR widths), :attr:`dbg_width`.
     """
 
-    def __init__(self, model: Model, config: OnChipConfig | None = None, *, in_lanes: int | None = None):
+    def __init__(self, model: Model, config: OnChipConfig | None = None, *, in_lanes: int | None = None,
+                 fold: TrainerFold | None = None):
         try:
             p = self._check(model, config, in_lanes)
+            self._fold = TrainerFold.resolve(model.cfg, fold)
+            if self._fold != TrainerFold.default(model.cfg):
+                raise ConfigError("this OnChipTrainer supports only the default fold (pe = 1, simd = N)")
         except (TypeError, ConfigError):
             self._MustUse__silence = True  # never elaborated: don't warn about it
             raise
@@ -122,7 +130,9 @@ class OnChipTrainer(wiring.Component):
         lays = cfg.layers
         self._cb = max(1, (lays[-1].n_out - 1).bit_length())
         a = cfg.flip.acc_width
-        dw = max(max(lay.n_in * (1 + a) for lay in lays), max(lay.z_width for lay in lays), cfg.flip.lfsr.width)
+        fd = self._fold
+        dw = max(max(fd.simd(i) * (1 + a) for i in range(len(lays))), max(lay.z_width for lay in lays),
+                 cfg.flip.lfsr.width)
         self._dw = dw
         super().__init__({
             "i_stream":  In(stream.Signature(data.StructLayout(
@@ -133,6 +143,7 @@ class OnChipTrainer(wiring.Component):
             "dbg_kind":  In(2),
             "dbg_layer": In(_bits(len(lays) - 1)),
             "dbg_row":   In(_bits(max(lay.swarm * lay.n_out for lay in lays) - 1)),
+            "dbg_word":  In(_bits(max(fd.words(cfg, i) for i in range(len(lays))) - 1)),
             "dbg_data":  Out(dw),
         })
 
@@ -161,6 +172,10 @@ class OnChipTrainer(wiring.Component):
     @property
     def in_lanes(self) -> int:
         return self._p
+
+    @property
+    def fold(self) -> TrainerFold:
+        return self._fold
 
     @property
     def dbg_width(self) -> int:
@@ -465,34 +480,41 @@ class OnChipTrainer(wiring.Component):
         return m
 
 
-def dbg_queries(cfg) -> list[tuple[int, int, int]]:
-    """Debug-port reads ``(kind, layer, row)`` that fetch the whole training state of a model
-    config: every weight row with its accumulators, every threshold, then the LFSR."""
+def dbg_queries(cfg, fold: TrainerFold | None = None) -> list[tuple[int, int, int, int]]:
+    """Debug-port reads ``(kind, layer, row, word)`` that fetch the whole training state of a
+    model config under ``fold`` (default :meth:`TrainerFold.default`): every memory word of
+    every weight row with its accumulators (row-major, words in order), every threshold, then
+    the LFSR. ``word`` is 0 for thresholds, the LFSR and whenever ``simd == N``."""
+    fold = TrainerFold.resolve(cfg, fold)
     q = []
     for i, lay in enumerate(cfg.layers):
-        q += [(DBG_ROW, i, r) for r in range(lay.swarm * lay.n_out)]
-        q += [(DBG_THETA, i, j) for j in range(lay.n_out)]
-    return q + [(DBG_LFSR, 0, 0)]
+        q += [(DBG_ROW, i, r, w) for r in range(lay.swarm * lay.n_out) for w in range(fold.words(cfg, i))]
+        q += [(DBG_THETA, i, j, 0) for j in range(lay.n_out)]
+    return q + [(DBG_LFSR, 0, 0, 0)]
 
 
-def dbg_decode(cfg, queries, values, invert=None) -> Model:
+def dbg_decode(cfg, queries, values, invert=None, fold: TrainerFold | None = None) -> Model:
     """The training state read by ``queries`` (:func:`dbg_queries`) with ``dbg_data`` values
-    (ints) as a golden :class:`Model`; ``invert`` bits (constants of the RTL) default to 0."""
+    (ints) as a golden :class:`Model`; ``invert`` bits (constants of the RTL) default to 0. A
+    ``DBG_ROW`` value is one memory word: its ``simd`` weight bits (lane 0 first), then its
+    ``simd`` signed ``A``-bit accumulators."""
     import numpy as np
     import torch
 
+    fold = TrainerFold.resolve(cfg, fold)
     a = cfg.flip.acc_width
     lays = cfg.layers
     w = [np.zeros((lay.swarm * lay.n_out, lay.n_in), dtype=np.uint8) for lay in lays]
     acc = [np.zeros((lay.swarm * lay.n_out, lay.n_in), dtype=np.int32) for lay in lays]
     th = [np.zeros(lay.n_out, dtype=np.int32) for lay in lays]
     lfsr = None
-    for (kind, i, r), v in zip(queries, values, strict=True):
-        n_in = lays[i].n_in
+    for (kind, i, r, word), v in zip(queries, values, strict=True):
         if kind == DBG_ROW:
-            w[i][r] = [(v >> k) & 1 for k in range(n_in)]
-            raw = [(v >> (n_in + k * a)) & ((1 << a) - 1) for k in range(n_in)]
-            acc[i][r] = [x - (1 << a) if x >> (a - 1) else x for x in raw]
+            sd = fold.simd(i)
+            lo = word * sd
+            w[i][r, lo:lo + sd] = [(v >> k) & 1 for k in range(sd)]
+            raw = [(v >> (sd + k * a)) & ((1 << a) - 1) for k in range(sd)]
+            acc[i][r, lo:lo + sd] = [x - (1 << a) if x >> (a - 1) else x for x in raw]
         elif kind == DBG_THETA:
             zw = lays[i].z_width
             t = v & ((1 << zw) - 1)

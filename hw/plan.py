@@ -101,7 +101,8 @@ from bitswarm.golden.model import PIXEL_BITS, ModelConfig
 
 __all__ = ["MEM_STYLES", "MEM_ATTRS", "auto_mem_style", "line_mem_style", "FOLD_FORMAT", "LayerFold", "AccelPlan", "tree_depth", "tree_terms",
            "weight_planes", "class_width", "conv_outputs", "conv_rows", "line_rows", "window_split", "conv_simds", "load_fold", "BUFFER_BANKS", "add_fold_args",
-           "plan_from_args", "TrainerCycles", "cycles_per_sample", "DEFAULT_IN_LANES", "SYNC",
+           "plan_from_args", "TrainerCycles", "TrainerFold", "TRAINER_FOLD_FORMAT", "load_trainer_fold",
+           "cycles_per_sample", "DEFAULT_IN_LANES", "SYNC",
            "REPLY"]
 
 #: Weight memory styles a fold may request.
@@ -651,9 +652,171 @@ class AccelPlan:
 DEFAULT_IN_LANES = 64
 
 
+TRAINER_FOLD_FORMAT = "bitswarm-trainer-fold"
+
+
+@dataclass(frozen=True)
+class TrainerFold:
+    """Folding of the on-chip trainer (:class:`bitswarm.hw.onchip.OnChipTrainer`): per layer
+    ``(pe, simd)``.
+
+    ``pe`` rows of the layer (row ``r = s·M + j``, golden's ``[S, M, N]`` order) are processed
+    in parallel per cycle, row ``r`` living in bank ``r mod pe`` of the layer's weight,
+    accumulator and threshold memories; ``simd`` lanes (inputs) of a row per cycle, a row being
+    ``N / simd`` memory words processed over ``N / simd`` cycles. ``pe`` must divide ``M`` (so
+    a row group is ``pe`` neurons of one swarm plane) and ``simd`` must divide ``N``; anything
+    else is a one-line :class:`ConfigError`. The default (:meth:`default`) is ``pe = 1``,
+    ``simd = N`` on every layer: one whole row per cycle.
+
+    File form (JSON, :meth:`to_dict`)::
+
+        {"format": "bitswarm-trainer-fold", "version": 1, "arch": [64, 256, 10],
+         "layers": [{"pe": 8, "simd": 64}, {"pe": 5, "simd": 256}]}
+    """
+
+    layers: tuple[tuple[int, int], ...]
+
+    def __post_init__(self):
+        ls = self.layers
+        if isinstance(ls, list):
+            ls = tuple(ls)
+        if not isinstance(ls, tuple) or not ls:
+            raise ConfigError(f"a trainer fold needs one (pe, simd) pair per layer, not {self.layers!r}")
+        out = []
+        for i, e in enumerate(ls):
+            if not isinstance(e, (tuple, list)) or len(e) != 2 or not all(_is_int(v) and v >= 1 for v in e):
+                raise ConfigError(f"trainer fold layer {i}: (pe, simd) must be two positive integers, not {e!r}")
+            out.append((int(e[0]), int(e[1])))
+        object.__setattr__(self, "layers", tuple(out))
+
+    @classmethod
+    def default(cls, cfg: ModelConfig) -> "TrainerFold":
+        """``pe = 1``, ``simd = N`` on every layer (one whole row per cycle)."""
+        return cls(tuple((1, lay.n_in) for lay in cfg.layers))
+
+    @classmethod
+    def resolve(cls, cfg: ModelConfig, fold) -> "TrainerFold":
+        """``fold`` (``None``: :meth:`default`; a dict: :meth:`from_dict`; a TrainerFold) checked
+        against ``cfg``."""
+        if fold is None:
+            fold = cls.default(cfg)
+        elif isinstance(fold, dict):
+            fold = cls.from_dict(fold, cfg)
+        elif not isinstance(fold, cls):
+            raise TypeError(f"fold must be a TrainerFold, a dict or None, not {type(fold).__name__}")
+        fold.check(cfg)
+        return fold
+
+    def check(self, cfg: ModelConfig) -> None:
+        """Raise :class:`ConfigError` (one line) unless this fold fits ``cfg``."""
+        lays = cfg.layers
+        if len(self.layers) != len(lays):
+            raise ConfigError(f"the trainer fold has {len(self.layers)} layer entries, the model "
+                              f"{len(lays)} layers")
+        for i, ((pe, simd), lay) in enumerate(zip(self.layers, lays, strict=True)):
+            if lay.n_out % pe:
+                raise ConfigError(f"trainer fold layer {i}: pe = {pe} must divide the layer's "
+                                  f"{lay.n_out} neurons")
+            if lay.n_in % simd:
+                raise ConfigError(f"trainer fold layer {i}: simd = {simd} must divide the layer's "
+                                  f"{lay.n_in} inputs")
+
+    def pe(self, i: int) -> int:
+        return self.layers[i][0]
+
+    def simd(self, i: int) -> int:
+        return self.layers[i][1]
+
+    def words(self, cfg: ModelConfig, i: int) -> int:
+        """Memory words per row of layer ``i``: ``N / simd``."""
+        return cfg.layers[i].n_in // self.simd(i)
+
+    def groups(self, cfg: ModelConfig, i: int) -> int:
+        """Row groups of layer ``i`` (``pe`` rows each): ``S·M / pe``."""
+        lay = cfg.layers[i]
+        return lay.swarm * lay.n_out // self.pe(i)
+
+    def steps(self, cfg: ModelConfig, i: int) -> int:
+        """Cycles of one pass over layer ``i`` (every row group, every word): ``S·M/pe · N/simd``."""
+        return self.groups(cfg, i) * self.words(cfg, i)
+
+    def to_dict(self, cfg: ModelConfig | None = None) -> dict:
+        d = {"format": TRAINER_FOLD_FORMAT, "version": 1}
+        if cfg is not None:
+            d["arch"] = list(cfg.arch)
+        return d | {"layers": [{"pe": pe, "simd": simd} for pe, simd in self.layers]}
+
+    @classmethod
+    def from_dict(cls, d, cfg: ModelConfig | None = None) -> "TrainerFold":
+        """A fold from :meth:`to_dict`'s form (checked against ``cfg`` when given)."""
+        if not isinstance(d, dict):
+            raise ConfigError("a trainer fold file holds a JSON object")
+        if d.get("format") != TRAINER_FOLD_FORMAT:
+            raise ConfigError(f"not a trainer fold: format must be {TRAINER_FOLD_FORMAT!r}, "
+                              f"found {d.get('format')!r}")
+        if d.get("version") != 1:
+            raise ConfigError(f"unsupported trainer fold version {d.get('version')!r} (this bitswarm "
+                              "reads version 1)")
+        arch = d.get("arch")
+        if cfg is not None and arch is not None and list(arch) != list(cfg.arch):
+            raise ConfigError(f"the trainer fold is for architecture {'-'.join(map(str, arch))}, "
+                              f"the model is {'-'.join(map(str, cfg.arch))}")
+        entries = d.get("layers")
+        if not isinstance(entries, list):
+            raise ConfigError("a trainer fold needs a list of per-layer entries ('layers')")
+        pairs = []
+        for i, e in enumerate(entries):
+            if not isinstance(e, dict) or set(e) != {"pe", "simd"}:
+                raise ConfigError(f"trainer fold layer {i}: expected an object with keys pe and simd, "
+                                  f"found {e!r}")
+            pairs.append((e["pe"], e["simd"]))
+        fold = cls(tuple(pairs))
+        if cfg is not None:
+            fold.check(cfg)
+        return fold
+
+    @classmethod
+    def parse(cls, text: str, cfg: ModelConfig) -> "TrainerFold":
+        """A fold from the command-line form ``"PExSIMD,PExSIMD,..."`` (one pair per layer, e.g.
+        ``"8x64,5x256"``), or the path of a JSON fold file."""
+        text = str(text).strip()
+        if text.endswith(".json") or os.sep in text:
+            return load_trainer_fold(text, cfg)
+        pairs = []
+        for part in text.split(","):
+            pe, sep, simd = part.strip().partition("x")
+            try:
+                pairs.append((int(pe), int(simd)))
+            except ValueError:
+                raise ConfigError(f"trainer fold must look like 8x64,5x256 (PExSIMD per layer) or "
+                                  f"name a .json fold file, not {text!r}") from None
+            if not sep:
+                raise ConfigError(f"trainer fold must look like 8x64,5x256, not {text!r}")
+        fold = cls(tuple(pairs))
+        fold.check(cfg)
+        return fold
+
+
+def load_trainer_fold(path: str | os.PathLike, cfg: ModelConfig) -> TrainerFold:
+    """Read and validate a trainer fold file for ``cfg``; every problem is one ConfigError line."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"trainer fold file {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read trainer fold file {p}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"trainer fold file {p} is not valid JSON: {e}") from None
+    try:
+        return TrainerFold.from_dict(d, cfg)
+    except ConfigError as e:
+        raise ConfigError(f"trainer fold file {p}: {e}") from None
+
+
 @dataclass(frozen=True)
 class TrainerCycles:
-    """Cycles of one training sample per phase of the row-serial datapath (module docstring)."""
+    """Cycles of one training sample per phase of the trainer's datapath (module docstring)."""
 
     load: int
     forward: int
@@ -667,15 +830,16 @@ class TrainerCycles:
         return self.load + self.forward + self.error + self.backward + self.update + self.report
 
 
-def cycles_per_sample(cfg: ModelConfig, in_lanes: int | None = None) -> TrainerCycles:
-    """The cycle model of one training sample; ``in_lanes`` pixels per input transfer."""
+def cycles_per_sample(cfg: ModelConfig, in_lanes: int | None = None, fold: TrainerFold | None = None) -> TrainerCycles:
+    """The cycle model of one training sample; ``in_lanes`` pixels per input transfer,
+    ``fold`` the trainer fold (default :meth:`TrainerFold.default`)."""
     p = min(cfg.layers[0].n_in, DEFAULT_IN_LANES) if in_lanes is None else in_lanes
     if not isinstance(p, int) or p < 1:
         raise ConfigError(f"in_lanes must be a positive integer, not {p!r}")
-    rows = [lay.swarm * lay.n_out for lay in cfg.layers]
+    fold = TrainerFold.resolve(cfg, fold)
+    rows = [fold.steps(cfg, i) for i in range(len(cfg.layers))]
     return TrainerCycles(load=math.ceil(cfg.layers[0].n_in / p), forward=sum(rows) + 1, error=1,
                          backward=sum(rows[1:]), update=sum(rows) + 1, report=1)
-
 
 
 # -- the host link's byte protocol (hw.board gateware, sim.hostlink host side) --------------

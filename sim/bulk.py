@@ -240,12 +240,16 @@ class VerilatorTrainer:
         The step's constants (default: from the model's meta).
     in_lanes : int, optional
         Pixels per input transfer (default ``min(N_0, 64)``).
+    fold : TrainerFold, optional
+        The trainer's per-layer ``(pe, simd)`` (default ``pe = 1``, ``simd = N``).
     """
 
-    def __init__(self, model, config=None, *, in_lanes: int | None = None, build_root: Path | None = None):
+    def __init__(self, model, config=None, *, in_lanes: int | None = None, fold=None,
+                 build_root: Path | None = None):
         from bitswarm.hw.onchip import OnChipTrainer
 
-        self.rtl = OnChipTrainer(model, config, in_lanes=in_lanes)
+        self.rtl = OnChipTrainer(model, config, in_lanes=in_lanes, fold=fold)
+        self.fold = self.rtl.fold
         self.cfg = model.cfg
         self.config = self.rtl.config
         self.verilog = to_verilog(self.rtl, "top")
@@ -299,16 +303,17 @@ class VerilatorTrainer:
             raise BitswarmError(f"labels must be classes 0..{c - 1}")
         if self._state is not None:  # continue: the read-back state becomes the memories' contents
             samples = self.samples
-            self.__init__(self.export(), self.config, in_lanes=self.p, build_root=self.build_dir.parent)
+            self.__init__(self.export(), self.config, in_lanes=self.p, fold=self.fold,
+                          build_root=self.build_dir.parent)
             self.samples = samples
         self.build()
         from bitswarm.sim.onchip import cycles_per_sample
 
-        per = cycles_per_sample(self.cfg, self.p).total
+        per = cycles_per_sample(self.cfg, self.p, self.fold).total
         budget = (per + 16) * n * (1 + 4 * max(idle_pct, bp_pct)) + 10_000
         from bitswarm.hw.onchip import dbg_queries
 
-        q = dbg_queries(self.cfg)
+        q = dbg_queries(self.cfg, self.fold)
         with tempfile.TemporaryDirectory() as td:
             td = Path(td)
             (td / "in.bin").write_bytes(self._records(xs, ys))
@@ -329,7 +334,7 @@ class VerilatorTrainer:
         from bitswarm.hw.onchip import dbg_decode
 
         self._state = dbg_decode(self.cfg, q, [int.from_bytes(row.tobytes(), "little") for row in dbg],
-                                 self.rtl.model.invert)
+                                 self.rtl.model.invert, self.fold)
         self.samples += n
         return TrainRun(preds, errs, stamps[:, 0], stamps[:, 1], int(stats["cycles"]), float(stats["seconds"]))
 

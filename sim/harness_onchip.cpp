@@ -6,7 +6,7 @@
 // usage: Vtop IN OUT N SLICES IDLE_PCT BP_PCT SEED MAX_CYCLES DBG_IN DBG_OUT
 // IN: N * SLICES records of IN_BYTES (i_stream payload bits, little-endian).
 // OUT: N records of OUT_BYTES payload + uint64 first-input cycle + uint64 output cycle.
-// DBG_IN: uint32 triples (kind, layer, row); DBG_OUT: one DBG_BYTES record per triple.
+// DBG_IN: uint32 quadruples (kind, layer, row, word); DBG_OUT: one DBG_BYTES record per query.
 // stdout: "cycles=<n> seconds=<s> items=<n>".
 #include <chrono>
 #include <cstdio>
@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
         fprintf(stderr, "cannot read %s (or wrong size)\n", argv[1]);
         return 2;
     }
-    if (!read_file(argv[9], dbg_in) || dbg_in.size() % 12) {
+    if (!read_file(argv[9], dbg_in) || dbg_in.size() % 16) {
         fprintf(stderr, "cannot read %s (or wrong size)\n", argv[9]);
         return 2;
     }
@@ -58,15 +58,16 @@ int main(int argc, char** argv) {
         fprintf(stderr, "trainer never went idle\n");
         return 3;
     }
-    const size_t n_dbg = dbg_in.size() / 12;
+    const size_t n_dbg = dbg_in.size() / 16;
     std::vector<uint8_t> dbg_out(n_dbg * DBG_BYTES, 0);
     for (size_t i = 0; i < n_dbg; i++) {
-        uint32_t q[3];
-        memcpy(q, &dbg_in[i * 12], 12);
+        uint32_t q[4];
+        memcpy(q, &dbg_in[i * 16], 16);
         top.dbg_en = 1;
         top.dbg_kind = q[0];
         top.dbg_layer = q[1];
         top.dbg_row = q[2];
+        top.dbg_word = q[3];
         top.clk = 0;
         top.eval();
         top.clk = 1;

@@ -90,17 +90,18 @@ def amaranth_run(dut: OnChipTrainer, xs, ys):
                 stamps.append(cycle[0])
         while not ctx.get(dut.idle):
             await ctx.tick()
-        q = dbg_queries(cfg)
+        q = dbg_queries(cfg, dut.fold)
         vals = []
-        for kind, layer, row in q:
+        for kind, layer, row, word in q:
             ctx.set(dut.dbg_en, 1)
             ctx.set(dut.dbg_kind, kind)
             ctx.set(dut.dbg_layer, layer)
             ctx.set(dut.dbg_row, row)
+            ctx.set(dut.dbg_word, word)
             await ctx.tick()
             ctx.set(dut.dbg_en, 0)
             vals.append(ctx.get(dut.dbg_data))
-        state["model"] = dbg_decode(cfg, q, vals, dut.model.invert)
+        state["model"] = dbg_decode(cfg, q, vals, dut.model.invert, dut.fold)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

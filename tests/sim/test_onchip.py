@@ -93,3 +93,28 @@ def test_sim_cli_train(tmp_path):
     assert rtl["samples"] == 200 and rtl["mismatches"] == 0 and rtl["backend"] == "verilator"
     assert rtl["cycles_per_sample"] == rtl["cycles_per_sample_model"] == rep["cycles_per_sample"]
     assert rtl["accuracy_after"] == rep["accuracy_after"]
+
+
+def test_trainer_fold():
+    from bitswarm.hw.plan import TrainerFold
+
+    mc = ModelConfig.mlp([64, 256, 10])
+    f = TrainerFold(((8, 64), (5, 256)))
+    f.check(mc)
+    assert TrainerFold.from_dict(f.to_dict(mc), mc) == f
+    assert TrainerFold.parse("8x64,5x256", mc) == f
+    assert TrainerFold.default(mc) == TrainerFold(((1, 64), (1, 256)))
+    assert TrainerFold.resolve(mc, None) == TrainerFold.default(mc)
+    assert (f.words(mc, 0), f.groups(mc, 0), f.steps(mc, 1)) == (1, 32, 2)
+    with pytest.raises(ConfigError, match="pe = 3 must divide"):
+        TrainerFold(((3, 64), (1, 256))).check(mc)
+    with pytest.raises(ConfigError, match="simd = 48 must divide"):
+        TrainerFold(((1, 48), (1, 256))).check(mc)
+    with pytest.raises(ConfigError, match="1 layer entries, the model 2"):
+        TrainerFold(((1, 64),)).check(mc)
+    with pytest.raises(ConfigError, match="two positive integers"):
+        TrainerFold(((0, 64), (1, 256)))
+    with pytest.raises(ConfigError, match="PExSIMD"):
+        TrainerFold.parse("8,5", mc)
+    with pytest.raises(ConfigError, match="architecture"):
+        TrainerFold.from_dict(f.to_dict(ModelConfig.mlp([64, 128, 10])), mc)
