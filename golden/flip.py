@@ -112,6 +112,29 @@ class FlipRuleConfig:
     def from_dict(cls, d: dict) -> "FlipRuleConfig":
         return _from_dict(cls, d, "flip")
 
+    @classmethod
+    def for_training(cls, swarm: int = 1, votes: str = "host") -> "FlipRuleConfig":
+        """The integrate-and-fire constants ``bitswarm train`` uses unless given (the one home
+        of those defaults; the field defaults above are the small constants of the spec's
+        examples and the hardware tests).
+
+        ``votes="host"`` (golden rule, one vote per minibatch): ``acc_width=8 leak_shift=6
+        threshold=48 refractory=0``; positive accumulators below ``2**leak_shift`` do not leak,
+        so a bit flips after 48 net "wrong" votes. ``votes="integer"`` (on-chip rule, one vote
+        per sample): ``leak_shift=0 threshold=30``. Both: LFSR width 32, seed ``0xACE1``, 4 draw
+        bits, ``fire_prob=8``; ``noise="stochastic"`` (fire with probability 8/16) when
+        ``swarm > 1``, so that planes holding the same bit do not flip in lock-step, else
+        ``"none"``.
+        """
+        if votes not in ("host", "integer"):
+            raise ConfigError(f"votes must be 'host' or 'integer', not {votes!r}")
+        if not _is_int(swarm) or swarm < 1:
+            raise ConfigError(f"swarm must be a positive integer, not {swarm!r}")
+        leak, thr = (6, 48) if votes == "host" else (0, 30)
+        return cls(acc_width=8, leak_shift=leak, threshold=thr, refractory=0,
+                   noise="stochastic" if swarm > 1 else "none", fire_prob=8,
+                   lfsr=LFSRConfig(width=32, seed=0xACE1, draw_bits=4))
+
 
 def _work_dtype(cfg: FlipRuleConfig) -> torch.dtype:
     """The narrowest integer dtype that holds every intermediate of one step exactly.

@@ -11,7 +11,23 @@ from __future__ import annotations
 import argparse
 import json
 
-__all__ = ["register"]
+__all__ = ["register", "FLIP_FLAGS"]
+
+NOISE_MODES = ("none", "additive", "stochastic")  # golden.flip.NOISE_MODES (checked by a test)
+
+#: The integrate-and-fire flags of ``bitswarm train``, declared once: (flag, key in
+#: ``FlipRuleConfig.to_dict()`` -- ``lfsr.X`` inside the LFSR --, type, help).
+FLIP_FLAGS = (
+    ("--acc-width", "acc_width", int, "accumulator bits A, 2..32"),
+    ("--leak-shift", "leak_shift", int, "leak a -= a >> L each step (0: none)"),
+    ("--flip-threshold", "threshold", int, "a bit flips when its accumulator reaches this"),
+    ("--refractory", "refractory", int, "accumulator value after a flip"),
+    ("--noise", "noise", str, "LFSR noise: none, additive or stochastic firing"),
+    ("--fire-prob", "fire_prob", int, "stochastic firing probability, in units of 2**-draw_bits"),
+    ("--lfsr-width", "lfsr.width", int, "noise LFSR width"),
+    ("--lfsr-seed", "lfsr.seed", int, "noise LFSR seed (nonzero)"),
+    ("--lfsr-draw-bits", "lfsr.draw_bits", int, "bits per LFSR draw b"),
+)
 
 
 def _rule_names() -> list[str]:
@@ -35,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a("--dataset", default=None, help="digits (default), mnist5k, fashion or npz:PATH")
     a("--arch", default=None, help=f"{ARCH_HELP} (default: inputs-512-classes)")
     a("--swarm", type=int, default=None, help="bits per weight S (1, 2, 4, ..., 32; default 1)")
+    a("--weights", default=None, choices=["binary", "ternary"],
+      help="weights of every layer: binary (S bit-planes, the default) or ternary (trits -1/0/+1, "
+      "S = 1, stepped one level by the golden rule's integrate-and-fire, golden SPEC.md §8.1)")
     a("--epochs", type=int, default=None, help="total epochs, >= 1 (default 30)")
     a("--seed", type=int, default=None, help="weights and data-order seed (default 0)")
     a("--rule", default=None, help="training rule (default golden; see `bitswarm train --list-rules`)")
@@ -45,16 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     a("--input-bits", type=int, default=None, help="first-layer input bits: 8 (pixels, default) .. 1")
     a("--opt", action="append", default=None, metavar="NAME=VALUE",
       help="rule option, repeatable (e.g. --opt vote_pct=100)")
-    g = p.add_argument_group("integrate-and-fire constants (golden rule; stored in the model file)")
-    g.add_argument("--acc-width", type=int, default=None)
-    g.add_argument("--leak-shift", type=int, default=None)
-    g.add_argument("--flip-threshold", type=int, default=None)
-    g.add_argument("--refractory", type=int, default=None)
-    g.add_argument("--noise", default=None, choices=["none", "additive", "stochastic"])
-    g.add_argument("--fire-prob", type=int, default=None)
-    g.add_argument("--lfsr-width", type=int, default=None)
-    g.add_argument("--lfsr-seed", type=int, default=None)
-    g.add_argument("--lfsr-draw-bits", type=int, default=None)
+    g = p.add_argument_group("integrate-and-fire constants (golden and on-chip rules; stored in the "
+                             "model file; defaults: golden FlipRuleConfig.for_training)")
+    for flag, _key, typ, help_ in FLIP_FLAGS:
+        kw = {"choices": list(NOISE_MODES)} if flag == "--noise" else {"type": typ}
+        g.add_argument(flag, default=None, help=help_, **kw)
     a("--out", default=None, help="model file to write (refused for --rule float)")
     a("--checkpoint-dir", default=None, help="run folder (default: OUT without suffix + .run)")
     a("--resume", default=None, metavar="CKPT", help="continue from a checkpoint (file or run folder)")
@@ -80,26 +94,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
+def _flip_given(args) -> bool:
+    return any(getattr(args, _dest(flag)) is not None for flag, *_ in FLIP_FLAGS)
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
 def _flip_config(args, base):
+    """``base`` (a golden ``FlipRuleConfig``) with the flip flags that were given. A new LFSR
+    width without a seed or draw-bit count clips the base's to the width."""
     from bitswarm.golden.flip import FlipRuleConfig
-    from bitswarm.golden.lfsr import LFSRConfig
 
     d = base.to_dict()
-    for arg, key in (("acc_width", "acc_width"), ("leak_shift", "leak_shift"),
-                     ("flip_threshold", "threshold"), ("refractory", "refractory"),
-                     ("noise", "noise"), ("fire_prob", "fire_prob")):
-        v = getattr(args, arg)
+    for flag, key, _typ, _help in FLIP_FLAGS:
+        v = getattr(args, _dest(flag))
         if v is not None:
-            d[key] = v
-    for arg, key in (("lfsr_width", "width"), ("lfsr_seed", "seed"), ("lfsr_draw_bits", "draw_bits")):
-        v = getattr(args, arg)
-        if v is not None:
-            d["lfsr"][key] = v
+            head, _, tail = key.partition(".")
+            (d[head] if tail else d)[tail or head] = v
     if args.lfsr_width is not None and args.lfsr_seed is None:
         d["lfsr"]["seed"] = min(d["lfsr"]["seed"], (1 << args.lfsr_width) - 1)
     if args.lfsr_width is not None and args.lfsr_draw_bits is None:
         d["lfsr"]["draw_bits"] = min(d["lfsr"]["draw_bits"], args.lfsr_width)
-    return FlipRuleConfig(**{**d, "lfsr": LFSRConfig(**d["lfsr"])})
+    return FlipRuleConfig.from_dict(d)
 
 
 def _options(items) -> dict:
@@ -112,6 +130,28 @@ def _options(items) -> dict:
         k, v = it.split("=", 1)
         out[k.strip()] = v.strip()
     return out
+
+
+def _weights_option(args, given: dict) -> None:
+    """``--weights KIND`` as the golden rule's ``weights`` option (only it trains trits with
+    SPEC.md §8.1); with ``--resume`` it must be the checkpoint's."""
+    from bitswarm.golden.errors import ConfigError
+
+    if args.rule not in (None, "golden"):
+        if args.weights == "ternary":
+            raise ConfigError(f"--weights ternary trains with the golden rule, not --rule {args.rule} "
+                              "(the zoo's ternary rules: ternary-scale, ternary-scale-trits, bitnet-absmean)")
+        return
+    if args.resume is not None:
+        from .checkpoint import load_checkpoint
+
+        saved = load_checkpoint(args.resume).config.get("options", {}).get("weights", "binary")
+        if saved != args.weights:
+            raise ConfigError(f"--weights {args.weights} differs from the checkpoint's ({saved}); a "
+                              "resumed run keeps its configuration")
+        return
+    if args.weights == "ternary":
+        given["options"] = {**(given["options"] or {}), "weights": "ternary"}
 
 
 def _rank_argv(args) -> list[str]:
@@ -161,9 +201,9 @@ def _cmd_train(args) -> int:
         "batch_size": args.batch_size, "input_bits": args.input_bits,
         "options": _options(args.opt) if args.opt is not None else None,
     }
-    flip_given = any(getattr(args, k) is not None for k in (
-        "acc_width", "leak_shift", "flip_threshold", "refractory", "noise", "fire_prob",
-        "lfsr_width", "lfsr_seed", "lfsr_draw_bits"))
+    if args.weights is not None:
+        _weights_option(args, given)
+    flip_given = _flip_given(args)
     from .trainer import default_flip
 
     if args.resume is not None:
@@ -175,11 +215,7 @@ def _cmd_train(args) -> int:
         base = TrainConfig()
     kw = {k: v for k, v in given.items() if v is not None}
     if args.resume is None:
-        base_flip = default_flip(kw.get("swarm", 1))
-        if kw.get("rule") == "onchip":
-            from .rule_onchip import ONCHIP_FLIP
-
-            base_flip = dataclasses.replace(ONCHIP_FLIP, noise=base_flip.noise)
+        base_flip = default_flip(kw.get("swarm", 1), kw.get("rule", "golden"))
         kw["flip"] = _flip_config(args, base_flip) if flip_given else base_flip
     elif flip_given:
         kw["flip"] = _flip_config(args, base.flip)

@@ -59,6 +59,15 @@ the rule treats every output pixel of every sample as one row:
 
 Dense layers (and so every MLP) never read the three ``conv_*`` options.
 
+**Ternary weights** (``weights=ternary``, ``bitswarm train --weights ternary``; S = 1): every
+layer holds trits ``[M, N]`` (golden SPEC.md §5), ``W_eff`` is the trits themselves, and steps 3
+and 4 become SPEC.md §8.1: the vote is signed, the direction the trit should move,
+``u = -sign(G)`` where ``|G| > thr`` (the same significance threshold), 0 elsewhere
+(:func:`trit_vote_from_grad`), and golden :func:`~bitswarm.golden.flip.trit_flip_step` moves a
+trit one level (-1 <-> 0 <-> +1) when its accumulator reaches ``+threshold`` or ``-threshold``.
+The flip counts are then the trits that moved. Initial trits are ``Model.random``'s (uniform
+over -1, 0, +1).
+
 Data parallel (``torchrun``, ``bitswarm train --nproc N``; :mod:`bitswarm.train.distributed`):
 every batch sum above (``G``, the window's variance sums, the homeostasis sums) is an int64
 all-reduced over the ranks (a conv layer's routing and fold stay within each sample, so a
@@ -73,6 +82,8 @@ layer (homeostasis with shift 0).
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from dataclasses import dataclass
 
@@ -80,20 +91,27 @@ import torch
 import torch.nn.functional as F
 from bitswarm.golden.conv import ConvGeometry, conv_preact, im2col, maxpool_bits
 from bitswarm.golden.errors import ConfigError
-from bitswarm.golden.flip import flip_step
+from bitswarm.golden.flip import flip_step, trit_flip_step
 from bitswarm.golden.homeostasis import (
     HomeostasisConfig,
     batch_mean,
     floor_mean,
     homeostasis_update,
 )
-from bitswarm.golden.layer import argmax, effective_weights, exact_matmul, preact, threshold
+from bitswarm.golden.layer import (
+    WEIGHT_KINDS,
+    argmax,
+    effective_weights,
+    exact_matmul,
+    preact,
+    threshold,
+)
 from bitswarm.golden.lfsr import LFSR
 from bitswarm.golden.model import Model, quantize_input
 
 from .rules import Rule, StepResult, register_rule
 
-__all__ = ["GoldenRule", "vote_from_grad", "col2im", "pool_select", "pool_gather", "unpool"]
+__all__ = ["GoldenRule", "vote_from_grad", "trit_vote_from_grad", "col2im", "pool_select", "pool_gather", "unpool"]
 
 
 def col2im(g: ConvGeometry, cols: torch.Tensor) -> torch.Tensor:
@@ -156,18 +174,39 @@ def unpool(g: ConvGeometry, sel: torch.Tensor | None, grad: torch.Tensor, channe
     return full.reshape(b * g.positions, channels)
 
 
-def vote_from_grad(grad: torch.Tensor, bits: torch.Tensor, vote_pct: int) -> torch.Tensor:
+def vote_from_grad(grad: torch.Tensor, bits: torch.Tensor, vote_pct: int,
+                   graded: bool = False) -> torch.Tensor:
     """Votes for weight bits ``[S, M, N]`` from an integer gradient ``[M, N]`` (int64).
 
     ``thr = floor(vote_pct * sum|G| / (100 * numel))``; where ``|G| > thr`` the vote is
-    ``sign(G) * (2 * bit - 1)``, elsewhere 0. Returns int8 ``[S, M, N]``.
+    ``sign(G) * (2 * bit - 1)``, elsewhere 0. With ``graded`` (swarms), plane ``s`` of ``S``
+    has its own threshold ``thr_s = floor(vote_pct * 2 (s + 1) * sum|G| / (100 * (S + 1) *
+    numel))`` (multipliers ``2 (s + 1) / (S + 1)``, mean 1; ``S = 1`` is unchanged), so a
+    stronger gradient moves more planes. Returns int8 ``[S, M, N]``.
     """
     if grad.dtype != torch.int64 or bits.shape[1:] != grad.shape:
         raise ConfigError("vote_from_grad needs an int64 gradient shaped like one bit-plane")
     mag = grad.abs()
+    sgn = bits.to(torch.int8) * 2 - 1
+    if graded and bits.shape[0] > 1:
+        S, tot = bits.shape[0], int(mag.sum())
+        sig = torch.sign(grad).to(torch.int8)
+        thr = [tot * vote_pct * 2 * (s + 1) // (100 * (S + 1) * grad.numel()) for s in range(S)]
+        return torch.stack([sig.masked_fill(mag <= t, 0) for t in thr]) * sgn
     thr = int(mag.sum()) * vote_pct // (100 * grad.numel())
     sig = torch.sign(grad).to(torch.int8).masked_fill_(mag <= thr, 0).unsqueeze(0)
-    return sig * (bits.to(torch.int8) * 2 - 1)
+    return sig * sgn
+
+
+def trit_vote_from_grad(grad: torch.Tensor, vote_pct: int) -> torch.Tensor:
+    """Signed votes for trits ``[M, N]`` from an integer gradient ``[M, N]`` (int64), SPEC.md
+    §8.1: ``-sign(G)`` (the direction that lowers the loss) where ``|G| > thr``, else 0, with
+    :func:`vote_from_grad`'s ``thr = floor(vote_pct * sum|G| / (100 * numel))``. int8."""
+    if grad.dtype != torch.int64 or grad.ndim != 2:
+        raise ConfigError("trit_vote_from_grad needs an int64 gradient [M, N]")
+    mag = grad.abs()
+    thr = int(mag.sum()) * vote_pct // (100 * grad.numel())
+    return (-torch.sign(grad)).to(torch.int8).masked_fill_(mag <= thr, 0)
 
 
 @register_rule
@@ -192,6 +231,10 @@ class GoldenRule(Rule):
         conv_vote_pct: int = 100
         conv_homeostasis_shift: int = 6
         conv_theta: str = "pooled"
+        weights: str = "binary"
+        threshold_start: int = 8
+        threshold_ramp: int = 8
+        swarm_votes: str = "same"
 
         def check(self) -> None:
             if not 0 <= self.vote_pct <= 10000:
@@ -208,16 +251,35 @@ class GoldenRule(Rule):
             HomeostasisConfig(self.conv_homeostasis_shift)
             if self.conv_theta not in ("pooled", "pixels"):
                 raise ConfigError(f"conv_theta must be 'pooled' or 'pixels', not {self.conv_theta!r}")
+            if self.weights not in WEIGHT_KINDS:
+                raise ConfigError(f"weights must be one of {', '.join(WEIGHT_KINDS)}, not {self.weights!r}")
+            if self.swarm_votes not in ("same", "graded"):
+                raise ConfigError(f"swarm_votes must be 'same' or 'graded', not {self.swarm_votes!r}")
+            if not 1 <= self.threshold_start <= 1 << 20:
+                raise ConfigError(f"threshold_start must be in 1..{1 << 20}, not {self.threshold_start}")
+            if not 0 <= self.threshold_ramp <= 1 << 20:
+                raise ConfigError(f"threshold_ramp must be in 0..{1 << 20}, not {self.threshold_ramp}")
             if not 0 <= self.anneal_epochs <= 100000:
                 raise ConfigError(f"anneal_epochs must be in 0..100000, not {self.anneal_epochs}")
 
     def __init__(self, spec, options=None, device="cpu"):
         super().__init__(spec, options, device)
+        if self.opts.weights == "ternary":  # every layer trits (SPEC.md §5, §8.1)
+            if spec.swarm != 1:
+                raise ConfigError(f"ternary weights need swarm 1, not {spec.swarm} (a trit is one "
+                                  "weight of 3 levels; drop --swarm or use --weights binary)")
+            f = spec.flip
+            if f.refractory <= -f.threshold:
+                raise ConfigError(f"ternary layers need flip.refractory in {1 - f.threshold}.."
+                                  f"{f.threshold - 1} (threshold {f.threshold}), not {f.refractory}")
+            lays = tuple(dataclasses.replace(lay, weights="ternary") for lay in self.model_config.layers)
+            self.model_config = dataclasses.replace(self.model_config, layers=lays)
         self.homeostasis = HomeostasisConfig(self.opts.homeostasis_shift)
         self.conv_homeostasis = HomeostasisConfig(self.opts.conv_homeostasis_shift)
         self.model: Model | None = None
         self.vote_pct = self.opts.vote_pct
         self.conv_vote_pct = self.opts.conv_vote_pct
+        self.step = 0  # minibatch steps taken (the threshold ramp's clock)
 
     def start_epoch(self, epoch: int) -> None:
         a = self.opts.anneal_epochs
@@ -248,6 +310,7 @@ class GoldenRule(Rule):
         acc = [torch.zeros(lay.weight_shape(), dtype=torch.int32, device=self.device)
                for lay in cfg.layers]
         self.model = Model(cfg, w, theta, invert, acc, cfg.flip.lfsr.seed)
+        self.step = 0
 
     def _homeostasis_rows(self, lay, z: torch.Tensor, sel: torch.Tensor | None) -> torch.Tensor:
         """The rows of ``z`` whose mean a hidden layer's threshold follows: all of them, or for
@@ -258,18 +321,38 @@ class GoldenRule(Rule):
 
     def export(self) -> Model:
         m = self.model
-        return Model(m.cfg, [t.cpu() for t in m.weights], [t.cpu() for t in m.theta],
+        # every option of the rule (the threshold ramp included), so a run can be repeated
+        cfg = dataclasses.replace(m.cfg, meta={**m.cfg.meta, "golden_options": json.dumps(
+            dataclasses.asdict(self.opts), sort_keys=True)})
+        return Model(cfg, [t.cpu() for t in m.weights], [t.cpu() for t in m.theta],
                      [t.cpu() for t in m.invert], [t.cpu() for t in m.acc], m.lfsr_state)
 
     def load_state(self, model, tensors, meta) -> None:
         if model is None or model.acc is None or model.lfsr_state is None:
             raise ConfigError("golden-rule checkpoint lacks the model's accumulators or LFSR state")
-        if model.cfg.to_dict() != self.model_config.to_dict():
+        saved = dataclasses.replace(model.cfg, meta={k: v for k, v in model.cfg.meta.items()
+                                                     if k != "golden_options"})
+        if saved.to_dict() != self.model_config.to_dict():
             raise ConfigError("checkpoint model does not match the run's configuration")
         d = self.device
-        self.model = Model(model.cfg, [t.to(d) for t in model.weights], [t.to(d) for t in model.theta],
+        self.model = Model(self.model_config, [t.to(d) for t in model.weights], [t.to(d) for t in model.theta],
                            [t.to(d) for t in model.invert], [t.to(d) for t in model.acc],
                            model.lfsr_state)
+        # checkpoints written before the ramp existed resume with it finished (as they ran)
+        self.step = int(meta.get("step", 1 << 62)) if isinstance(meta, dict) else 1 << 62
+
+    def state_meta(self) -> dict:
+        return {"step": self.step}
+
+    def flip_config(self, step: int):
+        """The integrate-and-fire constants of step ``step`` (0-based): the model's, with the
+        threshold ``min(threshold, threshold_start + step // threshold_ramp)`` while the ramp
+        lasts (``threshold_ramp = 0``: no ramp)."""
+        f, k = self.model.cfg.flip, self.opts.threshold_ramp
+        t = self.opts.threshold_start + step // k if k else f.threshold
+        if t >= f.threshold:
+            return f
+        return dataclasses.replace(f, threshold=t, refractory=min(f.refractory, t - 1))
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
@@ -417,11 +500,17 @@ class GoldenRule(Rule):
         loss, grads, means = self.surrogate_gradients(x, y)
         # votes -> integrate-and-fire, layer by layer (the LFSR draws layer 0's bits first)
         lfsr = LFSR(cfg.flip.lfsr, m.lfsr_state) if cfg.flip.uses_lfsr else None
+        fcfg = self.flip_config(self.step)
+        self.step += 1
         flips = []
         for i in range(len(cfg.layers)):
             pct = self.vote_pct if cfg.layers[i].conv is None else self.conv_vote_pct
-            v = vote_from_grad(grads[i], m.weights[i], pct)
-            m.weights[i], m.acc[i], fired = flip_step(cfg.flip, m.weights[i], m.acc[i], v, lfsr)
+            if cfg.layers[i].weights == "ternary":  # SPEC.md §8.1: signed votes, trits step
+                v = trit_vote_from_grad(grads[i], pct)
+                m.weights[i], m.acc[i], fired = trit_flip_step(fcfg, m.weights[i], m.acc[i], v, lfsr)
+            else:
+                v = vote_from_grad(grads[i], m.weights[i], pct, self.opts.swarm_votes == "graded")
+                m.weights[i], m.acc[i], fired = flip_step(fcfg, m.weights[i], m.acc[i], v, lfsr)
             flips.append(int(fired.sum()))
         if lfsr is not None:
             m.lfsr_state = lfsr.state

@@ -45,7 +45,6 @@ from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.flip import FlipRuleConfig
 from bitswarm.golden.homeostasis import batch_mean
 from bitswarm.golden.layer import preact, threshold
-from bitswarm.golden.lfsr import LFSRConfig
 from bitswarm.golden.model import Model, ModelConfig, quantize_input
 from bitswarm.golden.onchip import INPUT_SIGNS, META_KEY, OnChipConfig, onchip_step
 
@@ -57,11 +56,9 @@ __all__ = ["ONCHIP_FLIP", "OnChipRule", "initial_onchip_model"]
 #: fashion): every erring sample votes on every bit of an erring row (with an input
 #: sign), the accumulator integrates those votes without leak (``a - (a >> L)`` with a large
 #: ``L`` only nudges negative values; a small ``L`` forgets in tens of samples and flips at
-#: random) and a bit flips after a net 30 "wrong" votes; 8 bits hold ``[-128, 127]``.
-ONCHIP_FLIP = FlipRuleConfig(
-    acc_width=8, leak_shift=0, threshold=30, refractory=0, noise="none", fire_prob=8,
-    lfsr=LFSRConfig(width=32, seed=0xACE1, draw_bits=4),
-)
+#: random) and a bit flips after a net 30 "wrong" votes; 8 bits hold ``[-128, 127]``. Defined
+#: once, in golden (:meth:`FlipRuleConfig.for_training` with ``votes="integer"``).
+ONCHIP_FLIP = FlipRuleConfig.for_training(votes="integer")
 
 
 def initial_onchip_model(cfg: ModelConfig, x_train: torch.Tensor, seed: int, *, margin_pct: int = 300,
@@ -108,6 +105,7 @@ class OnChipRule(Rule):
     summary = "integrate-and-fire flips from fully integer votes (margin error, ternary backprop), per sample"
     exportable = True
     hardware_trainable = True
+    votes = "integer"
     data_parallel = False
     serial_reason = (
         "it steps the model once per sample and every sample's votes see the flips of the "

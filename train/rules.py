@@ -20,6 +20,7 @@ rules own nothing else. ``RULES`` maps names to classes; a later rule zoo adds c
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -43,18 +44,24 @@ __all__ = [
 RULES: dict[str, type["Rule"]] = {}
 
 
-@dataclass(frozen=True)
 class NetSpec:
-    """What every rule trains: a network shape and its integer encoding.
+    """What every rule trains: the golden network configuration and the seed of its weights.
+
+    The golden :class:`~bitswarm.golden.model.ModelConfig` is the one object that carries the
+    architecture, swarm size, input bits and flip constants; the other members are views of it.
+    Build a spec from a ``ModelConfig`` (``NetSpec(model_config, seed=0)``) or from its parts
+    (``NetSpec(arch, input_shape, swarm, input_bits, seed, flip, meta)``), which builds the
+    ``ModelConfig`` once.
 
     Parameters
     ----------
-    arch : tuple of int or str
-        MLP widths, input first, classes last (e.g. ``(64, 128, 10)``), or the canonical
-        architecture string of a network with convolutions (``"1x8x8-c16k3p1-mp2-10"``,
-        :func:`bitswarm.golden.arch.parse_arch`).
+    arch : ModelConfig, tuple of int or str
+        A golden model configuration, or MLP widths, input first, classes last (e.g.
+        ``(64, 128, 10)``), or the canonical architecture string of a network with
+        convolutions (``"1x8x8-c16k3p1-mp2-10"``, :func:`bitswarm.golden.arch.parse_arch`).
     input_shape : tuple of int
-        Shape of one raw uint8 sample (its product is the arch's input size).
+        Shape of one raw uint8 sample (its product is the arch's input size); not with a
+        ``ModelConfig``.
     swarm : int
         Bits per logical weight (golden ``LayerConfig.swarm``).
     input_bits : int
@@ -62,29 +69,81 @@ class NetSpec:
     seed : int
         Seed of the initial weights (and of the data order, used by the trainer).
     flip : FlipRuleConfig
-        Integrate-and-fire constants recorded in the model file.
+        Integrate-and-fire constants recorded in the model file (default: the spec's field
+        defaults, ``FlipRuleConfig()``; the trainer passes :meth:`FlipRuleConfig.for_training`).
     meta : dict of str to str
         Provenance written into the model file.
+
+    Members
+    -------
+    model : ModelConfig
+        The golden configuration (validated widths, swarm, input bits, flip constants).
+    seed : int
     """
 
-    arch: tuple[int, ...] | str
-    input_shape: tuple[int, ...]
-    swarm: int = 1
-    input_bits: int = 8
-    seed: int = 0
-    flip: FlipRuleConfig = dataclasses.field(default_factory=FlipRuleConfig)
-    meta: dict = dataclasses.field(default_factory=dict)
+    __slots__ = ("model", "seed")
+
+    def __init__(self, arch, input_shape=None, swarm: int = 1, input_bits: int = 8, seed: int = 0,
+                 flip: FlipRuleConfig | None = None, meta: dict | None = None):
+        if isinstance(arch, ModelConfig):
+            if input_shape is not None or swarm != 1 or input_bits != 8 or flip is not None or meta:
+                raise ConfigError("NetSpec(ModelConfig, seed=...) takes no other network settings")
+            model = arch
+        else:
+            if input_shape is None:
+                raise ConfigError("NetSpec needs the input shape of one sample")
+            flip = flip if flip is not None else FlipRuleConfig()
+            kw = dict(input_shape=tuple(input_shape), swarm=swarm, input_bits=input_bits,
+                      flip=flip, meta=dict(meta or {}))
+            model = (ModelConfig.from_arch(arch, **kw) if isinstance(arch, str)
+                     else ModelConfig.mlp(list(arch), **kw))
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, not {seed!r}")
+        object.__setattr__(self, "model", model)
+        object.__setattr__(self, "seed", seed)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("NetSpec is immutable")
+
+    def __eq__(self, other):
+        return (isinstance(other, NetSpec) and self.seed == other.seed
+                and self.model.to_dict() == other.model.to_dict())
+
+    def __hash__(self):
+        return hash((self.seed, json.dumps(self.model.to_dict(), sort_keys=True)))
+
+    def __repr__(self):
+        return f"NetSpec({self.model.arch_string!r}, swarm={self.swarm}, seed={self.seed})"
+
+    @property
+    def arch(self) -> tuple[int, ...] | str:
+        """MLP widths, or the canonical arch string of a network with convolutions."""
+        m = self.model
+        return m.arch_string if m.has_conv else tuple(m.arch)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.model.input_shape)
+
+    @property
+    def swarm(self) -> int:
+        return self.model.layers[0].swarm
+
+    @property
+    def input_bits(self) -> int:
+        return self.model.layers[0].input_bits
+
+    @property
+    def flip(self) -> FlipRuleConfig:
+        return self.model.flip
+
+    @property
+    def meta(self) -> dict:
+        return dict(self.model.meta)
 
     def model_config(self) -> ModelConfig:
-        if isinstance(self.arch, str):
-            return ModelConfig.from_arch(
-                self.arch, input_shape=self.input_shape, swarm=self.swarm,
-                input_bits=self.input_bits, flip=self.flip, meta=dict(self.meta),
-            )
-        return ModelConfig.mlp(
-            list(self.arch), input_shape=self.input_shape, swarm=self.swarm,
-            input_bits=self.input_bits, flip=self.flip, meta=dict(self.meta),
-        )
+        """The golden configuration (:attr:`model`)."""
+        return self.model
 
 
 @dataclass
@@ -152,6 +211,9 @@ class Rule:
         Whether :meth:`export` gives a golden model (``False``: metrics only, ``--out`` refused).
     hardware_trainable : bool
         Whether the rule needs nothing but integers (could run on chip).
+    votes : str
+        ``"host"`` (one vote per minibatch) or ``"integer"`` (one per sample): which
+        :meth:`FlipRuleConfig.for_training` defaults a run of this rule gets.
     data_parallel : bool
         Whether :meth:`train_step` splits the minibatch over the ranks of :attr:`comm` (it is
         given the whole global minibatch, takes ``comm.shard(B)`` and sums integers with
@@ -174,6 +236,7 @@ class Rule:
     summary: ClassVar[str] = ""
     exportable: ClassVar[bool] = True
     hardware_trainable: ClassVar[bool] = False
+    votes: ClassVar[str] = "host"
     data_parallel: ClassVar[bool] = False
     serial_reason: ClassVar[str] = "it has no data-parallel step (its float or per-sample state is not an integer sum)"
     trains_conv: ClassVar[bool] = False

@@ -33,7 +33,6 @@ from bitswarm.golden.errors import BitswarmError, ConfigError
 from bitswarm.golden.files import atomic_write_bytes, check_outputs
 from bitswarm.golden.flip import FlipRuleConfig
 from bitswarm.golden.layer import SWARM_SIZES
-from bitswarm.golden.lfsr import LFSRConfig
 from bitswarm.golden.model import Model, save_model
 
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
@@ -57,25 +56,22 @@ __all__ = [
     "run_dir_for",
 ]
 
-#: Integrate-and-fire constants of the golden rule unless given (tuned on mnist5k, digits and
-#: Fashion-MNIST): a bit flips after 48 net "wrong" votes (positive accumulators below
-#: ``2**leak_shift = 64`` do not leak; see ``train/RULES.md``).
-DEFAULT_FLIP = FlipRuleConfig(
-    acc_width=8, leak_shift=6, threshold=48, refractory=0, noise="none", fire_prob=8,
-    lfsr=LFSRConfig(width=32, seed=0xACE1, draw_bits=4),
-)
+#: Integrate-and-fire constants of the golden rule unless given, defined once in golden
+#: (:meth:`FlipRuleConfig.for_training`): a bit flips after 48 net "wrong" votes (positive
+#: accumulators below ``2**leak_shift = 64`` do not leak; see ``train/RULES.md``).
+DEFAULT_FLIP = FlipRuleConfig.for_training()
 
 
-def default_flip(swarm: int) -> FlipRuleConfig:
-    """:data:`DEFAULT_FLIP`, with LFSR ``stochastic`` firing (probability 8/16) when ``swarm > 1``.
+def default_flip(swarm: int, rule: str = "golden") -> FlipRuleConfig:
+    """The flip constants a run of ``rule`` with swarm size ``swarm`` gets unless given:
+    :meth:`FlipRuleConfig.for_training` with the rule's vote kind (``onchip``: integer votes),
+    stochastic LFSR firing (probability 8/16) when ``swarm > 1``.
 
     All planes of a swarm weight see the same gradient; without noise, planes holding the same
     bit would integrate identical votes and flip together forever, so the swarm would act as
     one bit. Random firing lets them drift apart and use all 2S+1 levels.
     """
-    if swarm > 1:
-        return dataclasses.replace(DEFAULT_FLIP, noise="stochastic")
-    return DEFAULT_FLIP
+    return FlipRuleConfig.for_training(swarm, get_rule(rule).votes)
 
 # Fields of TrainConfig that a resumed run may change (they do not change the result).
 _RESUMABLE = ("epochs",)
@@ -144,8 +140,8 @@ class TrainConfig:
     options : dict
         The rule's options (``--opt NAME=VALUE``).
     flip : FlipRuleConfig or None
-        Integrate-and-fire constants recorded in the model file (used by the golden rule);
-        ``None`` means :func:`default_flip` of ``swarm``.
+        Integrate-and-fire constants recorded in the model file (used by the golden and
+        on-chip rules); ``None`` means :func:`default_flip` of ``swarm`` and ``rule``.
     """
 
     dataset: str = "digits"
@@ -166,8 +162,8 @@ class TrainConfig:
             object.__setattr__(self, "arch", parse_arch(self.arch))
         if isinstance(self.flip, dict):
             object.__setattr__(self, "flip", FlipRuleConfig.from_dict(self.flip))
-        if self.flip is None and _is_int(self.swarm):
-            object.__setattr__(self, "flip", default_flip(self.swarm))
+        if self.flip is None and _is_int(self.swarm) and self.swarm >= 1:
+            object.__setattr__(self, "flip", default_flip(self.swarm, self.rule))
         if not isinstance(self.dataset, str) or not self.dataset:
             raise ConfigError(f"dataset must be a name, not {self.dataset!r}")
         if self.arch is not None and not isinstance(self.arch, str) and (

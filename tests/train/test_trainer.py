@@ -158,3 +158,42 @@ def test_checkpoint_integrity(tmp_path, trained):
             load_checkpoint(p)
     with pytest.raises(CheckpointError, match="is a model file, not a training checkpoint"):
         load_checkpoint(d / "m.bsm")
+
+
+def test_short_digits_run_learns(tmp_path):
+    """Issue 17: with every default (64-512-10, batch 128, 11 steps per epoch) a 3-epoch digits
+    run is far above chance: the threshold ramp lets bits flip in the first epoch."""
+    res = train(TrainConfig(dataset="digits", epochs=3), out=tmp_path / "m.bsm", quiet=True, plots=False)
+    assert res.metrics[-1]["test_accuracy"] >= 0.90
+    assert res.metrics[0]["flips"][0] > 0
+    opts = json.loads(load_model(tmp_path / "m.bsm").cfg.meta["golden_options"])
+    assert (opts["threshold_start"], opts["threshold_ramp"]) == (8, 8)
+
+
+def test_flip_defaults_live_in_golden():
+    from bitswarm.golden.flip import NOISE_MODES, FlipRuleConfig
+    from bitswarm.train import cli
+    from bitswarm.train.trainer import DEFAULT_FLIP, default_flip
+
+    assert DEFAULT_FLIP == FlipRuleConfig.for_training() == TrainConfig().flip
+    assert TrainConfig(swarm=4).flip == FlipRuleConfig.for_training(4) == default_flip(4)
+    assert TrainConfig(swarm=4).flip.noise == "stochastic"
+    assert TrainConfig(rule="onchip").flip == FlipRuleConfig.for_training(votes="integer")
+    assert cli.NOISE_MODES == NOISE_MODES
+    keys = {k for _, k, _, _ in cli.FLIP_FLAGS}
+    flat = {f"lfsr.{k}" if k2 == "lfsr" else k2 for k2, v in DEFAULT_FLIP.to_dict().items()
+            for k in (v if isinstance(v, dict) else [k2])}
+    assert keys == flat and len(cli.FLIP_FLAGS) == 9
+
+
+def test_threshold_ramp():
+    from bitswarm.train.rule_golden import GoldenRule
+    from bitswarm.train.rules import NetSpec
+
+    r = GoldenRule(NetSpec((64, 16, 10), (8, 8), flip=TrainConfig().flip))
+    r.init_state(torch.from_numpy(load_dataset("digits").x_train))
+    assert [r.flip_config(s).threshold for s in (0, 7, 8, 200, 319, 320, 10**6)] == [8, 8, 9, 33, 47, 48, 48]
+    assert r.flip_config(320) is r.model.cfg.flip
+    r2 = GoldenRule(r.spec, {"threshold_ramp": "0"})
+    r2.init_state(torch.from_numpy(load_dataset("digits").x_train))
+    assert r2.flip_config(0).threshold == 48
