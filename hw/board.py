@@ -14,7 +14,9 @@ zero bytes always bring host and device back in step.
 
 :class:`UARTAccelerator` is the clock-agnostic core (pins ``rx``, ``tx``, ``led``); the tests
 simulate it with a small divisor. :class:`BoardTop` puts it on an ``amaranth-boards``
-platform: it requests the UART and two LEDs and derives the ``sync`` clock domain.
+platform: its base :class:`UARTBoard` (shared with the on-chip trainer's board top,
+:mod:`bitswarm.hw.onchip_board`) requests the UART and two LEDs and derives the ``sync`` clock
+domain.
 
 Clocking (``BoardSpec.clock_hz``, chosen from place-and-route results, see
 ``bench/results/boards.md``):
@@ -49,8 +51,8 @@ from .accel import Accelerator
 from .plan import REPLY, SYNC, AccelPlan
 from .uart import UARTRx, UARTTx, _check_divisor, uart_divisor
 
-__all__ = ["SYNC", "REPLY", "BoardSpec", "BOARDS", "UARTAccelerator", "BoardTop", "ice40_pll",
-           "ecp5_pll", "board_spec"]
+__all__ = ["SYNC", "REPLY", "BoardSpec", "BOARDS", "UARTAccelerator", "UARTBoard", "BoardTop",
+           "ice40_pll", "ecp5_pll", "board_spec"]
 
 _POR_BITS = 10
 
@@ -303,20 +305,26 @@ class UARTAccelerator(wiring.Component):
 
 
 # -- the platform top -----------------------------------------------------------------------
-class BoardTop(wiring.Component):
-    """:class:`UARTAccelerator` on an amaranth-boards platform (no ports of its own).
+class UARTBoard(wiring.Component):
+    """A UART core (pins ``rx``, ``tx``, ``led[2]``) on an amaranth-boards platform: the clocking
+    (PLL and power-on reset, module docstring), the UART pins and two LEDs. No ports of its own.
+
+    The base of every board top: :class:`BoardTop` (the accelerator) and
+    :class:`~bitswarm.hw.onchip_board.TrainerBoardTop` (the on-chip trainer) differ only in the
+    core that :meth:`core` builds (at elaboration, so nothing is left unused by an inspected top).
 
     Parameters
     ----------
-    model : bitswarm.golden.Model
     board : str
         A key of :data:`BOARDS`.
-    plan : AccelPlan, optional
     baud : int
         UART rate (default 115200); the divisor is derived from the core clock.
     clock_hz : float, optional
         Core clock; default the board's ``clock_hz``. A PLL is instantiated when it differs from
         the oscillator.
+    check : callable, optional
+        Called after the clocking checks (a subclass validates its core's arguments there), so
+        that every failing constructor leaves nothing to warn about.
 
     Raises
     ------
@@ -325,8 +333,8 @@ class BoardTop(wiring.Component):
         PLL requested on a board without one here).
     """
 
-    def __init__(self, model: Model, board: str, plan: AccelPlan | None = None, *,
-                 baud: int = 115200, clock_hz: float | None = None):
+    def __init__(self, board: str, *, baud: int = 115200, clock_hz: float | None = None,
+                 check=None):
         try:
             self._spec = board_spec(board)
             f = float(clock_hz) if clock_hz is not None else self._spec.clock_hz
@@ -343,8 +351,8 @@ class BoardTop(wiring.Component):
             self._clock_hz = f
             self._baud = baud
             self._divisor = uart_divisor(f, baud)
-            self._plan = _check_core(model, plan)
-            self._model = model
+            if check is not None:
+                check()
         except Exception:
             self._MustUse__silence = True  # never elaborated: don't warn about it
             raise
@@ -369,18 +377,18 @@ class BoardTop(wiring.Component):
         return self._divisor
 
     @property
-    def plan(self) -> AccelPlan:
-        return self._plan
-
-    @property
     def baud(self) -> int:
         return self._baud
+
+    def core(self) -> wiring.Component:
+        """The UART core (``rx``, ``tx``, ``led``) at :attr:`divisor`; subclasses build it."""
+        raise NotImplementedError
 
     def elaborate(self, platform):
         m = Module()
         if self._pll is not None:
             self._clocking(m, platform)
-        m.submodules.core = core = UARTAccelerator(self._model, self._plan, divisor=self._divisor)
+        m.submodules.core = core = self.core()
         uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
         m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
         m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
@@ -437,3 +445,42 @@ class BoardTop(wiring.Component):
         with m.Elif(~timer[_POR_BITS]):
             m.d.por += timer.eq(timer + 1)
         platform.add_clock_constraint(clk, self._clock_hz)
+
+
+class BoardTop(UARTBoard):
+    """:class:`UARTAccelerator` on an amaranth-boards platform (:class:`UARTBoard`: clocking,
+    pins; no ports of its own).
+
+    Parameters
+    ----------
+    model : bitswarm.golden.Model
+    board : str
+        A key of :data:`BOARDS`.
+    plan : AccelPlan, optional
+    baud : int
+        UART rate (default 115200); the divisor is derived from the core clock.
+    clock_hz : float, optional
+        Core clock; default the board's ``clock_hz``. A PLL is instantiated when it differs from
+        the oscillator.
+
+    Raises
+    ------
+    ConfigError
+        Unknown board, a baud rate the clock cannot make, or a clock the PLL cannot make (or a
+        PLL requested on a board without one here); a bad model or plan.
+    """
+
+    def __init__(self, model: Model, board: str, plan: AccelPlan | None = None, *,
+                 baud: int = 115200, clock_hz: float | None = None):
+        def check():
+            self._plan = _check_core(model, plan)
+            self._model = model
+
+        super().__init__(board, baud=baud, clock_hz=clock_hz, check=check)
+
+    @property
+    def plan(self) -> AccelPlan:
+        return self._plan
+
+    def core(self) -> UARTAccelerator:
+        return UARTAccelerator(self._model, self._plan, divisor=self._divisor)

@@ -32,11 +32,23 @@ Nothing here does I/O by itself: :class:`LinkFormat` encodes frames and decodes 
 with :meth:`LinkFormat.encode` and decodes its ``tx`` with :meth:`LinkFormat.decode`.
 :class:`BoardBackend` plugs a link into :mod:`bitswarm.sim.driver`, so
 ``evaluate(BoardBackend(...), images, labels)`` compares a board with golden.
+
+Training over the link
+----------------------
+A trainer bitstream (:mod:`bitswarm.hw.onchip_board`, whose docstring is the protocol: TRAIN,
+READ, INFO commands, flow control, timeout) is driven by :class:`TrainerLink`:
+:meth:`~TrainerLink.identify` checks the INFO reply against the model file (a wrong bitstream
+is one :class:`~bitswarm.golden.errors.ConfigError` line), :meth:`~TrainerLink.train` streams
+labelled samples with as many commands in flight as the device's FIFO allows,
+:meth:`~TrainerLink.read_state` reads the whole training state back through the debug port
+(:func:`~bitswarm.hw.onchip.dbg_queries`, :func:`~bitswarm.hw.onchip.dbg_decode`). The same
+class runs over a serial port and, in the cocotb test, over the simulated RTL's pins.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,7 +60,7 @@ from bitswarm.hw.plan import REPLY, SYNC
 from .driver import Backend, InferenceResult, hw_order
 
 __all__ = ["SYNC", "REPLY", "LinkError", "LinkFormat", "Transport", "SerialTransport",
-           "HostLink", "BoardBackend"]
+           "HostLink", "BoardBackend", "TrainerLink"]
 
 class LinkError(BitswarmError):
     """The device did not answer, or answered something that is not a reply."""
@@ -218,3 +230,206 @@ class BoardBackend(Backend):
         scores = np.stack([r[1] for r in res]) if res else np.zeros((0, c), dtype=np.int64)
         return InferenceResult(classes, scores, self.plan.latency_cycles(),
                                float(self.plan.interval_bound()), secs)
+
+
+class TrainerLink:
+    """The on-chip trainer over its link (:mod:`bitswarm.hw.onchip_board`): identify, train,
+    read back.
+
+    Parameters
+    ----------
+    model : Model
+        The model file the bitstream was built from (initial state, on-chip constants in its
+        meta, invert bits: the RTL's constants that the read-back does not carry).
+    transport : Transport
+        The byte pipe (:class:`SerialTransport`, or a test double / simulated board).
+    config : OnChipConfig, optional
+        The on-chip constants (default from the model's meta).
+
+    Raises
+    ------
+    ConfigError
+        A model the trainer cannot take (a CNN, no accumulators or no on-chip constants).
+    """
+
+    def __init__(self, model: Model, transport: Transport, config=None):
+        from bitswarm.hw.onchip_board import check_trainable
+
+        self.model = model
+        self.config = check_trainable(model, config)
+        self.transport = transport
+        self.info = None  # the device's TrainerInfo, once identified
+
+    # -- bytes ---------------------------------------------------------------------------------
+    def _read(self, n: int, what: str) -> bytes:
+        b = bytes(self.transport.read(n))
+        if len(b) < n:
+            raise LinkError(f"timed out waiting for {what}: {len(b)} of {n} bytes arrived")
+        return b
+
+    def resync(self, settle_s: float) -> None:
+        """Let the device drop any half-received command (its timeout) and drop what it sent."""
+        time.sleep(settle_s)
+        self.transport.reset_input_buffer()
+
+    def _pipeline(self, cmds, reply_len: int, handle) -> None:
+        """Send ``cmds`` keeping the unanswered bytes within the device's FIFO depth; each reply
+        (``reply_len`` bytes) goes to ``handle(k, reply)`` in order."""
+        depth = self._require_info().fifo_depth
+        pending: deque[int] = deque()
+        inflight, k = 0, 0
+        for cmd in cmds:
+            if len(cmd) > depth:
+                raise ConfigError(f"a {len(cmd)}-byte command does not fit the device's {depth}-byte FIFO")
+            while pending and inflight + len(cmd) > depth:
+                handle(k, self._read(reply_len, f"reply {k}"))
+                inflight -= pending.popleft()
+                k += 1
+            self.transport.write(cmd)
+            pending.append(len(cmd))
+            inflight += len(cmd)
+        while pending:
+            handle(k, self._read(reply_len, f"reply {k}"))
+            pending.popleft()
+            k += 1
+
+    # -- INFO ----------------------------------------------------------------------------------
+    def _require_info(self):
+        if self.info is None:
+            raise ConfigError("identify() the trainer before using it")
+        return self.info
+
+    def read_info(self):
+        """Send INFO and parse the reply (:class:`~bitswarm.hw.onchip_board.TrainerInfo`)."""
+        from bitswarm.hw.onchip_board import (
+            CMD_INFO,
+            INFO_MAGIC,
+            PROTOCOL_VERSION,
+            REPLY_INFO,
+            TrainerInfo,
+        )
+
+        self.transport.write(bytes([CMD_INFO]))
+        head = self._read(1 + TrainerInfo.PREFIX, "the INFO reply (is this a trainer bitstream?)")
+        if head[0] != REPLY_INFO:
+            raise LinkError(f"an INFO reply starts with 0x{REPLY_INFO:02X}, received 0x{head[0]:02X} "
+                            "(not a trainer bitstream?)")
+        try:
+            if head[1:4] != INFO_MAGIC or head[4] != PROTOCOL_VERSION:
+                TrainerInfo.from_bytes(head[1:])  # raises: the magic or version is wrong
+            n = TrainerInfo.length(head[5]) - TrainerInfo.PREFIX
+            return TrainerInfo.from_bytes(head[1:] + self._read(n, "the INFO reply"))
+        except ConfigError as e:
+            raise LinkError(str(e)) from None
+
+    def identify(self, *, fresh: bool = True):
+        """Read INFO and refuse (one-line :class:`ConfigError`) a bitstream not built from this
+        model, on-chip constants and a fold this host can read back; with ``fresh``, also one that
+        has trained since it was configured (its state is no longer the model file's)."""
+        from bitswarm.hw.onchip import dbg_queries
+        from bitswarm.hw.onchip_board import config_hash
+
+        info = self.read_info()
+        cfg = self.model.cfg
+
+        def arch(lays):
+            return "-".join(str(v) for v in [lays[0][0], *(e[1] for e in lays)]) + \
+                " (S=" + ",".join(str(e[2]) for e in lays) + ")"
+
+        mine = tuple((lay.n_in, lay.n_out, lay.swarm) for lay in cfg.layers)
+        theirs = tuple(e[:3] for e in info.layers)
+        if mine != theirs:
+            raise ConfigError(f"the board's trainer is {arch(theirs)}, the model {arch(mine)}: "
+                              "not the bitstream of this model")
+        if info.acc_width != cfg.flip.acc_width:
+            raise ConfigError(f"the board's trainer has {info.acc_width}-bit accumulators, the model "
+                              f"{cfg.flip.acc_width}-bit")
+        try:
+            fold = info.fold()
+            fold.check(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"the board reports a fold this model cannot have: {e}") from None
+        if info.queries != len(dbg_queries(cfg, fold)):
+            raise ConfigError(f"the board's debug port has {info.queries} state words, this host "
+                              f"expects {len(dbg_queries(cfg, fold))} (another bitswarm version?)")
+        want = config_hash(self.model, self.config, info.in_lanes, fold)
+        if info.config_hash != want:
+            raise ConfigError(f"the board's trainer was built from another model file, on-chip "
+                              f"constants or fold (config hash 0x{info.config_hash:08x}, the model "
+                              f"gives 0x{want:08x})")
+        if fresh and info.samples:
+            raise ConfigError(f"the board has trained {info.samples} samples since it was "
+                              "configured, so its state is no longer the model file's; reconfigure "
+                              "the board and run again")
+        self.info = info
+        return info
+
+    # -- TRAIN ---------------------------------------------------------------------------------
+    def train(self, xs, ys, progress=None) -> tuple[np.ndarray, np.ndarray]:
+        """Train on samples ``xs`` (uint8, ``[K, ...]`` with ``N_0`` pixels each, in the model's
+        flattened order) with labels ``ys``; returns the per-sample ``(pred, error)`` arrays.
+        ``progress(done, errors)`` is called after every reply."""
+        from bitswarm.hw.onchip_board import CMD_TRAIN, REPLY_TRAIN
+
+        self._require_info()
+        cfg = self.model.cfg
+        n0, c = cfg.layers[0].n_in, cfg.layers[-1].n_out
+        xs = np.asarray(xs)
+        ys = np.asarray(ys).reshape(-1)
+        if len(xs) != len(ys):
+            raise ConfigError(f"{len(xs)} samples but {len(ys)} labels")
+        if xs.dtype != np.uint8 or (len(xs) and xs[0].size != n0):
+            raise ConfigError(f"samples must be {n0} uint8 pixels each, found {xs.dtype} {list(xs.shape[1:])}")
+        if len(ys) and (not np.issubdtype(ys.dtype, np.integer) or ys.min() < 0 or ys.max() >= c):
+            raise ConfigError(f"labels must be classes in 0..{c - 1}")
+        preds = np.zeros(len(ys), dtype=np.int64)
+        errs = np.zeros(len(ys), dtype=np.int64)
+
+        def cmds():
+            for x, y in zip(xs, ys, strict=True):
+                yield bytes([CMD_TRAIN, int(y)]) + np.ascontiguousarray(x).reshape(-1).tobytes()
+
+        def handle(k, r):
+            if r[0] != REPLY_TRAIN or r[1] >= c or r[2] > 1:
+                raise LinkError(f"sample {k}: {r.hex()} is not a TRAIN reply (0x{REPLY_TRAIN:02X}, a "
+                                f"class below {c}, an error flag)")
+            preds[k], errs[k] = r[1], r[2]
+            if progress is not None:
+                progress(k + 1, int(errs[:k + 1].sum()))
+
+        self._pipeline(cmds(), 3, handle)
+        return preds, errs
+
+    # -- READ ----------------------------------------------------------------------------------
+    def read(self, queries) -> list[int]:
+        """``dbg_data`` for each debug query ``(kind, layer, row, word)``."""
+        from bitswarm.hw.onchip_board import CMD_READ, REPLY_READ
+
+        info = self._require_info()
+        db = info.dbg_bytes
+        vals: list[int] = []
+
+        def cmds():
+            for q in queries:
+                kind, layer, row, word = (tuple(q) + (0,))[:4]
+                yield bytes([CMD_READ, kind, layer]) + int(row).to_bytes(2, "little") + \
+                    int(word).to_bytes(2, "little")
+
+        def handle(k, r):
+            if r[0] != REPLY_READ:
+                raise LinkError(f"query {k}: a READ reply starts with 0x{REPLY_READ:02X}, received "
+                                f"0x{r[0]:02X}")
+            vals.append(int.from_bytes(r[1:], "little"))
+
+        self._pipeline(cmds(), 1 + db, handle)
+        return vals
+
+    def read_state(self) -> Model:
+        """The whole training state (weights, accumulators, thresholds, LFSR) as a :class:`Model`
+        (the model file's configuration and invert bits)."""
+        from bitswarm.hw.onchip import dbg_decode, dbg_queries
+
+        fold = self._require_info().fold()
+        cfg = self.model.cfg
+        q = dbg_queries(cfg, fold)
+        return dbg_decode(cfg, q, self.read(q), [v.clone() for v in self.model.invert], fold=fold)
