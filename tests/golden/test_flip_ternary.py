@@ -119,6 +119,28 @@ def test_saturates_at_both_ends_of_a_wide_accumulator():
     assert all(lo <= x <= hi for x in a2.tolist())  # clamps, never wraps
 
 
+@pytest.mark.parametrize("width", [14, 15, 16, 17, 30, 31, 32])
+@pytest.mark.parametrize("noise", ["none", "additive"])
+@pytest.mark.parametrize("leak", [0, 1, 5])
+def test_edges_at_the_work_dtype_boundaries(width, noise, leak):
+    """Every vote on the range's ends and both thresholds, with the largest threshold and the
+    smallest, at the widths where the implementation's work dtype changes."""
+    hi = (1 << (width - 1)) - 1
+    lo = -hi - 1
+    for thr, rho in ((hi, 1 - hi), (hi, hi - 1), (1, 0)):
+        cfg = FlipRuleConfig(acc_width=width, leak_shift=leak, threshold=thr, refractory=rho,
+                             noise=noise, lfsr=LFSRConfig(width=16, seed=7, draw_bits=8))
+        accs = [lo, lo + 1, -thr, 1 - thr, -1, 0, 1, thr - 1, thr, hi - 1, hi]
+        cases = [(t, a, v) for t in (-1, 0, 1) for a in accs for v in (-1, 0, 1)]
+        t = torch.tensor([c[0] for c in cases], dtype=torch.int8)
+        a = torch.tensor([c[1] for c in cases], dtype=torch.int32)
+        v = torch.tensor([c[2] for c in cases], dtype=torch.int8)
+        draws = cfg.lfsr.create().draws(len(cases)).tolist() if cfg.uses_lfsr else [0] * len(cases)
+        t2, a2, _ = trit_flip_step(cfg, t, a, v, cfg.lfsr.create() if cfg.uses_lfsr else None)
+        ref_t, ref_a = scalar_reference(cfg, t.tolist(), a.tolist(), v.tolist(), draws)
+        assert t2.tolist() == ref_t and a2.tolist() == ref_a
+
+
 def test_two_bit_accumulator():
     cfg = FlipRuleConfig(acc_width=2, threshold=1, refractory=0)  # range -2..1
     t = torch.tensor([0, 0, 0, 1], dtype=torch.int8)
