@@ -17,6 +17,10 @@ ECP5: ``TRELLIS_COMB`` LUT4 slots) and yosys' cell counts (flip-flops, block RAM
 nextpnr's achieved frequency for the core clock; ``timing_met`` means it reaches the clock the
 design runs at.
 
+:func:`build_trainer_bitstream` does the same for the on-chip trainer behind its UART link
+(:class:`~bitswarm.hw.onchip_board.TrainerBoardTop`, ``bitswarm bitstream MODEL --board B
+--train``): the same flow, a record with the trainer's cycles per sample and samples per second.
+
 For **Arty A7-35T** the Verilog, the XDC and a Vivado Tcl build script are written (the
 platform's Vivado build plan); Vivado is not run here.
 
@@ -50,7 +54,8 @@ from bitswarm.progress import step
 from .board import BoardTop, board_spec
 from .plan import AccelPlan
 
-__all__ = ["ToolError", "TOOLS", "ICE40_SYNTH_OPTS", "build_bitstream", "summarize"]
+__all__ = ["ToolError", "TOOLS", "ICE40_SYNTH_OPTS", "build_bitstream", "build_trainer_bitstream",
+           "summarize"]
 
 #: Environment variable → YoWASP command, as the amaranth-boards templates invoke them.
 TOOLS = {
@@ -161,6 +166,17 @@ def _cells(stat: Path) -> dict:
     return cells
 
 
+def _check_build_args(model, board: str, seed, placer):
+    spec = board_spec(board)
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a bitswarm.golden.Model, not {model!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise ConfigError(f"seed must be an integer, not {seed!r}")
+    if placer not in (None, "heap", "sa"):
+        raise ConfigError(f"placer must be 'heap' or 'sa', not {placer!r}")
+    return spec
+
+
 def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
                     plan: AccelPlan | None = None, clock_hz: float | None = None,
                     baud: int = 115200, seed: int = 1, name: str = "bitswarm_board",
@@ -184,13 +200,7 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
     ToolError
         A tool failed; its log is named in the message, ``out_dir`` is left untouched.
     """
-    spec = board_spec(board)
-    if not isinstance(model, Model):
-        raise TypeError(f"model must be a bitswarm.golden.Model, not {model!r}")
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"seed must be an integer, not {seed!r}")
-    if placer not in (None, "heap", "sa"):
-        raise ConfigError(f"placer must be 'heap' or 'sa', not {placer!r}")
+    spec = _check_build_args(model, board, seed, placer)
     if plan is None:  # the fold optimizer's plan for this board
         from .resources import board_fold
 
@@ -225,6 +235,75 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
         "weight_memory_bits": plan.weight_memory_bits(),
         "placer": placer or "heap",
     }
+    return _build_top(top, spec, out, rec, name=name, seed=seed, placer=placer,
+                      timeout_s=timeout_s,
+                      sidecars={f"{name}.fold.json": json.dumps(plan.to_dict(), indent=2) + "\n"})
+
+
+def build_trainer_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
+                            in_lanes: int | None = None, fold=None, clock_hz: float | None = None,
+                            baud: int = 115200, seed: int = 1, name: str = "bitswarm_trainer",
+                            timeout_s: float = 3600, placer: str | None = None) -> dict:
+    """Build the on-chip trainer of ``model`` behind its UART link
+    (:class:`~bitswarm.hw.onchip_board.TrainerBoardTop`) for ``board``; returns the JSON record.
+
+    The record: ``board``, ``bitstream``, ``luts``, ``ffs``, ``brams``, ``fmax_mhz``,
+    ``clock_mhz``, ``timing_met`` as :func:`build_bitstream`, plus ``cycles_per_sample`` (the
+    trainer's cycle model, :func:`~bitswarm.hw.plan.cycles_per_sample`), ``samples_per_s``
+    (clock ÷ cycles per sample), ``uart_samples_per_s`` (the link's limit at ``baud``: one
+    TRAIN frame per sample), ``fold`` (the trainer fold, also written as
+    ``<name>.trainer-fold.json``), ``in_lanes``, ``info`` (the INFO the board will answer:
+    ``config_hash``, ``fifo_depth``, ``dbg_bytes``, ``queries``), ``pll``, ``seconds``.
+
+    Raises
+    ------
+    ConfigError
+        Bad board, clock or baud; a CNN, a model without accumulators or on-chip constants
+        (before anything is written).
+    ToolError
+        A tool failed; its log is named in the message, ``out_dir`` is left untouched.
+    """
+    from .onchip_board import TrainerBoardTop
+    from .plan import cycles_per_sample
+
+    spec = _check_build_args(model, board, seed, placer)
+    top = TrainerBoardTop(model, board, in_lanes=in_lanes, fold=fold, baud=baud, clock_hz=clock_hz)
+    core = top.trainer_core
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a folder")
+    cyc = cycles_per_sample(model.cfg, core.trainer.in_lanes, core.fold).total
+    info = core.info
+    rec = {
+        "board": board,
+        "device": spec.platform.split(":")[1],
+        "bitstream": None,
+        "clock_mhz": round(top.clock_hz / 1e6, 4),
+        "cycles_per_sample": cyc,
+        "samples_per_s": round(top.clock_hz / cyc, 1),
+        "baud": baud,
+        "uart_samples_per_s": round(baud / 10 / core.train_frame_len, 1),
+        "pll": top.pll,
+        "fold": core.fold.to_dict(model.cfg),
+        "in_lanes": core.trainer.in_lanes,
+        "arch": list(model.cfg.arch),
+        "swarm": [lay.swarm for lay in model.cfg.layers],
+        "info": {"config_hash": f"0x{info.config_hash:08x}", "fifo_depth": info.fifo_depth,
+                 "dbg_bytes": info.dbg_bytes, "queries": info.queries,
+                 "timeout_bytes": info.timeout_bytes},
+        "placer": placer or "heap",
+    }
+    return _build_top(top, spec, out, rec, name=name, seed=seed, placer=placer, timeout_s=timeout_s,
+                      sidecars={f"{name}.trainer-fold.json":
+                                json.dumps(core.fold.to_dict(model.cfg), indent=2) + "\n"})
+
+
+def _build_top(top, spec, out: Path, rec: dict, *, name: str, seed: int, placer: str | None,
+               timeout_s: float, sidecars: dict[str, str]) -> dict:
+    """Build the board top ``top`` into ``out`` (module docstring: temporary folder, build plan
+    steps, resources and timing into ``rec``, products moved into place); returns ``rec``.
+    ``sidecars`` are extra files (name → text) written beside the bitstream."""
+    board = spec.name
     platform = spec.platform_class()()
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
@@ -249,7 +328,8 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
                     + (f" --placer {placer}" if placer else ""),
                     script_after_synth="tee -q -o stat.json stat -json")
                 bplan.extract(work)
-            (work / f"{name}.fold.json").write_text(json.dumps(plan.to_dict(), indent=2) + "\n")
+            for fname, text in sidecars.items():
+                (work / fname).write_text(text)
             log = work / "build.log"
             env = _tool_env()
             try:
@@ -267,7 +347,7 @@ def build_bitstream(model: Model, board: str, out_dir: str | os.PathLike, *,
             ext = spec.artifact
             keep = [f"{name}.{ext}", "report.json", "stat.json", f"{name}.tim", f"{name}.rpt",
                     "build.log", f"{name}.{'pcf' if spec.family == 'ice40' else 'lpf'}",
-                    f"{name}.fold.json"]
+                    *sidecars]
             rec["bitstream"] = str(out / f"{name}.{ext}")
             rec["note"] = "built with YoWASP yosys + nextpnr + " + (
                 "icepack" if spec.family == "ice40" else "ecppack")

@@ -20,12 +20,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--board", required=True, choices=BOARD_CHOICES)
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--clock-mhz", type=float, default=None,
-                   help="core clock (default: the board's; a PLL makes it from the oscillator)")
+                   help="core clock (default: the board's; with --train its oscillator, 12 / 25 MHz; a PLL "
+                   "makes any other from the oscillator)")
     p.add_argument("--baud", type=int, default=115200, help="UART rate (default 115200)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--overwrite", action="store_true",
                    help="build into an output folder that already holds files (refused without it)")
+    p.add_argument("--train", action="store_true",
+                   help="build the on-chip trainer behind the UART (TRAIN/READ/INFO protocol, "
+                   "hw/onchip_board.py) instead of the accelerator; drive it with `bitswarm run "
+                   "MODEL --train`")
+    p.add_argument("--trainer-fold", metavar="PExSIMD,...|FILE", default=None,
+                   help="with --train: the trainer fold, one PExSIMD pair per layer (e.g. 8x64,5x256) "
+                   "or a trainer fold file (default: pe=1, simd=N)")
+    p.add_argument("--in-lanes", type=int, default=None,
+                   help="with --train: pixels per trainer input transfer (default min(N, 64))")
     add_fold_args(p)
     p.set_defaults(func=_cmd_bitstream)
 
@@ -66,6 +76,11 @@ def _cmd_bitstream(args) -> int:
     check_outputs([], folders=[args.out], overwrite=args.overwrite)
     if args.clock_mhz is not None and not 0 < args.clock_mhz < float("inf"):
         raise ConfigError(f"--clock-mhz must be a positive number, not {args.clock_mhz}")
+    if args.train:
+        return _cmd_trainer_bitstream(args)
+    for flag in ("trainer_fold", "in_lanes"):
+        if getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag.replace('_', '-')} needs --train")
     model = load_model(args.model)
     plan = plan_from_args(model.cfg, args, default=lambda cfg: board_fold(cfg, args.board))
     clock = args.clock_mhz * 1e6 if args.clock_mhz is not None else None
@@ -85,6 +100,41 @@ def _cmd_bitstream(args) -> int:
               f"interval {rec['interval_cycles']} cycles: {rec['images_per_s']} images/s "
               f"streaming, latency {rec['latency_cycles']} cycles; fold in "
               f"{args.out}/bitswarm_board.fold.json")
+    else:
+        print(f"{args.out}: {rec['note']}")
+    return 0 if rec["timing_met"] is not False else 1
+
+
+def _cmd_trainer_bitstream(args) -> int:
+    from bitswarm.golden.errors import ConfigError
+    from bitswarm.golden.model import load_model
+
+    from .bitstream import build_trainer_bitstream
+    from .onchip_board import check_trainable
+    from .plan import TrainerFold
+
+    given = [n for n in ("fold", "pe", "simd", "pipeline") if getattr(args, n, None) is not None]
+    if given:
+        raise ConfigError(f"--{'/--'.join(given)} fold the accelerator; with --train give "
+                          "--trainer-fold PExSIMD,...")
+    model = load_model(args.model)
+    try:
+        check_trainable(model)
+    except ConfigError as e:
+        raise ConfigError(f"{args.model}: {e}") from None
+    fold = TrainerFold.parse(args.trainer_fold, model.cfg) if args.trainer_fold is not None else None
+    clock = args.clock_mhz * 1e6 if args.clock_mhz is not None else None
+    rec = build_trainer_bitstream(model, args.board, args.out, in_lanes=args.in_lanes, fold=fold,
+                                  clock_hz=clock, baud=args.baud, seed=args.seed)
+    if args.json:
+        print(json.dumps(rec))
+    elif rec["bitstream"]:
+        print(f"{rec['bitstream']}: on-chip trainer, {rec['luts']}/{rec['lut_total']} LUT cells, "
+              f"{rec['ffs']} FF, {rec['brams']}/{rec['bram_total']} BRAM, Fmax {rec['fmax_mhz']} MHz "
+              f"at {rec['clock_mhz']} MHz (timing {'met' if rec['timing_met'] else 'NOT met'}), "
+              f"{rec['cycles_per_sample']} cycles per sample: {rec['samples_per_s']} samples/s "
+              f"on chip, {rec['uart_samples_per_s']} samples/s over the link at {rec['baud']} "
+              f"baud; config hash {rec['info']['config_hash']}")
     else:
         print(f"{args.out}: {rec['note']}")
     return 0 if rec["timing_met"] is not False else 1

@@ -54,8 +54,9 @@ Timing: a TRAIN frame leaves the FIFO at one byte per cycle into ``P``-pixel tra
 partial last one zero-padded); the trainer then needs
 :func:`~bitswarm.hw.plan.cycles_per_sample` cycles, and the reply starts when the transmitter
 is free. A READ waits for the trainer to be idle and the transmitter free, pulses ``dbg_en``,
-captures ``dbg_data`` the next cycle and sends it. Every reply is loaded whole into one shift
-register (``8·max(reply)`` bits) that feeds the transmitter a byte at a time.
+captures ``dbg_data`` the next cycle and sends it. TRAIN and READ replies are loaded whole into
+one shift register (``8·max(3, 1 + ceil(D/8))`` bits) that feeds the transmitter a byte at a
+time; INFO's bytes come from a constant table (and the sample counter) one at a time.
 
 LEDs: ``led[0]`` toggles on every TRAIN reply, ``led[1]`` lights (sticky) on a UART overrun,
 framing error or a byte dropped because the FIFO was full (a host that broke the flow-control
@@ -67,7 +68,7 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Signal
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 from bitswarm.golden.errors import ConfigError
@@ -81,7 +82,7 @@ from .plan import TrainerFold
 from .uart import UARTRx, UARTTx, _check_divisor
 
 __all__ = ["CMD_TRAIN", "REPLY_TRAIN", "CMD_READ", "REPLY_READ", "CMD_INFO", "REPLY_INFO",
-           "INFO_MAGIC", "PROTOCOL_VERSION", "DEFAULT_TIMEOUT_BYTES", "TrainerInfo",
+           "INFO_MAGIC", "PROTOCOL_VERSION", "DEFAULT_TIMEOUT_BYTES", "TRAINER_CLOCK_HZ", "TrainerInfo",
            "config_hash", "check_trainable", "UARTTrainer", "TrainerBoardTop"]
 
 #: TRAIN: ``CMD_TRAIN label p[0] .. p[N-1]`` → ``REPLY_TRAIN pred error``.
@@ -95,6 +96,10 @@ INFO_MAGIC = b"BST"
 PROTOCOL_VERSION = 1
 #: Byte times of silence after which a partly received command is dropped.
 DEFAULT_TIMEOUT_BYTES = 1000
+#: Default core clock of a trainer board top: the board's oscillator (no PLL). The link, not the
+#: clock, bounds training over UART: at 115200 baud a 64-pixel TRAIN frame takes 5.7 ms on the
+#: wire, a sample ~70-1000 trainer cycles (6-80 us at 12 MHz); ``clock_hz`` overrides it.
+TRAINER_CLOCK_HZ = {"icebreaker": 12e6, "ulx3s": 25e6, "arty": 100e6}
 #: Bytes of a READ command after its command byte: kind, layer, row (2), word (2).
 READ_ARGS = 6
 
@@ -333,30 +338,41 @@ class UARTTrainer(wiring.Component):
         with m.If(urx.overrun | urx.frame_err | (urx.o_stream.valid & ~rxq.w_rdy)):
             m.d.sync += self.led[1].eq(1)
 
-        # -- the reply register: a whole reply, shifted out a byte at a time ---------------
+        # -- replies: TRAIN and READ loaded whole into a shift register, INFO from a table --
         db = -(-tr.dbg_width // 8)
-        info = bytes([REPLY_INFO]) + self._info.to_bytes()
-        n_reply = max(3, 1 + db, len(info))
+        n_reply = max(3, 1 + db)
         sreg = Signal(8 * n_reply)
-        left = Signal(range(n_reply + 1))
-        m.d.comb += [utx.i_stream.payload.data.eq(sreg[:8]), utx.i_stream.valid.eq(left != 0)]
-        with m.If(utx.i_stream.valid & utx.i_stream.ready):
-            m.d.sync += [sreg.eq(sreg >> 8), left.eq(left - 1)]
+        left = Signal(range(n_reply + 1))  # shift-register bytes still to send
         samples = Signal(32)
+        info = bytes([REPLY_INFO]) + self._info.to_bytes()
+        info_rom = Array([Const(b, 8) for b in info[:-4]] + [samples[8 * k:8 * k + 8] for k in range(4)])
+        info_idx = Signal(range(len(info) + 1), init=len(info))  # INFO bytes sent (all: none pending)
+        info_busy = Signal()
+        u = utx.i_stream
+        m.d.comb += info_busy.eq(info_idx != len(info))
+        with m.If(info_busy):
+            m.d.comb += [u.payload.data.eq(info_rom[info_idx]), u.valid.eq(1)]
+            with m.If(u.ready):
+                m.d.sync += info_idx.eq(info_idx + 1)
+        with m.Else():
+            m.d.comb += [u.payload.data.eq(sreg[:8]), u.valid.eq(left != 0)]
+            with m.If(u.valid & u.ready):
+                m.d.sync += [sreg.eq(sreg >> 8), left.eq(left - 1)]
+        tx_free = (left == 0) & ~info_busy
         o = tr.o_stream
         pred8, err8 = Signal(8), Signal(8)
         m.d.comb += [pred8.eq(o.payload.pred), err8.eq(o.payload.error)]
-        with m.If((left == 0) & o.valid):  # a TRAIN reply
+        with m.If(tx_free & o.valid):  # a TRAIN reply
             m.d.comb += o.ready.eq(1)
             m.d.sync += [sreg.eq(Cat(Const(REPLY_TRAIN, 8), pred8, err8)), left.eq(3),
                          samples.eq(samples + 1), self.led[0].eq(~self.led[0])]
         # READ / INFO replies wait until every TRAIN before them has been answered
-        quiet = tr.idle & ~o.valid & (left == 0)
+        quiet = tr.idle & ~o.valid & tx_free
 
-        self._parser(m, rxq, arrived, quiet, sreg, left, samples, info, db)
+        self._parser(m, rxq, arrived, quiet, sreg, left, info_idx, db)
         return m
 
-    def _parser(self, m, rxq, arrived, quiet, sreg, left, samples, info, db):
+    def _parser(self, m, rxq, arrived, quiet, sreg, left, info_idx, db):
         tr = self._trainer
         n_pix = self._model.cfg.layers[0].n_in
         p = tr.in_lanes
@@ -443,8 +459,7 @@ class UARTTrainer(wiring.Component):
                 m.next = "IDLE"
             with m.State("INFO"):
                 with m.If(quiet):
-                    fixed = Const(int.from_bytes(info[:-4], "little"), 8 * (len(info) - 4))
-                    m.d.sync += [sreg.eq(Cat(fixed, samples)), left.eq(len(info))]
+                    m.d.sync += info_idx.eq(0)
                     m.next = "IDLE"
             with m.State("DISCARD"):  # a TRAIN frame that stopped: drop what came of it
                 m.d.comb += rxq.r_en.eq(1)
@@ -467,7 +482,8 @@ class TrainerBoardTop(UARTBoard):
     baud : int
         UART rate (default 115200).
     clock_hz : float, optional
-        Core clock (default the board's; a PLL makes it from the oscillator).
+        Core clock (default :data:`TRAINER_CLOCK_HZ`, the oscillator; another one comes from a
+        PLL).
 
     Raises
     ------
@@ -478,6 +494,9 @@ class TrainerBoardTop(UARTBoard):
     def __init__(self, model: Model, board: str, config: OnChipConfig | None = None, *,
                  in_lanes: int | None = None, fold: TrainerFold | None = None,
                  baud: int = 115200, clock_hz: float | None = None):
+        if clock_hz is None and board in TRAINER_CLOCK_HZ:
+            clock_hz = TRAINER_CLOCK_HZ[board]
+
         def check():
             self._core = UARTTrainer(model, config, divisor=self._divisor, in_lanes=in_lanes, fold=fold)
             self._core._MustUse__silence = True  # elaborated by core(); inspected-only otherwise

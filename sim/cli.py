@@ -29,12 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--waves", metavar="FILE", default=None,
                    help="--backend verilator: write a waveform of the run (FILE.vcd, or FILE.fst "
                    "where lz4.h is installed); use with --limit, VCD grows ~1.5 kB per cycle")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --waves file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --waves or --out file")
     p.add_argument("--train", action="store_true",
                    help="on-chip training (SPEC §12) on the training split (--limit samples) on the "
                    "virtual accelerator or the RTL trainer (--backend verilator), checked bit for bit "
                    "against golden (state, predictions, error flags); reports cycles per sample and "
                    "accuracy after training on the test split")
+    p.add_argument("--out", metavar="TRAINED.bsm", default=None,
+                   help="with --train: save the trained model (weights, thresholds, accumulators, "
+                   "LFSR state) here; an existing file is kept unless --overwrite")
     _add_build_dir(p)
     add_fold_args(p)
     p.set_defaults(func=_cmd_sim)
@@ -53,6 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--limit", type=int, default=None, help="only the first N test images")
     r.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply")
     r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.add_argument("--train", action="store_true",
+                   help="the board runs the on-chip trainer (`bitswarm bitstream MODEL --train`): "
+                   "check its INFO against MODEL, train on the training split (--limit samples), "
+                   "read the whole state back, save it to --out; prints the per-sample error rate, "
+                   "the test accuracy after training and mismatches against the virtual trainer")
+    r.add_argument("--out", metavar="TRAINED.bsm", default=None,
+                   help="with --train: the trained model file to write")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     r.set_defaults(func=_cmd_run)
 
 
@@ -110,6 +121,19 @@ def _check_waves(args) -> Path | None:
     return w
 
 
+def _check_out(args) -> None:
+    """``--out`` only with ``--train``; an existing file refused without ``--overwrite`` and
+    an unwritable place refused, both before the long run."""
+    from bitswarm.golden.errors import ConfigError
+    from bitswarm.golden.files import check_outputs
+
+    if args.out is None:
+        return
+    if not args.train:
+        raise ConfigError("--out needs --train (it saves the trained model)")
+    check_outputs([args.out], overwrite=args.overwrite)
+
+
 def _cmd_sim(args) -> int:
     import tempfile
 
@@ -123,6 +147,7 @@ def _cmd_sim(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, not {args.limit}")
     waves = _check_waves(args)
+    _check_out(args)
     build_root = _build_root(args) if args.backend == "verilator" else None
     model = load_model(args.model)
     ds = load_dataset(args.dataset, args.data_dir)
@@ -274,11 +299,17 @@ def _cmd_train(args, model, ds, build_root: Path | None = None) -> int:
     acc = float((got.predict(torch.from_numpy(xt)).numpy() == ds.y_test).mean())
     out = {"samples": int(len(y)), "mismatches": mism, "cycles_per_sample": cycles, "accuracy_after": acc,
            "backend": args.backend, "host_samples_per_s": round(len(y) / secs, 1) if secs > 0 else None, **extra}
+    if args.out is not None:
+        from bitswarm.golden.model import save_model
+
+        save_model(got, args.out)
+        out["out"] = str(args.out)
     if args.json:
         print(json.dumps(out))
     else:
         print(f"trained on {out['samples']} samples ({args.backend}): mismatches {out['mismatches']}, "
-              f"{out['cycles_per_sample']} cycles per sample, test accuracy after {acc:.4f}")
+              f"{out['cycles_per_sample']} cycles per sample, test accuracy after {acc:.4f}"
+              + (f"; trained model saved to {args.out}" if args.out is not None else ""))
     return 1 if out["mismatches"] else 0
 
 
@@ -292,6 +323,10 @@ def _cmd_run(args) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, not {args.limit}")
+    if args.train:
+        return _cmd_run_train(args)
+    if args.out is not None:
+        raise ConfigError("--out needs --train (it saves the trained model)")
     model = load_model(args.model)
     ds = load_dataset(args.dataset, args.data_dir)
     if ds.n_inputs != model.cfg.layers[0].in_size:
@@ -320,3 +355,78 @@ def _cmd_run(args) -> int:
               + (f" (images {out['mismatched_images']})" if out["mismatches"] else "")
               + f", {out['images_per_s_link']} images/s over the link")
     return 1 if out["mismatches"] else 0
+
+
+def _cmd_run_train(args) -> int:
+    """``bitswarm run MODEL --port P --train --out TRAINED.bsm``: a trainer board over its link."""
+    import time
+
+    import numpy as np
+    import torch
+    from bitswarm.golden.errors import ConfigError
+    from bitswarm.golden.files import check_outputs
+    from bitswarm.golden.model import load_model, save_model
+    from bitswarm.hw.onchip_board import DEFAULT_TIMEOUT_BYTES, check_trainable
+    from bitswarm.progress import step
+    from bitswarm.sim.hostlink import SerialTransport, TrainerLink
+    from bitswarm.train.data import load_dataset
+
+    from .onchip import VirtualTrainer
+
+    if args.out is None:
+        raise ConfigError("--train needs --out TRAINED.bsm (the file the trained model is saved to)")
+    check_outputs([args.out], overwrite=args.overwrite)
+    model = load_model(args.model)
+    try:
+        oc = check_trainable(model)
+    except ConfigError as e:
+        raise ConfigError(f"{args.model}: {e}") from None
+    ds = load_dataset(args.dataset, args.data_dir)
+    n0 = model.cfg.layers[0].n_in
+    if ds.n_inputs != n0:
+        raise ConfigError(f"{args.dataset} samples have {ds.n_inputs} pixels but the model takes {n0}")
+    x, y = ds.x_train, ds.y_train
+    if args.limit:
+        x, y = x[: args.limit], y[: args.limit]
+    x = np.ascontiguousarray(np.asarray(x).reshape(len(x), -1))
+    y = np.asarray(y)
+    n = len(y)
+    t0 = time.monotonic()
+    last = [t0]
+
+    def progress(done, errors):
+        now = time.monotonic()
+        if done == n or now - last[0] >= 2.0:
+            last[0] = now
+            rate = done / (now - t0) if now > t0 else 0.0
+            print(f"bitswarm: trained {done}/{n} samples on {args.port}, error rate "
+                  f"{errors / done:.3f}, {rate:.1f} samples/s", file=sys.stderr, flush=True)
+
+    tr = SerialTransport(args.port, args.baud, timeout=args.timeout)
+    try:
+        link = TrainerLink(model, tr, oc)
+        link.resync(2 * DEFAULT_TIMEOUT_BYTES * 10 / args.baud)
+        info = link.identify()
+        preds, errs = link.train(x, y, progress=progress)
+        secs = time.monotonic() - t0
+        with step(f"reading the trained state back ({info.queries} debug words)"):
+            state = link.read_state()
+    finally:
+        tr.close()
+    virt = VirtualTrainer(model, oc)
+    v_pred, v_err = virt.train(x, y)
+    mism = (_state_mismatches(state, virt.export()) + int((preds != np.asarray(v_pred)).sum())
+            + int((errs != np.asarray(v_err)).sum()))
+    save_model(state, args.out)
+    xt = ds.x_test.reshape(len(ds.x_test), -1)
+    acc = float((state.predict(torch.from_numpy(xt)).numpy() == ds.y_test).mean())
+    out = {"port": args.port, "samples": n, "error_rate": round(float(errs.mean()), 4) if n else 0.0,
+           "accuracy_after": acc, "mismatches": mism, "samples_per_s_link": round(n / secs, 1) if secs > 0 else None,
+           "config_hash": f"0x{info.config_hash:08x}", "out": str(args.out)}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"trained on {n} samples over {args.port}: error rate {out['error_rate']:.4f} per sample, "
+              f"test accuracy after {acc:.4f}, mismatches vs the virtual trainer {mism}, "
+              f"{out['samples_per_s_link']} samples/s over the link; trained model saved to {args.out}")
+    return 1 if mism else 0

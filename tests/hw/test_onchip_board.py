@@ -92,8 +92,10 @@ def test_init():
     assert info.layers == ((16, 8, 2, 1, 16), (8, 4, 2, 1, 8)) and info.acc_width == 6
     assert info.queries == 2 * 8 + 8 + 2 * 4 + 4 + 1 and info.dbg_bytes == -(-core.trainer.dbg_width // 8)
     assert info.config_hash == config_hash(m, oc, core.trainer.in_lanes, TrainerFold.default(m.cfg))
-    top = TrainerBoardTop(m, "icebreaker")
-    assert top.clock_hz == 36e6 and top.trainer_core.divisor == 312
+    top = TrainerBoardTop(m, "icebreaker")  # the oscillator: no PLL
+    assert top.clock_hz == 12e6 and top.pll is None and top.trainer_core.divisor == 104
+    top = TrainerBoardTop(m, "ulx3s", clock_hz=50e6, baud=1_000_000)
+    assert top.pll["f_out"] == 50e6 and top.trainer_core.divisor == 50
 
 
 def test_init_wrong():
