@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 export AMARANTH_USE_YOSYS := builtin
 JOBS    ?= 2
 
-.PHONY: venv demo test test-long test-verilator synth-report bitstream-icebreaker bitstream-ulx3s bitstream-icebreaker-cnn bitstream-ulx3s-cnn bench-boards bench-resources bench bench-train bench-zoo bench-sim bench-onchip bench-kernel bench-scale lint clean
+.PHONY: venv demo test test-long test-verilator synth-report bitstream-icebreaker bitstream-ulx3s bitstream-icebreaker-cnn bitstream-ulx3s-cnn bench-boards bench-resources bench bench-train bench-ternary bench-zoo bench-sim bench-onchip bench-kernel bench-scale lint clean
 
 venv: $(STAMP)
 
@@ -71,6 +71,10 @@ bench: bench-train bench-sim
 
 bench-train: $(STAMP)
 	$(PY) bench/bench_train.py
+
+# Ternary (SPEC §8.1) vs binary S=1 vs S=2 (equal storage), golden rule, mnist5k and Fashion.
+bench-ternary: $(STAMP)
+	$(PY) bench/bench_ternary.py
 
 bench-zoo: $(STAMP)
 	$(PY) bench/bench_zoo.py
