@@ -11,6 +11,7 @@
 """
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 from amaranth.sim import Simulator
 from bitswarm.golden import ConfigError, Model, ModelConfig
 from bitswarm.golden.model import save_model
-from bitswarm.golden.onchip import OnChipConfig, onchip_train
+from bitswarm.golden.onchip import onchip_train
 from bitswarm.hw.onchip_board import (
     CMD_INFO,
     CMD_READ,
@@ -37,33 +38,16 @@ from bitswarm.hw.uart import uart_decode, uart_line
 from bitswarm.sim.hostlink import LinkError, TrainerLink
 from bitswarm.sim.verilator import run_cocotb
 
-
-def _flip(noise="stochastic", acc_width=6):
-    from bitswarm.golden.flip import FlipRuleConfig
-    from bitswarm.golden.lfsr import LFSRConfig
-
-    return FlipRuleConfig(acc_width=acc_width, threshold=3, leak_shift=1, noise=noise, fire_prob=100,
-                          lfsr=LFSRConfig(width=16, seed=0xACE1, draw_bits=8))
+from .test_onchip import _random_case
 
 
 def trainer_case(arch=(16, 8, 4), swarm=2, seed=0, k=24):
-    """A random trainable model (on-chip constants in its meta, random accumulators, thresholds
-    and hidden invert bits), ``k`` random samples and labels."""
-    oc = OnChipConfig(margin=2, windows=(6,) * (len(arch) - 2), theta_step=1, out_theta_step=1,
-                      homeostasis_shift=2)
-    mc = ModelConfig.mlp(list(arch), swarm=swarm, input_bits=8, flip=_flip(), meta=oc.to_meta())
-    m = Model.random(mc, seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    f = mc.flip
-    m.acc = [torch.randint(f.acc_min, f.acc_max + 1, lay.weight_shape(), generator=g, dtype=torch.int32)
-             for lay in mc.layers]
-    m.theta = [torch.randint(-3, 4, (lay.n_out,), generator=g, dtype=torch.int32) for lay in mc.layers]
-    m.invert = [torch.randint(0, 2, (lay.n_out,), generator=g, dtype=torch.uint8) for lay in mc.layers[:-1]]
-    m.invert.append(torch.zeros(mc.layers[-1].n_out, dtype=torch.uint8))
-    m.lfsr_state = f.lfsr.seed
-    xs = torch.randint(0, 256, (k, arch[0]), generator=g, dtype=torch.uint8)
-    ys = torch.randint(0, arch[-1], (k,), generator=g)
-    return m, oc, xs.numpy(), ys.numpy()
+    """A random trainable model (:func:`tests.hw.test_onchip._random_case`: random accumulators,
+    thresholds and hidden invert bits, stochastic noise) with its on-chip constants in its meta,
+    ``k`` random samples and labels."""
+    m, oc, xs, ys = _random_case(arch, swarm, "stochastic", input_bits=8, seed=seed, k=k, hs=2)
+    cfg = dataclasses.replace(m.cfg, meta={**m.cfg.meta, **oc.to_meta()})
+    return Model(cfg, m.weights, m.theta, m.invert, m.acc, m.lfsr_state), oc, xs.numpy(), ys.numpy()
 
 
 def golden_run(m, oc, xs, ys):
@@ -106,7 +90,7 @@ def test_init_wrong():
         UARTTrainer(m, divisor=3)
     with pytest.raises(ConfigError, match="timeout_bytes must be an integer in 1..65535, not 0"):
         UARTTrainer(m, divisor=4, timeout_bytes=0)
-    bare = Model(ModelConfig.mlp([16, 8, 4], swarm=2, flip=_flip()), m.weights, m.theta, m.invert, m.acc, m.lfsr_state)
+    bare = Model(ModelConfig.mlp([16, 8, 4], swarm=2, flip=m.cfg.flip), m.weights, m.theta, m.invert, m.acc, m.lfsr_state)
     with pytest.raises(ConfigError, match=r"no 'onchip' entry.*bitswarm train --votes integer"):
         UARTTrainer(bare, divisor=4)
     no_acc = copy.deepcopy(m)
@@ -243,8 +227,6 @@ def test_sim_trainer_uart_verilator(tmp_path, arch, k):
     state read back through READ: 0 mismatching state bits against golden, predictions and
     error flags equal golden's, INFO counts the samples. Mutation check: golden with another
     margin does not match the read-back state."""
-    import dataclasses
-
     m, oc, xs, ys = trainer_case(arch, 2, seed=3, k=k)
     gm, g_pred, g_err, res = golden_run(m, oc, xs, ys)
     assert sum(sum(r.flips) for r in res) > 0 and 0 < g_err.sum() < len(ys)  # the run changes the state
