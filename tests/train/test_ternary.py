@@ -110,3 +110,18 @@ def test_resume_keeps_the_weight_kind(tmp_path, capsys):
                  "--out", str(tmp_path / "m2.bsm")]) == 0
     assert load_model(tmp_path / "m2.bsm").cfg.layers[0].weights == "ternary"
     assert json.loads((tmp_path / "m.run" / "config.json").read_text())["options"] == {"weights": "ternary"}
+
+
+def test_ternary_cnn_trains_and_runs_on_the_virtual_accelerator(tmp_path, capsys):
+    """Convolutional layers take trits too (golden conv, SPEC.md §14): a small digits CNN."""
+    out = tmp_path / "cnn.bsm"
+    assert main(["train", "--dataset", "digits", "--arch", "1x8x8-c4k3p1-mp2-10", "--weights",
+                 "ternary", "--epochs", "3", "--out", str(out), "--quiet", "--no-plots"]) == 0
+    capsys.readouterr()
+    m = load_model(out)
+    assert [lay.weights for lay in m.cfg.layers] == ["ternary", "ternary"] and m.cfg.has_conv
+    assert main(["sim", str(out), "--dataset", "digits", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["n"] == 360 and d["mismatches"] == 0
+    metrics = [json.loads(line) for line in (tmp_path / "cnn.run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(sum(r["flips"][i] for r in metrics) > 0 for i in range(2))  # both layers' trits moved
