@@ -347,12 +347,17 @@ class GoldenRule(Rule):
     def flip_config(self, step: int):
         """The integrate-and-fire constants of step ``step`` (0-based): the model's, with the
         threshold ``min(threshold, threshold_start + step // threshold_ramp)`` while the ramp
-        lasts (``threshold_ramp = 0``: no ramp)."""
+        lasts (``threshold_ramp = 0``: no ramp). The refractory value is clamped into the
+        ramped threshold's range: ``<= threshold - 1``, and for ternary weights (SPEC.md §8.1)
+        also ``>= 1 - threshold``."""
         f, k = self.model.cfg.flip, self.opts.threshold_ramp
         t = self.opts.threshold_start + step // k if k else f.threshold
         if t >= f.threshold:
             return f
-        return dataclasses.replace(f, threshold=t, refractory=min(f.refractory, t - 1))
+        r = min(f.refractory, t - 1)
+        if self.opts.weights == "ternary":
+            r = max(r, 1 - t)
+        return dataclasses.replace(f, threshold=t, refractory=r)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:

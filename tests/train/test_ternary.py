@@ -125,3 +125,20 @@ def test_ternary_cnn_trains_and_runs_on_the_virtual_accelerator(tmp_path, capsys
     assert d["n"] == 360 and d["mismatches"] == 0
     metrics = [json.loads(line) for line in (tmp_path / "cnn.run" / "metrics.jsonl").read_text().splitlines()]
     assert all(sum(r["flips"][i] for r in metrics) > 0 for i in range(2))  # both layers' trits moved
+
+
+def test_threshold_ramp_keeps_a_negative_refractory_legal_for_trits(tmp_path):
+    """The golden rule's threshold ramp lowers the threshold early on; a ternary run with
+    hysteresis (refractory -40 of threshold 48) must get a refractory within ±(threshold - 1)."""
+    ds = load_dataset("digits")
+    spec = NetSpec((64, 16, 10), ds.input_shape,
+                   flip=FlipRuleConfig(acc_width=8, leak_shift=6, threshold=48, refractory=-40))
+    rule = GoldenRule(spec, {"weights": "ternary"})
+    rule.init_state(torch.from_numpy(ds.x_train[:512]))
+    for step in (0, 100, 320, 10**6):
+        f = rule.flip_config(step)
+        assert 1 - f.threshold <= f.refractory <= f.threshold - 1
+    assert rule.flip_config(0).refractory == -7 and rule.flip_config(10**6).refractory == -40
+    x, y = torch.from_numpy(ds.x_train[:128]), torch.from_numpy(ds.y_train[:128])
+    for _ in range(3):
+        rule.train_step(x, y)  # no ConfigError from trit_flip_step
