@@ -7,8 +7,13 @@ BRAMs beside the structural features of :mod:`bitswarm.hw.resources`, fits the L
 per family by non-negative least squares (``--fit``), and reports estimate vs actual for every
 configuration in ``bench/results/resources.{json,md}``.
 
-Usage: ``python bench/calibrate_resources.py [--family ice40|ecp5] [--only NAME ...] [--fit]``
-(measurements are cached in the JSON file: ``--only`` re-measures just those rows).
+With ``--trainer`` the same is done for the on-chip trainer
+(:func:`bitswarm.hw.bitstream.build_trainer_bitstream`, :data:`TRAINER_CONFIGS`, an explicit
+trainer fold each) against :func:`bitswarm.hw.resources.estimate_trainer`, fitting
+``TRAINER_COEFFS``; rows and coefficients go under ``trainer`` in the same files.
+
+Usage: ``python bench/calibrate_resources.py [--trainer] [--family ice40|ecp5] [--only NAME ...]
+[--fit]`` (measurements are cached in the JSON file: ``--only`` re-measures just those rows).
 """
 
 from __future__ import annotations
@@ -28,7 +33,14 @@ import torch  # noqa: E402
 from bitswarm.golden.model import Model, ModelConfig  # noqa: E402
 from bitswarm.hw.bitstream import build_bitstream  # noqa: E402
 from bitswarm.hw.plan import AccelPlan, LayerFold  # noqa: E402
-from bitswarm.hw.resources import COEFFS, estimate, features  # noqa: E402
+from bitswarm.hw.resources import (  # noqa: E402
+    COEFFS,
+    TRAINER_COEFFS,
+    estimate,
+    estimate_trainer,
+    features,
+    trainer_features,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -50,6 +62,81 @@ CONFIGS = {
     "m256-256-256-10": ([256, 256, 256, 10], 1, 1, [(32, 128, 3), (16, 64, 2), (2, 64, 2)],
                         ("ecp5",)),
 }
+
+
+#: trainer configs, name: (arch, input_bits, swarm, noise, trainer fold "PExSIMD,...", families)
+TRAINER_CONFIGS = {
+    "t64-16-10-f": ([64, 16, 10], 8, 1, "none", "1x8,1x4", ("ice40", "ecp5")),
+    "t64-32-10-f": ([64, 32, 10], 8, 1, "none", "1x16,1x8", ("ice40", "ecp5")),
+    "t64-32-10-s2": ([64, 32, 10], 8, 2, "stochastic", "2x8,1x16", ("ice40", "ecp5")),
+    "t64-64-10": ([64, 64, 10], 8, 1, "none", "2x64,2x64", ("ecp5",)),
+    "t64-128-10-pe4": ([64, 128, 10], 8, 1, "none", "4x64,1x128", ("ecp5",)),
+}
+
+
+def trainer_model(name: str, seed: int = 0) -> Model:
+    """A random trainer model of ``TRAINER_CONFIGS[name]``: zero accumulators, on-chip constants."""
+    from bitswarm.golden.flip import FlipRuleConfig
+    from bitswarm.golden.lfsr import LFSRConfig
+    from bitswarm.golden.onchip import OnChipConfig
+
+    arch, bits, swarm, noise, _, _ = TRAINER_CONFIGS[name]
+    flip = FlipRuleConfig(acc_width=8, threshold=30, noise=noise, fire_prob=64 if noise != "none" else 1,
+                          lfsr=LFSRConfig(width=16, seed=0xACE1, draw_bits=8))
+    oc = OnChipConfig(margin=16, windows=(64,) * (len(arch) - 2), theta_step=1, homeostasis_shift=5)
+    cfg = ModelConfig.mlp(arch, input_bits=bits, swarm=swarm, flip=flip, meta=oc.to_meta())
+    m = _model(arch, bits, swarm, seed)
+    m = Model(cfg, m.weights, m.theta, m.invert,
+              [torch.zeros(lay.weight_shape(), dtype=torch.int32) for lay in cfg.layers], None)
+    return m
+
+
+def trainer_fold_of(name: str, cfg: ModelConfig):
+    from bitswarm.hw.plan import TrainerFold
+
+    return TrainerFold.parse(TRAINER_CONFIGS[name][4], cfg)
+
+
+def measure_trainer(name: str, family: str) -> dict:
+    from bitswarm.hw.bitstream import build_trainer_bitstream
+
+    m = trainer_model(name)
+    t = time.time()
+    with tempfile.TemporaryDirectory() as td:
+        rec = build_trainer_bitstream(m, BOARD[family], Path(td) / "b", fold=trainer_fold_of(name, m.cfg))
+    return {"name": name, "family": family, "luts": rec["luts"], "ffs": rec["ffs"],
+            "brams": rec["brams"], "fmax_mhz": rec["fmax_mhz"], "seconds": round(time.time() - t, 1)}
+
+
+def _trainer_row_features(name, family):
+    m = trainer_model(name)
+    st = trainer_features(m.cfg, trainer_fold_of(name, m.cfg), family, board=True)
+    return [sum(s.other for s in st), sum(s.ffs for s in st), 1.0]
+
+
+def fit_trainer(rows: list[dict], family: str) -> dict:
+    from scipy.optimize import nnls
+
+    rs = [r for r in rows if r["family"] == family and r.get("luts")]
+    if len(rs) < 2:
+        return dict(TRAINER_COEFFS[family])
+    a = np.array([_trainer_row_features(r["name"], family) for r in rs], dtype=float)
+    y = np.array([r["luts"] for r in rs], dtype=float)
+    w = 1.0 / y
+    coef, _ = nnls(a * w[:, None], y * w)
+    return dict(zip(("b", "d", "c"), (round(float(c), 4) for c in coef), strict=True))
+
+
+def report_trainer(rows: list[dict], coeffs: dict) -> list[dict]:
+    out = []
+    for r in rows:
+        m = trainer_model(r["name"])
+        est = estimate_trainer(m.cfg, trainer_fold_of(r["name"], m.cfg), r["family"], board=True,
+                               coeffs=coeffs[r["family"]]).totals()
+        out.append({**r, "fold": TRAINER_CONFIGS[r["name"]][4], "est_luts": est["luts"],
+                    "est_ffs": est["ffs"], "est_brams": est["brams"],
+                    "lut_error_pct": round(100 * (est["luts"] - r["luts"]) / r["luts"], 1)})
+    return out
 
 
 def _model(arch, bits, swarm, seed=0) -> Model:
@@ -115,40 +202,54 @@ def main() -> int:
     ap.add_argument("--family", choices=("ice40", "ecp5"), action="append")
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--fit", action="store_true", help="refit the coefficients from the rows")
+    ap.add_argument("--trainer", action="store_true",
+                    help="the on-chip trainer's configurations and coefficients instead")
     args = ap.parse_args()
     path = RESULTS / "resources.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     rows = {(r["name"], r["family"]): r for r in old.get("rows", [])}
+    told = old.get("trainer", {})
+    trows = {(r["name"], r["family"]): r for r in told.get("rows", [])}
+    coeffs = dict(old.get("coeffs", COEFFS))
+    tcoeffs = dict(told.get("coeffs", TRAINER_COEFFS))
     fams = args.family or ["ice40", "ecp5"]
-    for name, (*_, families) in CONFIGS.items():
+    configs, table, meas = ((TRAINER_CONFIGS, trows, measure_trainer) if args.trainer
+                            else (CONFIGS, rows, measure))
+    for name, (*_, families) in configs.items():
         for fam in families:
             if fam not in fams or (args.only is not None and name not in args.only) or (
-                    args.only is None and (name, fam) in rows):
+                    args.only is None and (name, fam) in table):
                 continue
             print(f"{name} on {fam} ...", end=" ", flush=True)
             try:
-                rows[(name, fam)] = measure(name, fam)
-                print(rows[(name, fam)], flush=True)
+                table[(name, fam)] = meas(name, fam)
+                print(table[(name, fam)], flush=True)
             except Exception as e:  # a failed build is reported, not fatal
                 print(f"failed: {e}", flush=True)
-                rows[(name, fam)] = {"name": name, "family": fam, "luts": None, "error": str(e)}
-            _write(path, list(rows.values()), old.get("coeffs", COEFFS))
-    coeffs = dict(old.get("coeffs", COEFFS))
+                table[(name, fam)] = {"name": name, "family": fam, "luts": None, "error": str(e)}
+            _write(path, list(rows.values()), coeffs, list(trows.values()), tcoeffs)
     if args.fit:
         for fam in ("ice40", "ecp5"):
-            coeffs[fam] = fit(list(rows.values()), fam)
-        print("fitted:", json.dumps(coeffs))
-    _write(path, list(rows.values()), coeffs)
+            if args.trainer:
+                tcoeffs[fam] = fit_trainer(list(trows.values()), fam)
+            else:
+                coeffs[fam] = fit(list(rows.values()), fam)
+        print("fitted:", json.dumps(tcoeffs if args.trainer else coeffs))
+    _write(path, list(rows.values()), coeffs, list(trows.values()), tcoeffs)
     return 0
 
 
-def _write(path: Path, rows: list[dict], coeffs: dict) -> None:
+def _write(path: Path, rows: list[dict], coeffs: dict, trows: list[dict], tcoeffs: dict) -> None:
     good = [r for r in rows if r.get("luts")]
     rep = report(good, coeffs)
+    trep = report_trainer([r for r in trows if r.get("luts")], tcoeffs)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"date": time.strftime("%Y-%m-%d"), "coeffs": coeffs,
            "rows": rows, "report": rep,
-           "max_abs_lut_error_pct": max((abs(r["lut_error_pct"]) for r in rep), default=None)}
+           "max_abs_lut_error_pct": max((abs(r["lut_error_pct"]) for r in rep), default=None),
+           "trainer": {"coeffs": tcoeffs, "rows": trows, "report": trep,
+                       "max_abs_lut_error_pct": max((abs(r["lut_error_pct"]) for r in trep),
+                                                    default=None)}}
     path.write_text(json.dumps(doc, indent=2) + "\n")
     lines = ["# Resource model vs place and route", "",
              f"Generated by `make bench-resources` (`python bench/calibrate_resources.py`) on "
@@ -175,6 +276,25 @@ def _write(path: Path, rows: list[dict], coeffs: dict) -> None:
     if missing:
         lines += ["", "Not measured yet (run `make bench-resources` to add them): "
                   + ", ".join(missing) + "."]
+    lines += ["", "## On-chip trainer (`--trainer`)", "",
+              "Trainer board builds (`build_trainer_bitstream`, UART link included), random weights, "
+              "zero accumulators, explicit trainer folds (PExSIMD per layer); model "
+              "`hw/resources.py estimate_trainer`, LUT = b·datapath bits + d·FF + c with "
+              "`TRAINER_COEFFS`: " + "; ".join(f"{f}: " + ", ".join(f"{k}={v}" for k, v in c.items())
+                                              for f, c in tcoeffs.items()), "",
+              "| config | family | arch, S, noise | fold | LUT est. / actual | error | FF est. / actual | "
+              "BRAM est. / actual | Fmax MHz |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in trep:
+        arch, _, swarm, noise, fold, _ = TRAINER_CONFIGS[r["name"]]
+        lines.append(f"| {r['name']} | {r['family']} | {'-'.join(map(str, arch))}, S={swarm}, {noise} | "
+                     f"{fold} | {r['est_luts']} / {r['luts']} | {r['lut_error_pct']:+.1f} % | "
+                     f"{r['est_ffs']} / {r['ffs']} | {r['est_brams']} / {r['brams']} | {r['fmax_mhz']} |")
+    lines += ["", f"Largest trainer LUT error: {doc['trainer']['max_abs_lut_error_pct']} %."]
+    tmissing = [f"{n} on {f}" for n, (*_, fams) in TRAINER_CONFIGS.items() for f in fams
+                if (n, f) not in {(r["name"], r["family"]) for r in trows}]
+    if tmissing:
+        lines += ["", "Trainer configs not measured yet (`python bench/calibrate_resources.py "
+                  "--trainer`): " + ", ".join(tmissing) + "."]
     (path.with_suffix(".md")).write_text("\n".join(lines) + "\n")
 
 

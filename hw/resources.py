@@ -44,7 +44,8 @@ from .plan import (
 )
 
 __all__ = ["FAMILIES", "PARTS", "COEFFS", "StageEstimate", "Estimate", "estimate", "optimize",
-           "features", "bram_count", "board_fold", "FILL"]
+           "features", "bram_count", "board_fold", "FILL", "TRAINER_COEFFS",
+           "trainer_features", "estimate_trainer", "optimize_trainer", "board_trainer_fold"]
 
 #: Fraction of a part's LUTs the optimizer plans for by default (room for routing and timing).
 FILL = 0.75
@@ -476,3 +477,174 @@ def board_fold(cfg: ModelConfig, board: str, *, fill: float = FILL,
     p = PARTS[board]
     return optimize(cfg, luts=int(p["luts"] * fill), brams=p["brams"], family=p["family"],
                     target_interval=target_interval, board=True)
+
+
+# -- the on-chip trainer (hw.onchip.OnChipTrainer) ----------------------------------------------
+#: LUT coefficients of the trainer model per family: LUT = b · (datapath bits) + d · FF + c,
+#: fitted by ``bench/calibrate_resources.py --trainer --fit`` to post-place-and-route counts of
+#: trainer board builds (``bench/results/resources.md``, trainer section).
+TRAINER_COEFFS = {
+    "ice40": {"b": 1.0, "d": 0.35, "c": 250.0},
+    "ecp5": {"b": 1.0, "d": 0.0, "c": 250.0},
+}
+
+
+def _train_memory(width: int, depth: int, family: str) -> tuple[int, int, int]:
+    """``(ffs, brams, other_luts)`` of a trainer memory (read-modify-write, one read and one
+    write port): block RAM, except shallow memories (at most 16 words) on ECP5, which synthesis
+    puts in distributed RAM (``TRELLIS_DPR16X4``: 16 words x 4 bits in two LUT4 slots)."""
+    if family == "ecp5" and depth <= 16:
+        return 0, 0, 2 * -(-width // 4) * -(-depth // 16)
+    return _memory(width, depth, auto_mem_style(width, depth, writable=True), family, True)
+
+
+def _trainer_layer(i: int, cfg: ModelConfig, fold, family: str) -> list[StageEstimate]:
+    """The stages of trainer layer ``i`` (mirrors :mod:`bitswarm.hw.onchip`'s structure): the
+    ``pe`` banks of weight words with their accumulators, the forward popcount trees, the
+    integrate-and-fire lanes of the update, the LFSR jump-ahead, the backward deltas and the
+    threshold banks."""
+    lay = cfg.layers[i]
+    f = cfg.flip
+    pe, simd = fold.pe(i), fold.simd(i)
+    a, b, s_, m_, n_ = f.acc_width, lay.input_bits, lay.swarm, lay.n_out, lay.n_in
+    lanes = pe * simd
+    word = simd * (1 + a)
+    depth = (s_ * m_ // pe) * (n_ // simd)
+    mem = StageEstimate(f"train-mem{i}")
+    ffs, brams, other = _train_memory(word, depth, family)
+    mem.ffs, mem.brams, mem.other = pe * ffs, pe * brams, pe * other
+    mem.ffs += 2 * pe * word  # the read-word register and the write-back register
+    fwd = StageEstimate(f"train-fwd{i}")
+    terms = simd * b
+    fwd.other = pe * (terms + 2 * simd + 2 * lay.z_width)  # XNOR/AND, tree, z accumulate, compare
+    k = fold.tree_stages(cfg, i)
+    fwd.ffs = pe * (k * (simd * b).bit_length() * 2 + 2 * lay.z_width) + (n_ * b if i == 0 else 0)
+    upd = StageEstimate(f"train-upd{i}")
+    upd.other = lanes * (3 * a + 6)  # vote, add, saturate, fire compare, refractory mux
+    upd.ffs = lanes * 2 + pe * 4  # registered errors / input signs per lane
+    if f.uses_lfsr:
+        db, w = f.lfsr.draw_bits, f.lfsr.width
+        upd.other += lanes * db * max(1, w // 4)  # jump-ahead XOR networks
+        upd.ffs += lanes * db + w
+    out = [mem, fwd, upd]
+    thr = StageEstimate(f"train-thr{i}")
+    tdepth = max(2, m_ // pe)
+    ffs, brams, other = _train_memory(lay.z_width, tdepth, family)
+    thr.ffs, thr.brams = pe * ffs + (0 if lay.output else 2 * m_), pe * brams
+    thr.other = pe * (other + 3 * lay.z_width) + (0 if lay.output else 2 * m_)
+    out.append(thr)
+    if i > 0:
+        bwd = StageEstimate(f"train-bwd{i}")
+        dw = (s_ * m_).bit_length() + 1
+        bwd.ffs = n_ * dw + 2 * n_
+        bwd.other = n_ * (dw + 4) + simd * dw * pe
+        out.append(bwd)
+    return out
+
+
+def trainer_features(cfg: ModelConfig, fold=None, family: str = "ecp5", *,
+                     board: bool = False) -> list[StageEstimate]:
+    """The unpriced stages of the on-chip trainer for ``cfg`` at ``fold``
+    (:class:`~bitswarm.hw.plan.TrainerFold`; default one whole row per cycle)."""
+    from .plan import TrainerFold
+
+    if family not in FAMILIES:
+        raise ConfigError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
+    fold = TrainerFold.resolve(cfg, fold)
+    out = []
+    for i in range(len(cfg.layers)):
+        out += _trainer_layer(i, cfg, fold, family)
+    last = cfg.layers[-1]
+    err = StageEstimate("train-err")
+    err.ffs = 3 * last.n_out * last.z_width + 2 * last.n_out
+    err.other = 3 * last.n_out * last.z_width
+    out.append(err)
+    if board:
+        link = StageEstimate("uart-link")
+        link.ffs = 2 * PIXEL_BITS * cfg.layers[0].n_in + 120
+        link.other = PIXEL_BITS * cfg.layers[0].n_in + 200
+        out.append(link)
+    return out
+
+
+def estimate_trainer(cfg: ModelConfig, fold=None, family: str = "ecp5", *, board: bool = False,
+                     coeffs: dict | None = None) -> Estimate:
+    """Resources of the on-chip trainer for ``cfg`` at ``fold`` on ``family``."""
+    stages = trainer_features(cfg, fold, family, board=board)
+    k = coeffs or TRAINER_COEFFS[family]
+    est = Estimate(family, stages, const=round(k["c"]))
+    for s in est.stages:
+        s.luts = round(k["b"] * s.other + k["d"] * s.ffs)
+    return est
+
+
+def optimize_trainer(cfg: ModelConfig, *, luts: int, brams: int, family: str,
+                     board: bool = True, in_lanes: int | None = None):
+    """The trainer fold with the fewest cycles per sample whose estimate fits ``luts`` /
+    ``brams``: from the most folded fold (``pe = 1``, the smallest ``simd``) the layer with the
+    most issue cycles is unfolded one step at a time (``simd`` up to ``N`` first, then ``pe``),
+    keeping the fastest fold that fits, until no step fits.
+
+    Raises
+    ------
+    ConfigError
+        A bad budget, or not even the most folded trainer fits (the message gives its estimate).
+    """
+    from .plan import TrainerFold, cycles_per_sample
+
+    for name, v, lo in (("luts", luts, 1), ("brams", brams, 0)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ConfigError(f"{name} must be an integer >= {lo}, not {v!r}")
+    lays = cfg.layers
+    divs = [([d for d in range(1, lay.n_out + 1) if lay.n_out % d == 0],
+             [d for d in range(1, lay.n_in + 1) if lay.n_in % d == 0]) for lay in lays]
+
+    def fits(fold):
+        t = estimate_trainer(cfg, fold, family, board=board).totals()
+        return t["luts"] <= luts and t["brams"] <= brams
+
+    def cycles(fold):
+        return cycles_per_sample(cfg, in_lanes, fold).total
+
+    state = [[0, 0] for _ in lays]  # indices into (pe divisors, simd divisors)
+    fold = TrainerFold(tuple((divs[i][0][0], divs[i][1][0]) for i in range(len(lays))))
+    if not fits(fold):
+        t = estimate_trainer(cfg, fold, family, board=board).totals()
+        raise ConfigError(f"even the most folded trainer needs ~{t['luts']} LUTs and {t['brams']} "
+                          f"BRAMs; the budget is {luts} LUTs and {brams} BRAMs")
+    best = fold
+    while True:
+        order = sorted(range(len(lays)), key=lambda i: -fold.steps(cfg, i))
+        moved = False
+        for i in order:  # unfold the busiest layer that can take a step and still fits
+            pi, si = state[i]
+            if si + 1 < len(divs[i][1]):
+                cand = (pi, si + 1)
+            elif pi + 1 < len(divs[i][0]):
+                cand = (pi + 1, si)
+            else:
+                continue
+            trial = list(fold.layers)
+            trial[i] = (divs[i][0][cand[0]], divs[i][1][cand[1]])
+            tf = TrainerFold(tuple(trial))
+            if fits(tf):
+                state[i] = list(cand)
+                fold, moved = tf, True
+                if cycles(fold) < cycles(best):
+                    best = fold
+                break
+        if not moved:
+            return best
+
+
+def board_trainer_fold(cfg: ModelConfig, board: str, *, fill: float = FILL,
+                       in_lanes: int | None = None):
+    """The trainer fold :func:`optimize_trainer` chooses for ``board`` (a key of
+    :data:`PARTS`): ``fill`` of its LUTs, all of its block RAMs, the UART link included."""
+    if board not in PARTS:
+        raise ConfigError(f"board must be one of {', '.join(PARTS)}, not {board!r}")
+    if not 0 < fill <= 1:
+        raise ConfigError(f"fill must be in (0, 1], not {fill!r}")
+    p = PARTS[board]
+    return optimize_trainer(cfg, luts=int(p["luts"] * fill), brams=p["brams"], family=p["family"],
+                            board=True, in_lanes=in_lanes)

@@ -205,3 +205,45 @@ def test_sim_fitted_plan_interval_equals_model(case, tmp_path):
     assert set(np.diff(r.out_cycle)[5:].tolist()) == {plan.interval_cycles()}
     iso = va.run(x[:5].numpy())
     assert set(iso.latencies.tolist()) == {plan.latency_cycles()}
+
+
+# -- the on-chip trainer's resource model and fitter -----------------------------------------------
+def _trainer_cfg(arch, swarm=1):
+    from bitswarm.golden.flip import FlipRuleConfig
+
+    return ModelConfig.mlp(arch, input_bits=8, swarm=swarm, flip=FlipRuleConfig(acc_width=8, threshold=30))
+
+
+def test_trainer_estimate_tracks_the_fold():
+    from bitswarm.hw.plan import TrainerFold
+    from bitswarm.hw.resources import estimate_trainer
+
+    cfg = _trainer_cfg([64, 32, 10])
+    narrow = estimate_trainer(cfg, TrainerFold(((1, 8), (1, 4))), "ecp5").totals()
+    wide = estimate_trainer(cfg, TrainerFold(((4, 64), (2, 32))), "ecp5").totals()
+    assert wide["luts"] > 4 * narrow["luts"] and wide["ffs"] > narrow["ffs"]
+    # memories: pe banks of simd·(1 + A)-bit words; a shallow ECP5 bank is distributed RAM
+    mem = {s.name: s for s in estimate_trainer(cfg, TrainerFold(((1, 16), (1, 8))), "ice40").stages}
+    assert mem["train-mem0"].brams == bram_count(16 * 9, 32 * 4, "ice40")
+    deep = {s.name: s for s in estimate_trainer(cfg, TrainerFold(((2, 64), (1, 32))), "ecp5").stages}
+    assert deep["train-mem1"].brams == 0 and deep["train-mem1"].other > 0  # 10 words: LUT RAM
+    with pytest.raises(ConfigError, match="family"):
+        estimate_trainer(cfg, None, "xilinx")
+
+
+def test_trainer_fitter_fits_and_is_fastest_of_its_steps():
+    from bitswarm.hw.plan import cycles_per_sample
+    from bitswarm.hw.resources import board_trainer_fold, estimate_trainer, optimize_trainer
+
+    cfg = _trainer_cfg([64, 32, 10])
+    fold = board_trainer_fold(cfg, "icebreaker")
+    t = estimate_trainer(cfg, fold, "ice40", board=True).totals()
+    assert t["luts"] <= int(PARTS["icebreaker"]["luts"] * 0.75) and t["brams"] <= PARTS["icebreaker"]["brams"]
+    big = board_trainer_fold(cfg, "ulx3s")
+    assert cycles_per_sample(cfg, None, big).total < cycles_per_sample(cfg, None, fold).total
+    with pytest.raises(ConfigError, match="even the most folded trainer"):
+        optimize_trainer(_trainer_cfg([784, 256, 10]), luts=3000, brams=10, family="ice40")
+    with pytest.raises(ConfigError, match="luts must be"):
+        optimize_trainer(cfg, luts=0, brams=10, family="ice40")
+    with pytest.raises(ConfigError, match="board must be"):
+        board_trainer_fold(cfg, "de10")
