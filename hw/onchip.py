@@ -1,43 +1,59 @@
 """On-chip learning datapath: the fully integer training step in RTL (SPEC.md §12).
 
-:class:`OnChipTrainer` holds a whole binary model as training state — per layer a
-:class:`~bitswarm.hw.flip_unit.FlipUnit` (weight memory ``S·M`` rows x ``N`` bits, accumulator
-memory ``S·M`` rows x ``N`` signed ``A``-bit values), a threshold memory (``M`` signed values)
-and one shared noise LFSR — and trains it on a stream of ``(image, label)`` samples, one golden
+:class:`OnChipTrainer` holds a whole binary model as training state — per layer ``pe`` memory
+banks of weight words and their accumulators, ``pe`` threshold banks, and one shared noise
+LFSR — and trains it on a stream of ``(image, label)`` samples, one golden
 :func:`~bitswarm.golden.onchip.onchip_step` per sample, bit for bit.
 
-Row-serial schedule of one sample. Row ``(s, j)`` of layer ``l`` is address ``s·M_l + j`` of
-its memories (golden's ``[S, M, N]`` row-major order); every phase reads one row per cycle
-through the flip unit's read port (one cycle latency) and processes it on all ``N`` lanes::
+Folding (:class:`~bitswarm.hw.plan.TrainerFold`, per layer ``(pe, simd)``): row
+``r = s·M + j`` of layer ``l`` (golden's ``[S, M, N]`` order) lives in bank ``r mod pe``; its
+``N / simd`` words (``simd`` weight bits and their ``simd`` signed ``A``-bit accumulators, one
+memory word) at addresses ``(r div pe)·W + w``, ``W = N/simd``. ``pe`` divides ``M``, so a row
+group ``g`` (rows ``g·pe .. g·pe + pe - 1``) is ``pe`` neurons ``jg·pe + p`` of one plane
+``s`` (``g = s·M/pe + jg``); neuron ``j``'s threshold is in threshold bank ``j mod pe``. Every
+cycle of a pass reads one word address in all ``pe`` banks of a layer: ``pe·simd`` lanes.
 
-    LOAD    ceil(N_0 / P) cycles   P pixels per i_stream transfer; the label comes with the last
-    FWD     sum_l R_l + 1          rows in neuron order (j outer, s inner); z_j summed over the
-                                   S planes; when z_j is complete: hidden activation and gate bit
-                                   |z_j - θ_j| <= window, θ_j += (z_j - θ_j) >> shift, or the score
-                                   z_j - θ_j at the output; layer l+1 starts reading while layer
-                                   l's last row is being summed; one drain cycle at the end
-    ERR     1                      margin rule against the rival (highest-scoring class other
-                                   than the label) on the registered scores; argmax (reported)
-    BWD     sum_{l>=1} R_l         delta_k += e_j (2 w[s, j, k] - 1) on N_l lanes, l = L-1 .. 1;
-                                   e_{l-1} = gate · sign(delta) · (1 - 2 inv) is combinational
-    UPD     sum_l R_l + 1          rows in golden order; each row's votes -e_j xs_k (2 w - 1) and
-                                   its N_l LFSR draws go to the layer's flip unit (one row per
-                                   cycle, one cycle read + one cycle write-back); θ_j steps by
-                                   -e_j · step (clamped) at the row of plane s = 0; one drain
-                                   cycle (the last row's votes; its write-back overlaps REPORT)
-    REPORT  1                      o_stream: predicted class (before the update), error flag
+Pipeline of every pass (issue at cycle ``t``): the banks' synchronous read (``t``), a register
+of the read words (``t + 1``), the lane logic (``t + 2``, forward: ``K`` register stages of the
+XNOR-popcount / signed-sum tree, :meth:`~bitswarm.hw.plan.TrainerFold.tree_stages`), then::
 
-with ``R_l = S·M_l``. :func:`bitswarm.hw.plan.cycles_per_sample` is this table; the Verilator
-tests compare it with the measured interval between samples.
+    LOAD    ceil(N_0 / P)              P pixels per i_stream transfer; the label with the last
+    FWD     T_l per layer, order       word sums accumulated into z of pe neurons (stage t+2+K),
+            (jg, s, w), w fastest;     at the group's last word: z - θ, the activation, gate
+            K_l + 1 bubbles after      |z - θ| <= window, θ += (z - θ) >> shift, or the score
+            each hidden layer, K + 3   (stage t+3+K); the next layer's first word issues when
+            drain cycles at the end    its popcount stage sees the finished activations
+    ERR     ceil(log2 C) + 1           pipelined argmax (prediction) and rival tree, one
+                                       register level per cycle, then the margin rule
+    BWD     T_l + 1, l = L-1 .. 1      delta_k += sum_p e_{j_p} (2 w - 1) on the simd lanes of
+                                       the word (stage t+2); e_{l-1} = gate · sign(delta) ·
+                                       (1 - 2 inv) is combinational, registered per bank at
+                                       t+1, hence one bubble after each layer
+    UPD     T_l per layer, + 2 drain   rows in golden order (g, w), w fastest; errors, input
+                                       signs and LFSR draws registered at t+1, votes
+                                       -e_j xs_k (2 w - 1) and the integrate-and-fire rule on
+                                       pe·simd lanes at t+2, write-back at t+3; θ_j steps by
+                                       -e_j · step (clamped) on plane s = 0's words w = 0
+    REPORT  1                          o_stream: predicted class (before the update), error flag
 
-Timing: the digits bench network 64-256-10 places and routes on an ECP5-85F at 22.4 MHz (20k
-LUT4, 35 block RAMs; ``onchip-trainer`` in bench/results/synth.md). nextpnr's critical path runs
-from the weight memory's read port through the N-lane XNOR popcount into the row-sum register
-``z_acc`` in one cycle; registering the popcount would shorten it at the cost of one cycle per
-layer and phase (and a matching change of the cycle model).
+with ``T_l = S·M_l/pe_l · N_l/simd_l``. :func:`bitswarm.hw.plan.cycles_per_sample` is this
+table; the Verilator tests compare it with the measured interval between samples.
+
+LFSR draw order is golden's (row-major within a layer: row ``r`` lane ``k`` takes the layer's
+draw ``r·N + k``): at UPD word ``(g, w)`` the register holds the state after the layer's first
+``g·pe·N + w·simd`` draws; lane ``(p, i)`` takes the low bits of that state advanced
+``p·N + i + 1`` Galois steps, each a constant GF(2) matrix (a jump-ahead XOR network,
+:func:`jump_masks`), and the register advances ``simd`` steps, or ``simd + (pe - 1)·N`` after
+a row group's last word.
+
+Timing: no cycle goes from a memory read through more than the lane logic: memory → register →
+XNOR/popcount (K stages) → register → z accumulator → register → threshold compare, and memory
+→ register → vote + flip rule → register → write-back. The digits network 64-256-10 at fold
+``8x64,10x256`` is the speed case (85 cycles per sample); ``bench/results/synth.md`` has its
+ECP5 numbers.
 
 Interfaces: ``i_stream`` (pixels, label), ``o_stream`` (pred, error) and a debug read port used
-while idle (``idle`` high: no sample in progress) that reads any weight row with its
+while idle (``idle`` high: no sample in progress) that reads any weight word with its
 accumulators, any threshold and the LFSR state, one cycle after ``dbg_en``; it is how the host
 (and the bit-exact tests) read the trained state back.
 """
@@ -53,15 +69,13 @@ from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.model import PIXEL_BITS, Model
 from bitswarm.golden.onchip import OnChipConfig
 
-from .argmax import argmax_tree
-from .flip_unit import FlipUnit
-from .lfsr import galois_steps
-from .plan import DEFAULT_IN_LANES, TrainerFold
+from .plan import DEFAULT_IN_LANES, TrainerFold, argmax_levels
 
 __all__ = ["OnChipTrainer", "DBG_ROW", "DBG_THETA", "DBG_LFSR", "DEFAULT_IN_LANES", "build",
-           "dbg_queries", "dbg_decode"]
+           "dbg_queries", "dbg_decode", "jump_masks"]
 
 DBG_ROW, DBG_THETA, DBG_LFSR = 0, 1, 2
+FWD, BWD, UPD = 0, 1, 2
 
 
 def _bits(n: int) -> int:
@@ -77,6 +91,69 @@ def _tree(vals):
     return vals[0]
 
 
+def jump_masks(width: int, taps: int, steps) -> dict[int, list[int]]:
+    """The Galois LFSR advanced ``n`` steps as a GF(2) matrix, for every ``n`` in ``steps``:
+    ``{n: masks}``, bit ``b`` of the state after ``n`` steps being the XOR of the bits of the
+    current state set in ``masks[b]`` (a step: ``b' = b[i+1] ^ (taps_i & b[0])``)."""
+    st = [1 << b for b in range(width)]
+    out, n = {}, 0
+    for target in sorted(set(steps)):
+        while n < target:
+            s0 = st[0]
+            st = [(st[b + 1] if b + 1 < width else 0) ^ (s0 if (taps >> b) & 1 else 0) for b in range(width)]
+            n += 1
+        out[target] = list(st)
+    return out
+
+
+def _apply(state, masks, bits=None):
+    """``Cat`` of the XORs of ``state``'s bits selected by each mask (the first ``bits``)."""
+    outs = []
+    for mk in masks[:bits]:
+        sel = [state[b] for b in range(len(state)) if (mk >> b) & 1]
+        outs.append(Cat(*sel).xor() if sel else Const(0, 1))
+    return Cat(*outs)
+
+
+def _divmod(m: Module, val, div: int, n: int, name: str):
+    """``(val // div, val % div)`` of an unsigned value below ``n``, as signals: slices for a
+    power of two, else a constant table (no divider)."""
+    q = Signal(range(max(2, -(-n // div))), name=f"{name}_q")
+    r = Signal(range(max(2, div)), name=f"{name}_r")
+    if div & (div - 1) == 0:
+        sh = div.bit_length() - 1
+        m.d.comb += [q.eq(val >> sh), r.eq(val & (div - 1))]
+    else:
+        with m.Switch(val):
+            for v in range(n):
+                with m.Case(v):
+                    m.d.comb += [q.eq(v // div), r.eq(v % div)]
+    return q, r
+
+
+def _argmax_pipe(m: Module, vals: list, width: int, name: str):
+    """A registered argmax tree (one level per cycle, ties to the lowest index): the root's
+    ``(index, value)`` registers, valid ``argmax_levels(len(vals))`` cycles after ``vals``."""
+    n = len(vals)
+    cands = [(Const(i, range(max(2, n))), v) for i, v in enumerate(vals)]
+    lvl = 0
+    while True:
+        nxt = []
+        for j in range(0, len(cands), 2):
+            iw = Signal(range(max(2, n)), name=f"{name}{lvl}_{j // 2}_i")
+            vw = Signal(signed(width), name=f"{name}{lvl}_{j // 2}_v")
+            if j + 1 < len(cands):
+                (ia, va), (ib, vb) = cands[j], cands[j + 1]
+                m.d.sync += [iw.eq(Mux(vb > va, ib, ia)), vw.eq(Mux(vb > va, vb, va))]
+            else:
+                m.d.sync += [iw.eq(cands[j][0]), vw.eq(cands[j][1])]
+            nxt.append((iw, vw))
+        cands = nxt
+        lvl += 1
+        if len(cands) == 1:
+            return cands[0]
+
+
 class OnChipTrainer(wiring.Component):
     """The SPEC §12 training step in hardware, one sample after another (module docstring).
 
@@ -90,6 +167,12 @@ class OnChipTrainer(wiring.Component):
         The step's constants (default: from ``model.cfg.meta``).
     in_lanes : int, optional
         P, pixels per ``i_stream`` transfer (default ``min(N_0, 64)``).
+    fold : TrainerFold, optional
+        Per-layer ``(pe, simd)`` (:class:`~bitswarm.hw.plan.TrainerFold`; default ``pe = 1``,
+        ``simd = N``): ``pe`` divides ``M``, ``simd`` divides ``N``.
+
+    Members
+    -------
     i_stream : ``In(stream.Signature(StructLayout({"pixels": ArrayLayout(8, P), "label": cb})))``
         Raw uint8 pixels ``t·P .. t·P + P - 1`` in transfer ``t`` (pixels past ``N_0`` ignored);
         the label of the sample is taken from its last transfer.
@@ -98,12 +181,6 @@ class OnChipTrainer(wiring.Component):
         and whether the margin rule found an error.
     idle : ``Out(1)``
         No sample in progress (between samples); the debug port may be used.
-    fold : TrainerFold, optional
-        Per-layer ``(pe, simd)`` (:class:`~bitswarm.hw.plan.TrainerFold`; default ``pe = 1``,
-        ``simd = N``).
-
-    Members
-    -------
     dbg_en, dbg_kind, dbg_layer, dbg_row, dbg_word : ``In``
         Debug read request: kind ``DBG_ROW`` returns memory word ``dbg_word`` (lanes
         ``dbg_word·simd .. +simd-1``; always 0 when ``simd == N``) of row ``dbg_row`` of layer
@@ -113,6 +190,13 @@ class OnChipTrainer(wiring.Component):
     dbg_data : ``Out(D)``
         The data, one cycle after ``dbg_en``; ``D = max_l simd_l (1 + A)`` (at least the
         threshold and LFSR widths), :attr:`dbg_width`.
+
+    Notes
+    -----
+    Throughput one sample per :func:`~bitswarm.hw.plan.cycles_per_sample` cycles when the input
+    is offered and the output taken; ``i_stream.ready`` is high only in LOAD, ``o_stream``
+    holds its record until taken (REPORT waits). Widths: ``z`` and scores ``z_width`` bits,
+    deltas ``bits(S·M) + 1``, accumulators saturate at ``A`` bits (SPEC §8); nothing wraps.
     """
 
     def __init__(self, model: Model, config: OnChipConfig | None = None, *, in_lanes: int | None = None,
@@ -120,8 +204,6 @@ class OnChipTrainer(wiring.Component):
         try:
             p = self._check(model, config, in_lanes)
             self._fold = TrainerFold.resolve(model.cfg, fold)
-            if self._fold != TrainerFold.default(model.cfg):
-                raise ConfigError("this OnChipTrainer supports only the default fold (pe = 1, simd = N)")
         except (TypeError, ConfigError):
             self._MustUse__silence = True  # never elaborated: don't warn about it
             raise
@@ -184,51 +266,74 @@ class OnChipTrainer(wiring.Component):
     def load_transfers(self) -> int:
         return math.ceil(self._model.cfg.layers[0].n_in / self._p)
 
+    # -- the two maps a mutation test may break ------------------------------------------------
+    def _neuron(self, jg, p: int, pe: int):
+        """Neuron of bank ``p`` in neuron group ``jg`` (``jg·pe + p``)."""
+        return jg * pe + p
+
+    def _draw_steps(self, n_in: int, p: int, lane: int) -> int:
+        """LFSR steps from a word's base state to the draw of bank ``p``, lane ``lane``."""
+        return p * n_in + lane + 1
+
     # -- gateware ------------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()
-        model, oc = self._model, self._config
+        model, oc, fd = self._model, self._config, self._fold
         cfg = model.cfg
         lays = cfg.layers
         n_l = len(lays)
         f = cfg.flip
+        a_w = f.acc_width
         b0 = lays[0].input_bits
-        p, t_in = self._p, self.load_transfers()
-        n0 = lays[0].n_in
+        p_in, t_in = self._p, self.load_transfers()
+        pes = [fd.pe(i) for i in range(n_l)]
+        sds = [fd.simd(i) for i in range(n_l)]
+        ws = [fd.words(cfg, i) for i in range(n_l)]
+        mgs = [lay.n_out // pes[i] for i, lay in enumerate(lays)]   # neuron groups per plane
+        gs = [fd.groups(cfg, i) for i in range(n_l)]
+        ks = [fd.tree_stages(cfg, i) for i in range(n_l)]
+        max_pe = max(pes)
+        depth = [max(2, gs[i] * ws[i]) for i in range(n_l)]
+        aw = max(_bits(d - 1) for d in depth)
 
-        # -- state: flip units (weights + accumulators), thresholds, LFSR --------------------
-        fus, th_mems, th_rd, th_wr = [], [], [], []
+        # -- state: banked word memories (weights + accumulators), thresholds, LFSR ----------
+        rd, wr, th_rd, th_wr = [], [], [], []
         for i, lay in enumerate(lays):
-            w = model.weights[i].to("cpu")
-            acc = model.acc[i].to("cpu")
-            s_, m_, n_ = lay.swarm, lay.n_out, lay.n_in
-            init_w = w.reshape(s_ * m_, n_).tolist()
-            init_acc = acc.reshape(s_ * m_, n_).tolist()
-            fu = FlipUnit(f, rows=s_ * m_, lanes=n_, init_w=init_w, init_acc=init_acc, external_draws=True)
-            m.submodules[f"flip{i}"] = fu
-            m.d.comb += fu.o_stream.ready.eq(1)
-            fus.append(fu)
-            mem = memory.Memory(shape=signed(lay.z_width), depth=max(2, m_),
-                                init=[int(v) for v in model.theta[i].tolist()])
-            m.submodules[f"theta{i}"] = mem
-            th_mems.append(mem)
-            th_rd.append(mem.read_port())
-            th_wr.append(mem.write_port())
+            pe, sd, nw = pes[i], sds[i], ws[i]
+            layout = data.StructLayout({"w": sd, "acc": data.ArrayLayout(signed(a_w), sd)})
+            wt = model.weights[i].to("cpu").reshape(-1, lay.n_in).tolist()
+            ac = model.acc[i].to("cpu").reshape(-1, lay.n_in).tolist()
+            th = [int(v) for v in model.theta[i].tolist()]
+            rd.append([]), wr.append([]), th_rd.append([]), th_wr.append([])
+            for p in range(pe):
+                init = []
+                for g in range(gs[i]):
+                    r = g * pe + p
+                    for w in range(nw):
+                        lo = w * sd
+                        init.append({"w": sum(b << k for k, b in enumerate(wt[r][lo:lo + sd])),
+                                     "acc": ac[r][lo:lo + sd]})
+                mem = memory.Memory(shape=layout, depth=depth[i], init=init)
+                m.submodules[f"mem{i}_{p}"] = mem
+                rd[i].append(mem.read_port())
+                wr[i].append(mem.write_port())
+                tm = memory.Memory(shape=signed(lay.z_width), depth=max(2, mgs[i]),
+                                   init=[th[jg * pe + p] for jg in range(mgs[i])])
+                m.submodules[f"theta{i}_{p}"] = tm
+                th_rd[i].append(tm.read_port())
+                th_wr[i].append(tm.write_port())
 
         lfsr_w = f.lfsr.width
         lfsr = Signal(lfsr_w, name="lfsr", init=model.lfsr_state if model.lfsr_state is not None else f.lfsr.seed)
-        max_n = max(lay.n_in for lay in lays)
-        steps = galois_steps(m, lfsr, f.lfsr.taps, max_n, name="lfsr_step") if f.uses_lfsr else []
         db = f.lfsr.draw_bits
 
         # -- per-sample registers ------------------------------------------------------------
-        x = Signal(t_in * p * b0, name="x")             # layer 0 input, B bits per pixel
+        x = Signal(t_in * p_in * b0, name="x")             # layer 0 input, B bits per pixel
         label = Signal(self._cb, name="label")
         acts = [Signal(lay.n_out, name=f"act{i}") for i, lay in enumerate(lays[:-1])]
         gates = [Signal(lay.n_out, name=f"gate{i}") for i, lay in enumerate(lays[:-1])]
         out = lays[-1]
         scores = Array(Signal(signed(out.z_width), name=f"score{c}") for c in range(out.n_out))
-        # errors: e_pos/e_neg bit vectors per layer; output registered, hidden combinational
         e_pos = [Signal(lay.n_out, name=f"e_pos{i}") for i, lay in enumerate(lays)]
         e_neg = [Signal(lay.n_out, name=f"e_neg{i}") for i, lay in enumerate(lays)]
         deltas = [None] + [
@@ -243,234 +348,347 @@ class OnChipTrainer(wiring.Component):
                     pos, neg = neg, pos
                 m.d.comb += [e_pos[prev][k].eq(pos), e_neg[prev][k].eq(neg)]
 
-        # layer inputs as per-lane values
-        def layer_input(i: int):
+        def in_word(i: int, w):
+            """Layer ``i``'s input lanes of word ``w`` (values of B bits, or bits)."""
+            sd = sds[i]
             if i == 0:
-                return [x[k * b0:(k + 1) * b0] for k in range(n0)]
-            return [acts[i - 1][k] for k in range(lays[i].n_in)]
+                word = x.word_select(w, sd * b0) if ws[0] > 1 else x[:sd * b0]
+                return [word[k * b0:(k + 1) * b0] for k in range(sd)]
+            word = acts[i - 1].word_select(w, sd) if ws[i] > 1 else acts[i - 1]
+            return [word[k] for k in range(sd)]
 
-        # -- pipeline registers of the data stage (FWD, BWD) and the vote stage (UPD) -------
-        d_valid = Signal(name="d_valid")
-        d_layer = Signal(range(max(2, n_l)), name="d_layer")
-        d_j = Signal(range(max(2, max(lay.n_out for lay in lays))), name="d_j")
-        d_first = Signal(name="d_first")   # plane s == 0
-        d_last = Signal(name="d_last")     # plane s == S - 1
-        z_acc = Signal(signed(max(lay.z_width for lay in lays) + 1), name="z_acc")
+        # -- the pipeline's control: c[0] is the issue (comb), c[d] the item d cycles later ----
+        ctl = data.StructLayout({
+            "valid": 1, "ph": 2, "layer": range(max(2, n_l)), "jg": range(max(2, max(mgs))),
+            "w": range(max(2, max(ws))), "first": 1, "last": 1, "addr": aw})
+        n_stage = 4 + max(ks)
+        c = [Signal(ctl, name=f"c{d}") for d in range(n_stage)]
+        for d in range(1, n_stage):
+            m.d.sync += c[d].eq(c[d - 1])
 
-        # issue counters
-        c_j = Signal(range(max(2, max(lay.n_out for lay in lays))), name="c_j")
-        c_s = Signal(range(max(2, max(lay.swarm for lay in lays))), name="c_s")
-        load_t = Signal(range(max(2, t_in)), name="load_t")
-        pred = Signal(self._cb, name="pred")
-        err = Signal(name="err")
+        # read-word registers (free running): the words issued at t, valid at t + 2
+        rq = [[Signal.like(rd[i][p].data, name=f"rq{i}_{p}") for p in range(pes[i])] for i in range(n_l)]
+        for i in range(n_l):
+            for p in range(pes[i]):
+                m.d.sync += rq[i][p].eq(rd[i][p].data)
 
-        issue_addr = Signal(range(max(2, max(lay.swarm * lay.n_out for lay in lays))), name="issue_addr")
-        issue_layer = Signal(range(max(2, n_l)), name="issue_layer")
-        issue_en = Signal(name="issue_en")
-        th_issue = Signal(name="th_issue")
-
-        dbg_state = Signal(name="dbg_state")  # idle: the debug port owns the read ports
-        for i, fu in enumerate(fus):
-            with m.If(dbg_state):
-                m.d.comb += [fu.dbg_rd.addr.eq(self.dbg_row),
-                             fu.dbg_rd.en.eq(self.dbg_en & (self.dbg_layer == i) & (self.dbg_kind == DBG_ROW))]
-            with m.Else():
-                m.d.comb += [fu.dbg_rd.addr.eq(issue_addr), fu.dbg_rd.en.eq(issue_en & (issue_layer == i))]
-            with m.If(dbg_state):
-                m.d.comb += [th_rd[i].addr.eq(self.dbg_row),
-                             th_rd[i].en.eq(self.dbg_en & (self.dbg_layer == i) & (self.dbg_kind == DBG_THETA))]
-            with m.Else():
-                m.d.comb += [th_rd[i].addr.eq(c_j), th_rd[i].en.eq(th_issue & (issue_layer == i))]
+        # -- read ports: the debug request while idle, else the issue ----------------------
+        dbg_state = Signal(name="dbg_state")
+        th_ra = Signal(range(max(2, max(mgs))), name="th_ra")      # threshold read (pipeline)
+        th_re = Signal(name="th_re")
+        th_rl = Signal(range(max(2, n_l)), name="th_rl")
+        dbg_sel_bank = Signal(range(max(2, max_pe)), name="dbg_bank")
+        dbg_addr = Signal(aw, name="dbg_addr")
+        dbg_th_bank = Signal(range(max(2, max_pe)), name="dbg_th_bank")
+        dbg_th_addr = Signal(range(max(2, max(mgs))), name="dbg_th_addr")
+        with m.Switch(self.dbg_layer):
+            for i, lay in enumerate(lays):
+                with m.Case(i):
+                    rows = lay.swarm * lay.n_out
+                    q, r = _divmod(m, self.dbg_row[:_bits(rows - 1)], pes[i], rows, f"dbg_rw{i}")
+                    m.d.comb += [dbg_sel_bank.eq(r), dbg_addr.eq(q * ws[i] + self.dbg_word)]
+                    q, r = _divmod(m, self.dbg_row[:_bits(lay.n_out - 1)], pes[i], lay.n_out, f"dbg_th{i}")
+                    m.d.comb += [dbg_th_bank.eq(r), dbg_th_addr.eq(q)]
+        for i in range(n_l):
+            for p in range(pes[i]):
+                with m.If(dbg_state):
+                    sel = self.dbg_en & (self.dbg_layer == i)
+                    m.d.comb += [rd[i][p].addr.eq(dbg_addr),
+                                 rd[i][p].en.eq(sel & (self.dbg_kind == DBG_ROW) & (dbg_sel_bank == p)),
+                                 th_rd[i][p].addr.eq(dbg_th_addr),
+                                 th_rd[i][p].en.eq(sel & (self.dbg_kind == DBG_THETA) & (dbg_th_bank == p))]
+                with m.Else():
+                    m.d.comb += [rd[i][p].addr.eq(c[0].addr), rd[i][p].en.eq(c[0].valid & (c[0].layer == i)),
+                                 th_rd[i][p].addr.eq(th_ra), th_rd[i][p].en.eq(th_re & (th_rl == i))]
+        th_q = [[Signal.like(th_rd[i][p].data, name=f"thq{i}_{p}") for p in range(pes[i])] for i in range(n_l)]
+        for i in range(n_l):
+            for p in range(pes[i]):
+                m.d.sync += th_q[i][p].eq(th_rd[i][p].data)
 
         # -- debug read-back -----------------------------------------------------------------
         q_kind = Signal(2, name="q_kind")
         q_layer = Signal.like(self.dbg_layer, name="q_layer")
+        q_bank = Signal.like(dbg_sel_bank, name="q_bank")
+        q_th_bank = Signal.like(dbg_th_bank, name="q_th_bank")
         lfsr_q = Signal(lfsr_w, name="lfsr_q")
         with m.If(self.dbg_en):
-            m.d.sync += [q_kind.eq(self.dbg_kind), q_layer.eq(self.dbg_layer), lfsr_q.eq(lfsr)]
+            m.d.sync += [q_kind.eq(self.dbg_kind), q_layer.eq(self.dbg_layer), q_bank.eq(dbg_sel_bank),
+                         q_th_bank.eq(dbg_th_bank), lfsr_q.eq(lfsr)]
         with m.Switch(q_kind):
             with m.Case(DBG_ROW):
-                for i, fu in enumerate(fus):
-                    with m.If(q_layer == i):
-                        m.d.comb += self.dbg_data.eq(Cat(fu.dbg_rd.data.w, fu.dbg_rd.data.acc))
+                for i in range(n_l):
+                    for p in range(pes[i]):
+                        with m.If((q_layer == i) & (q_bank == p)):
+                            m.d.comb += self.dbg_data.eq(Cat(rd[i][p].data.w, rd[i][p].data.acc))
             with m.Case(DBG_THETA):
                 for i in range(n_l):
-                    with m.If(q_layer == i):
-                        m.d.comb += self.dbg_data.eq(th_rd[i].data.as_unsigned())
+                    for p in range(pes[i]):
+                        with m.If((q_layer == i) & (q_th_bank == p)):
+                            m.d.comb += self.dbg_data.eq(th_rd[i][p].data.as_unsigned())
             with m.Case(DBG_LFSR):
                 m.d.comb += self.dbg_data.eq(lfsr_q)
 
-        # -- data stage (FWD, BWD): one read row per cycle on all lanes --------------------
-        d_bwd = Signal(name="d_bwd")
+        # -- FWD: word sums (K register stages), z accumulation (A), threshold (B) ----------
+        zmax = max(lay.z_width for lay in lays) + 1
+        z_acc = [Signal(signed(zmax), name=f"z_acc{p}") for p in range(max_pe)]
+        z_done = [Signal(signed(zmax), name=f"z_done{p}") for p in range(max_pe)]
         th_wr_fwd = [Signal(name=f"th_wr_fwd{i}") for i in range(n_l)]
         for i, lay in enumerate(lays):
-            w = fus[i].dbg_rd.data.w
-            xin = layer_input(i)
-            if lay.input_bits == 1:
-                contrib = (_tree([~(w[k] ^ xin[k]) for k in range(lay.n_in)]) << 1) - lay.n_in
-            else:
-                contrib = (_tree([Mux(w[k], xin[k], 0) for k in range(lay.n_in)]) << 1) - _tree(xin)
-            zj = Signal(signed(lay.z_width + 1), name=f"fwd{i}_z")
-            zt = Signal(signed(lay.z_width + 1), name=f"fwd{i}_zt")
-            m.d.comb += [zj.eq(Mux(d_first, 0, z_acc) + contrib), zt.eq(zj - th_rd[i].data)]
-            with m.If(d_valid & ~d_bwd & (d_layer == i)):
-                with m.If(d_last):
-                    if lay.output:
-                        m.d.sync += scores[d_j].eq(zt)
-                    else:
-                        inv = Const(sum(int(v) << k for k, v in enumerate(model.invert[i].tolist())), lay.n_out)
-                        win = oc.windows[i]
-                        m.d.sync += [acts[i].bit_select(d_j, 1).eq((zt >= 0) ^ inv.bit_select(d_j, 1)),
-                                     gates[i].bit_select(d_j, 1).eq((zt >= -win) & (zt <= win))]
-                        if oc.homeostasis_shift:
-                            m.d.comb += [th_wr_fwd[i].eq(1), th_wr[i].addr.eq(d_j),
-                                         th_wr[i].data.eq(th_rd[i].data + (zt >> oc.homeostasis_shift))]
-                with m.Else():
-                    m.d.sync += z_acc.eq(zj)
-            if i > 0:
-                ep, en = e_pos[i].bit_select(d_j, 1), e_neg[i].bit_select(d_j, 1)
-                with m.If(d_valid & d_bwd & (d_layer == i)):
-                    for k, dk in enumerate(deltas[i]):
-                        with m.If(ep):
-                            m.d.sync += dk.eq(dk + Mux(w[k], 1, -1))
-                        with m.Elif(en):
-                            m.d.sync += dk.eq(dk + Mux(w[k], -1, 1))
-
-        # -- vote stage (UPD): votes + draws to the layer's flip unit, threshold step --------
-        v_valid = Signal(name="v_valid")
-        v_layer = Signal(range(max(2, n_l)), name="v_layer")
-        v_j = Signal.like(d_j, name="v_j")
-        v_first = Signal(name="v_first")
-        for i, lay in enumerate(lays):
-            fu = fus[i]
-            w = fu.dbg_rd.data.w
-            xin = layer_input(i)
-            ep, en = e_pos[i].bit_select(v_j, 1), e_neg[i].bit_select(v_j, 1)
-            e = Signal(signed(2), name=f"upd{i}_e")
-            m.d.comb += e.eq(Mux(ep, 1, Mux(en, -1, 0)))
-            sel = v_valid & (v_layer == i)
-            m.d.comb += fu.i_stream.valid.eq(sel)
-            for k in range(lay.n_in):
+            pe, sd, k_i = pes[i], sds[i], ks[i]
+            xin = in_word(i, c[2].w)
+            pcs = []
+            for p in range(pe):
+                wb = rq[i][p].w
                 if lay.input_bits == 1:
-                    vote = Mux(w[k] == xin[k], -e, e)
+                    terms = [~(wb[k] ^ xin[k]) for k in range(sd)]
                 else:
-                    hk = xin[k]
-                    xs = hk[lay.input_bits - 1] if oc.input_sign == "msb" else hk.any()
-                    vote = Mux(xs, Mux(w[k], -e, e), 0)
-                m.d.comb += fu.i_stream.payload.votes[k].eq(vote)
-                if f.uses_lfsr:
-                    m.d.comb += fu.i_stream.payload.draws[k].eq(steps[k][:db])
-            if f.uses_lfsr:
-                with m.If(fu.i_stream.valid & fu.i_stream.ready):
-                    m.d.sync += lfsr.eq(steps[lay.n_in - 1])
+                    terms = [Mux(wb[k], Cat(xin[k], Const(0, 1)).as_signed(),
+                                 -Cat(xin[k], Const(0, 1)).as_signed()) for k in range(sd)]
+                if k_i > 1:  # split the tree: groups of gsz terms registered, then their sum
+                    gsz = 1 << -(-(sd - 1).bit_length() // 2)
+                    parts = []
+                    for g0 in range(0, sd, gsz):
+                        ps = _tree(terms[g0:g0 + gsz])
+                        pr = Signal(signed(len(ps) + 1), name=f"fwd{i}_{p}_part{g0 // gsz}")
+                        m.d.sync += pr.eq(ps)
+                        parts.append(pr)
+                    tot = _tree(parts)
+                else:
+                    tot = _tree(terms)
+                pc = Signal(signed(lay.z_width + 1), name=f"fwd{i}_pc{p}")
+                m.d.sync += pc.eq((tot << 1) - sd if lay.input_bits == 1 else tot)
+                pcs.append(pc)
+            ca, cb = c[2 + k_i], c[3 + k_i]
+            with m.If(ca.valid & (ca.ph == FWD) & (ca.layer == i)):
+                for p in range(pe):
+                    zs = Signal(signed(zmax), name=f"fwd{i}_zsum{p}")
+                    m.d.comb += zs.eq(Mux(ca.first, 0, z_acc[p]) + pcs[p])
+                    m.d.sync += z_acc[p].eq(zs)
+                    with m.If(ca.last):
+                        m.d.sync += z_done[p].eq(zs)
+                with m.If(ca.last):
+                    m.d.comb += [th_ra.eq(ca.jg), th_re.eq(1), th_rl.eq(i)]
+            inv = Const(sum(int(v) << k for k, v in enumerate(model.invert[i].tolist())), lay.n_out)
+            for p in range(pe):
+                zt = Signal(signed(lay.z_width + 1), name=f"fwd{i}_zt{p}")
+                m.d.comb += zt.eq(z_done[p] - th_rd[i][p].data)
+                j = self._neuron(cb.jg, p, pe)
+                with m.If(cb.valid & (cb.ph == FWD) & (cb.layer == i) & cb.last):
+                    if lay.output:
+                        m.d.sync += scores[j].eq(zt)
+                    else:
+                        win = oc.windows[i]
+                        m.d.sync += [acts[i].bit_select(j, 1).eq((zt >= 0) ^ inv.bit_select(j, 1)),
+                                     gates[i].bit_select(j, 1).eq((zt >= -win) & (zt <= win))]
+                        if oc.homeostasis_shift:
+                            m.d.comb += [th_wr_fwd[i].eq(1), th_wr[i][p].addr.eq(cb.jg), th_wr[i][p].en.eq(1),
+                                         th_wr[i][p].data.eq(th_rd[i][p].data + (zt >> oc.homeostasis_shift))]
+
+        # -- c[1]: per-bank errors, input signs, LFSR draws of the word (registered) -------
+        e_q = [[Signal(signed(2), name=f"e_q{i}_{p}") for p in range(pes[i])] for i in range(n_l)]
+        for i in range(n_l):
+            for p in range(pes[i]):
+                j = self._neuron(c[1].jg, p, pes[i])
+                m.d.sync += e_q[i][p].eq(Mux(e_pos[i].bit_select(j, 1), 1, Mux(e_neg[i].bit_select(j, 1), -1, 0)))
+        xs_q = []
+        for i, lay in enumerate(lays):
+            xin = in_word(i, c[1].w)
+            xq = Signal(sds[i], name=f"xs_q{i}")
+            if lay.input_bits == 1:
+                m.d.sync += xq.eq(Cat(*xin))
+            elif oc.input_sign == "msb":
+                m.d.sync += xq.eq(Cat(*[v[lay.input_bits - 1] for v in xin]))
+            else:
+                m.d.sync += xq.eq(Cat(*[v.any() for v in xin]))
+            xs_q.append(xq)
+        d_q = [None] * n_l
+        if f.uses_lfsr:
+            c1_upd = c[1].valid & (c[1].ph == UPD)
+            for i, lay in enumerate(lays):
+                pe, sd, n = pes[i], sds[i], lay.n_in
+                lanes = {(p, k): self._draw_steps(n, p, k) for p in range(pe) for k in range(sd)}
+                adv_w, adv_g = sd, sd + (pe - 1) * n
+                jm = jump_masks(lfsr_w, f.lfsr.taps, list(lanes.values()) + [adv_w, adv_g])
+                d_q[i] = [[Signal(db, name=f"draw{i}_{p}_{k}") for k in range(sd)] for p in range(pe)]
+                for (p, k), st in lanes.items():
+                    m.d.sync += d_q[i][p][k].eq(_apply(lfsr, jm[st], db))
+                with m.If(c1_upd & (c[1].layer == i)):
+                    with m.If(c[1].w == ws[i] - 1):
+                        m.d.sync += lfsr.eq(_apply(lfsr, jm[adv_g]))
+                    with m.Else():
+                        m.d.sync += lfsr.eq(_apply(lfsr, jm[adv_w]))
+
+        # -- BWD (c[2]): delta_k += sum_p e_p (2 w_p,k - 1) on the word's lanes ------------
+        for i in range(1, n_l):
+            pe, sd = pes[i], sds[i]
+            sums = []
+            for k in range(sd):
+                sk = Signal(signed(_bits(pe) + 1), name=f"bwd{i}_sum{k}")
+                m.d.comb += sk.eq(_tree([Mux(rq[i][p].w[k], e_q[i][p], -e_q[i][p]) for p in range(pe)]))
+                sums.append(sk)
+            with m.If(c[2].valid & (c[2].ph == BWD) & (c[2].layer == i)):
+                with m.Switch(c[2].w):
+                    for w in range(ws[i]):
+                        with m.Case(w):
+                            for k in range(sd):
+                                dk = deltas[i][w * sd + k]
+                                m.d.sync += dk.eq(dk + sums[k])
+
+        # -- UPD (c[2]): votes and the flip rule on pe·simd lanes; write-back at c[3] -------
+        for i, lay in enumerate(lays):
+            pe, sd = pes[i], sds[i]
+            c2_sel = c[2].valid & (c[2].ph == UPD) & (c[2].layer == i)
+            c3_sel = c[3].valid & (c[3].ph == UPD) & (c[3].layer == i)
             step = oc.out_theta_step if lay.output else oc.theta_step
             bound = lay.theta_bound
-            th_new = Signal(signed(lay.z_width + 18), name=f"upd{i}_theta")
-            th_cl = Signal(signed(lay.z_width), name=f"upd{i}_theta_clamped")
-            m.d.comb += th_new.eq(th_rd[i].data - e * step)
-            with m.If(th_new > bound):
-                m.d.comb += th_cl.eq(bound)
-            with m.Elif(th_new < -bound):
-                m.d.comb += th_cl.eq(-bound)
-            with m.Else():
-                m.d.comb += th_cl.eq(th_new)
-            with m.If(sel & v_first & ~th_wr_fwd[i]):
-                m.d.comb += [th_wr[i].addr.eq(v_j), th_wr[i].data.eq(th_cl), th_wr[i].en.eq(1)]
-            with m.Elif(th_wr_fwd[i]):
-                m.d.comb += th_wr[i].en.eq(1)
+            for p in range(pe):
+                word = rq[i][p]
+                e = e_q[i][p]
+                nw = Signal.like(word, name=f"upd{i}_new{p}")
+                for k in range(sd):
+                    if lay.input_bits == 1:
+                        vote = Mux(word.w[k] == xs_q[i][k], -e, e)
+                    else:
+                        vote = Mux(xs_q[i][k], Mux(word.w[k], -e, e), 0)
+                    draw = d_q[i][p][k] if f.uses_lfsr else None
+                    nwk, nak = _flip_lane(m, f, word.w[k], word.acc[k], vote, draw, f"upd{i}_{p}_{k}")
+                    m.d.sync += [nw.w[k].eq(nwk), nw.acc[k].eq(nak)]
+                with m.If(c3_sel):
+                    m.d.comb += [wr[i][p].addr.eq(c[3].addr), wr[i][p].data.eq(nw), wr[i][p].en.eq(1)]
+                th_new = Signal(signed(lay.z_width + 18), name=f"upd{i}_theta{p}")
+                th_cl = Signal(signed(lay.z_width), name=f"upd{i}_theta_clamped{p}")
+                m.d.comb += th_new.eq(th_q[i][p] - e * step)
+                with m.If(th_new > bound):
+                    m.d.comb += th_cl.eq(bound)
+                with m.Elif(th_new < -bound):
+                    m.d.comb += th_cl.eq(-bound)
+                with m.Else():
+                    m.d.comb += th_cl.eq(th_new)
+                with m.If(c2_sel & c[2].first & ~th_wr_fwd[i]):
+                    m.d.comb += [th_wr[i][p].addr.eq(c[2].jg), th_wr[i][p].data.eq(th_cl), th_wr[i][p].en.eq(1)]
+
+        # -- ERR: registered argmax trees (prediction, rival), then the margin rule ---------
+        floor = Const(-(1 << (out.z_width - 1)), signed(out.z_width))
+        pred_i, _ = _argmax_pipe(m, list(scores), out.z_width, "am")
+        rv_i, rv_v = _argmax_pipe(m, [Mux(label == cc, floor, scores[cc]) for cc in range(out.n_out)],
+                                  out.z_width, "rv")
+        levels = argmax_levels(out.n_out)
 
         # -- control -------------------------------------------------------------------------
+        pred = Signal(self._cb, name="pred")
+        err = Signal(name="err")
         layer = Signal(range(max(2, n_l)), name="layer")
-        m.d.sync += [d_valid.eq(0), v_valid.eq(0)]
+        c_s = Signal(range(max(2, max(lay.swarm for lay in lays))), name="c_s")
+        c_jg = Signal(range(max(2, max(mgs))), name="c_jg")
+        c_w = Signal(range(max(2, max(ws))), name="c_w")
+        cnt = Signal(range(max(8, max(ks) + 4, levels + 2)), name="cnt")
+        load_t = Signal(range(max(2, t_in)), name="load_t")
+        layer_done = Signal(name="layer_done")
         with m.If(self.o_stream.ready):
             m.d.sync += self.o_stream.valid.eq(0)
 
-        def issue(j_major: bool, bwd: bool, vote: bool):
-            """Issue row (c_s, c_j) of ``layer``; advance the counters; True-branch at the end."""
-            m.d.comb += [issue_en.eq(1), issue_layer.eq(layer), th_issue.eq(c_s == 0)]
-            if vote:
-                m.d.sync += [v_valid.eq(1), v_layer.eq(layer), v_j.eq(c_j), v_first.eq(c_s == 0)]
-            else:
-                m.d.sync += [d_valid.eq(1), d_bwd.eq(bwd), d_layer.eq(layer), d_j.eq(c_j),
-                             d_first.eq(c_s == 0)]
+        def advance(order):
+            """Step the counters ``order`` (innermost first: (counter, is_last) pairs)."""
+            (cnt_, last_), rest = order[0], order[1:]
+            with m.If(~last_):
+                m.d.sync += cnt_.eq(cnt_ + 1)
+            with m.Else():
+                m.d.sync += cnt_.eq(0)
+                if rest:
+                    advance(rest)
+
+        def issue(ph: int):
+            """Issue word (c_s, c_jg, c_w) of ``layer`` in phase ``ph``; advance the counters."""
+            m.d.comb += [c[0].valid.eq(1), c[0].ph.eq(ph), c[0].layer.eq(layer), c[0].jg.eq(c_jg),
+                         c[0].w.eq(c_w)]
             with m.Switch(layer):
                 for i, lay in enumerate(lays):
                     with m.Case(i):
-                        s_last, j_last = c_s == lay.swarm - 1, c_j == lay.n_out - 1
-                        m.d.comb += issue_addr.eq(c_s * lay.n_out + c_j)
-                        if not vote:
-                            m.d.sync += d_last.eq(s_last)
-                        inner, outer = (c_s, c_j) if j_major else (c_j, c_s)
-                        in_last, out_last = (s_last, j_last) if j_major else (j_last, s_last)
-                        with m.If(in_last):
-                            m.d.sync += inner.eq(0)
-                            with m.If(out_last):
-                                m.d.sync += outer.eq(0)
-                            with m.Else():
-                                m.d.sync += outer.eq(outer + 1)
-                        with m.Else():
-                            m.d.sync += inner.eq(inner + 1)
-                        m.d.comb += layer_done.eq(in_last & out_last)
+                        s_last, j_last, w_last = c_s == lay.swarm - 1, c_jg == mgs[i] - 1, c_w == ws[i] - 1
+                        m.d.comb += [c[0].first.eq((c_s == 0) & (c_w == 0)), c[0].last.eq(s_last & w_last),
+                                     c[0].addr.eq((c_s * mgs[i] + c_jg) * ws[i] + c_w),
+                                     layer_done.eq(s_last & j_last & w_last)]
+                        if ph == UPD:  # the thresholds of plane 0's word 0, for the step
+                            m.d.comb += [th_ra.eq(c_jg), th_re.eq((c_s == 0) & (c_w == 0)), th_rl.eq(i)]
+                        if ph == FWD:
+                            advance([(c_w, w_last), (c_s, s_last), (c_jg, j_last)])
+                        else:
+                            advance([(c_w, w_last), (c_jg, j_last), (c_s, s_last)])
 
-        layer_done = Signal(name="layer_done")
         with m.FSM(name="phase") as fsm:
             with m.State("LOAD"):
                 m.d.comb += [self.i_stream.ready.eq(1), dbg_state.eq(load_t == 0),
                              self.idle.eq(load_t == 0)]
                 with m.If(self.i_stream.valid):
                     pix = self.i_stream.payload.pixels
-                    m.d.sync += x.word_select(load_t, p * b0).eq(
-                        Cat(pix[i][PIXEL_BITS - b0:] for i in range(p)))
+                    m.d.sync += x.word_select(load_t, p_in * b0).eq(
+                        Cat(pix[i][PIXEL_BITS - b0:] for i in range(p_in)))
                     with m.If(load_t == t_in - 1):
                         m.d.sync += [load_t.eq(0), label.eq(self.i_stream.payload.label), layer.eq(0),
-                                     c_j.eq(0), c_s.eq(0)]
+                                     c_s.eq(0), c_jg.eq(0), c_w.eq(0)]
                         m.next = "FWD"
                     with m.Else():
                         m.d.sync += load_t.eq(load_t + 1)
             with m.State("FWD"):
-                issue(j_major=True, bwd=False, vote=False)
+                issue(FWD)
                 with m.If(layer_done):
-                    with m.If(layer == n_l - 1):
-                        m.next = "FWD_DRAIN"
-                    with m.Else():
-                        m.d.sync += layer.eq(layer + 1)
+                    with m.Switch(layer):
+                        for i in range(n_l):
+                            with m.Case(i):
+                                if i == n_l - 1:
+                                    m.d.sync += cnt.eq(ks[i] + 2)
+                                    m.next = "FWD_DRAIN"
+                                else:
+                                    m.d.sync += [cnt.eq(ks[i]), layer.eq(i + 1)]
+                                    m.next = "FWD_WAIT"
+            with m.State("FWD_WAIT"):
+                m.d.sync += cnt.eq(cnt - 1)
+                with m.If(cnt == 0):
+                    m.next = "FWD"
             with m.State("FWD_DRAIN"):
-                m.next = "ERR"
+                m.d.sync += cnt.eq(cnt - 1)
+                with m.If(cnt == 0):
+                    m.d.sync += cnt.eq(levels)
+                    m.next = "ERR"
             with m.State("ERR"):
-                st = scores[label]
-                # rival: the highest-scoring class other than the label (ties: lowest index);
-                # the label competes with `floor`, below every reachable score (|z - θ| <= 2 z_bound)
-                floor = Const(-(1 << (out.z_width - 1)), signed(out.z_width))
-                rv, _ = argmax_tree(m, [Mux(label == c, floor, scores[c]) for c in range(out.n_out)],
-                                    out.z_width)
-                offend = Cat((rv == c) & ((scores[c] + oc.margin) > st) for c in range(out.n_out))
-                am, _ = argmax_tree(m, list(scores), out.z_width)
-                m.d.sync += [pred.eq(am), err.eq(offend.any()), e_neg[-1].eq(offend),
-                             e_pos[-1].eq(Mux(offend.any(), Const(1, out.n_out) << label, 0)),
-                             c_j.eq(0), c_s.eq(0)]
-                for i in range(1, n_l):
-                    m.d.sync += [dk.eq(0) for dk in deltas[i]]
-                if n_l > 1:
-                    m.d.sync += layer.eq(n_l - 1)
-                    m.next = "BWD"
-                else:
-                    m.d.sync += layer.eq(0)
-                    m.next = "UPD"
+                m.d.sync += cnt.eq(cnt - 1)
+                with m.If(cnt == 0):
+                    st = scores[label]
+                    offend = (rv_v + oc.margin) > st
+                    m.d.sync += [pred.eq(pred_i), err.eq(offend),
+                                 e_neg[-1].eq(Mux(offend, Const(1, out.n_out) << rv_i, 0)),
+                                 e_pos[-1].eq(Mux(offend, Const(1, out.n_out) << label, 0)),
+                                 c_s.eq(0), c_jg.eq(0), c_w.eq(0)]
+                    for i in range(1, n_l):
+                        m.d.sync += [dk.eq(0) for dk in deltas[i]]
+                    if n_l > 1:
+                        m.d.sync += layer.eq(n_l - 1)
+                        m.next = "BWD"
+                    else:
+                        m.d.sync += layer.eq(0)
+                        m.next = "UPD"
             with m.State("BWD"):
-                issue(j_major=False, bwd=True, vote=False)
+                issue(BWD)
                 with m.If(layer_done):
                     m.d.sync += layer.eq(layer - 1)
-                    with m.If(layer == 1):
-                        m.next = "UPD"
+                    m.next = "BWD_WAIT"
+            with m.State("BWD_WAIT"):   # the last word's deltas settle before they are read
+                with m.If(layer == 0):
+                    m.next = "UPD"
+                with m.Else():
+                    m.next = "BWD"
             with m.State("UPD"):
-                issue(j_major=False, bwd=False, vote=True)
+                issue(UPD)
                 with m.If(layer_done):
                     with m.If(layer == n_l - 1):
+                        m.d.sync += cnt.eq(1)
                         m.next = "UPD_DRAIN"
                     with m.Else():
                         m.d.sync += layer.eq(layer + 1)
             with m.State("UPD_DRAIN"):
-                m.next = "REPORT"
+                m.d.sync += cnt.eq(cnt - 1)
+                with m.If(cnt == 0):
+                    m.next = "REPORT"
             with m.State("REPORT"):
                 with m.If(~self.o_stream.valid | self.o_stream.ready):
                     m.d.sync += [self.o_stream.valid.eq(1), self.o_stream.payload.pred.eq(pred),
@@ -478,6 +696,33 @@ class OnChipTrainer(wiring.Component):
                     m.next = "LOAD"
         del fsm
         return m
+
+
+def _flip_lane(m: Module, f, w, a, vote, d, name: str):
+    """SPEC §8's integrate-and-fire rule on one lane (the rule of
+    :class:`~bitswarm.hw.flip_unit.FlipUnit`): returns ``(new weight bit, new accumulator)``."""
+    a_w, b = f.acc_width, f.lfsr.draw_bits
+    a1 = a
+    if f.leak_shift:
+        a1 = Signal(signed(a_w), name=f"{name}_leaked")
+        m.d.comb += a1.eq(a - (a >> f.leak_shift))
+    total = a1 + vote
+    if f.noise == "additive":
+        total = total + Cat(d[: b - 1], ~d[b - 1]).as_signed()
+    s = Signal(signed(len(total)), name=f"{name}_sum")
+    sat = Signal(signed(a_w), name=f"{name}_sat")
+    m.d.comb += s.eq(total)
+    with m.If(s > f.acc_max):
+        m.d.comb += sat.eq(f.acc_max)
+    with m.Elif(s < f.acc_min):
+        m.d.comb += sat.eq(f.acc_min)
+    with m.Else():
+        m.d.comb += sat.eq(s)
+    thr = f.threshold
+    fire = sat >= Const(thr, signed(a_w + 1)) if thr > f.acc_max else sat >= Const(thr, signed(a_w))
+    if f.noise == "stochastic" and f.fire_prob < (1 << b):
+        fire = fire & (d < Const(f.fire_prob, b))
+    return w ^ fire, Mux(fire, Const(f.refractory, signed(a_w)), sat)
 
 
 def dbg_queries(cfg, fold: TrainerFold | None = None) -> list[tuple[int, int, int, int]]:
@@ -543,10 +788,13 @@ def build(
     theta_step: int = 1,
     homeostasis_shift: int = 0,
     in_lanes: int = 0,
+    fold: str = "",
     seed: int = 0,
 ) -> OnChipTrainer:
     """An :class:`OnChipTrainer` for a random model of ``arch`` (``"N-H...-C"``), accumulators
-    0, thresholds 0 (``bitswarm verilog --component onchip-trainer``; ``in_lanes`` 0 = default)."""
+    0, thresholds 0 (``bitswarm verilog --component onchip-trainer``; ``in_lanes`` 0 = default;
+    ``fold`` ``"PExSIMD,..."`` one pair per layer, e.g. ``"8x64,5x64"``, or a trainer fold file;
+    empty = ``pe = 1``, ``simd = N``)."""
     import torch
     from bitswarm.golden.flip import FlipRuleConfig
     from bitswarm.golden.lfsr import LFSRConfig
@@ -565,4 +813,5 @@ def build(
     model.acc = [torch.zeros(lay.weight_shape(), dtype=torch.int32) for lay in mc.layers]
     oc = OnChipConfig(margin=margin, windows=(window,) * (len(sizes) - 2), theta_step=theta_step,
                       homeostasis_shift=homeostasis_shift)
-    return OnChipTrainer(model, oc, in_lanes=in_lanes or None)
+    fd = TrainerFold.parse(fold, mc) if fold else None
+    return OnChipTrainer(model, oc, in_lanes=in_lanes or None, fold=fd)

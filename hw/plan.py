@@ -102,7 +102,7 @@ from bitswarm.golden.model import PIXEL_BITS, ModelConfig
 __all__ = ["MEM_STYLES", "MEM_ATTRS", "auto_mem_style", "line_mem_style", "FOLD_FORMAT", "LayerFold", "AccelPlan", "tree_depth", "tree_terms",
            "weight_planes", "class_width", "conv_outputs", "conv_rows", "line_rows", "window_split", "conv_simds", "load_fold", "BUFFER_BANKS", "add_fold_args",
            "plan_from_args", "TrainerCycles", "TrainerFold", "TRAINER_FOLD_FORMAT", "load_trainer_fold",
-           "cycles_per_sample", "DEFAULT_IN_LANES", "SYNC",
+           "cycles_per_sample", "argmax_levels", "DEFAULT_IN_LANES", "SYNC",
            "REPLY"]
 
 #: Weight memory styles a fold may request.
@@ -740,6 +740,13 @@ class TrainerFold:
         """Cycles of one pass over layer ``i`` (every row group, every word): ``S·M/pe · N/simd``."""
         return self.groups(cfg, i) * self.words(cfg, i)
 
+    def tree_stages(self, cfg: ModelConfig, i: int) -> int:
+        """Register stages ``K`` of layer ``i``'s forward popcount/sum tree: 1, or 2 (the tree
+        split in the middle) when a word is more than 64 bit inputs or more than 16 multi-bit
+        inputs, so that no cycle has more than about six adder levels."""
+        lay = cfg.layers[i]
+        return 1 if self.simd(i) <= (64 if lay.input_bits == 1 else 16) else 2
+
     def to_dict(self, cfg: ModelConfig | None = None) -> dict:
         d = {"format": TRAINER_FOLD_FORMAT, "version": 1}
         if cfg is not None:
@@ -830,16 +837,36 @@ class TrainerCycles:
         return self.load + self.forward + self.error + self.backward + self.update + self.report
 
 
+def argmax_levels(n_classes: int) -> int:
+    """Register levels of the trainer's pipelined argmax over ``n_classes`` scores:
+    ``ceil(log2 C)``."""
+    return max(1, (n_classes - 1).bit_length())
+
+
 def cycles_per_sample(cfg: ModelConfig, in_lanes: int | None = None, fold: TrainerFold | None = None) -> TrainerCycles:
-    """The cycle model of one training sample; ``in_lanes`` pixels per input transfer,
-    ``fold`` the trainer fold (default :meth:`TrainerFold.default`)."""
+    """The cycle model of one training sample (exact; :mod:`bitswarm.hw.onchip`'s schedule):
+    ``in_lanes`` pixels per input transfer, ``fold`` the trainer fold (default
+    :meth:`TrainerFold.default`). With ``T_l = S·M_l/pe_l · N_l/simd_l`` issue cycles per pass
+    over layer ``l`` and ``K_l`` its forward tree stages (:meth:`TrainerFold.tree_stages`)::
+
+        load     ceil(N_0 / P)
+        forward  sum_l T_l + sum_{l < L-1} (K_l + 1) + K_{L-1} + 3
+        error    ceil(log2 C) + 1
+        backward sum_{l >= 1} (T_l + 1)
+        update   sum_l T_l + 2
+        report   1
+    """
     p = min(cfg.layers[0].n_in, DEFAULT_IN_LANES) if in_lanes is None else in_lanes
     if not isinstance(p, int) or p < 1:
         raise ConfigError(f"in_lanes must be a positive integer, not {p!r}")
     fold = TrainerFold.resolve(cfg, fold)
-    rows = [fold.steps(cfg, i) for i in range(len(cfg.layers))]
-    return TrainerCycles(load=math.ceil(cfg.layers[0].n_in / p), forward=sum(rows) + 1, error=1,
-                         backward=sum(rows[1:]), update=sum(rows) + 1, report=1)
+    n_l = len(cfg.layers)
+    t = [fold.steps(cfg, i) for i in range(n_l)]
+    k = [fold.tree_stages(cfg, i) for i in range(n_l)]
+    return TrainerCycles(load=math.ceil(cfg.layers[0].n_in / p),
+                         forward=sum(t) + sum(k[i] + 1 for i in range(n_l - 1)) + k[-1] + 3,
+                         error=argmax_levels(cfg.layers[-1].n_out) + 1,
+                         backward=sum(v + 1 for v in t[1:]), update=sum(t) + 2, report=1)
 
 
 # -- the host link's byte protocol (hw.board gateware, sim.hostlink host side) --------------

@@ -269,24 +269,29 @@ def _cmd_train(args, model, ds, build_root: Path | None = None) -> int:
     x = np.ascontiguousarray(x.reshape(len(x), -1))
     y = np.asarray(y)
     extra = {}
+    fold = None  # --fold with --train: the trainer fold (PExSIMD per layer, or its JSON file)
+    if getattr(args, "fold", None):
+        from bitswarm.hw.plan import TrainerFold
+
+        fold = TrainerFold.parse(args.fold, model.cfg)
     if args.backend == "virtual":
-        trainer = VirtualTrainer(model, oc)
+        trainer = VirtualTrainer(model, oc, fold=fold)
         t0 = time.perf_counter()
         preds, errs = trainer.train(x, y)
         secs = time.perf_counter() - t0
-        cycles = cycles_per_sample(model.cfg).total
+        cycles = trainer.cycles.total
     else:
         from .bulk import VerilatorTrainer
 
-        trainer = VerilatorTrainer(model, oc, build_root=build_root)
+        trainer = VerilatorTrainer(model, oc, fold=fold, build_root=build_root)
         trainer.build()
         t0 = time.perf_counter()
         run = trainer.train(x, y)
         secs = time.perf_counter() - t0
         preds, errs = run.preds, run.errors
         iv = run.intervals
-        cycles = int(np.median(iv)) if len(iv) else cycles_per_sample(model.cfg, trainer.p).total
-        extra = {"cycles_per_sample_model": cycles_per_sample(model.cfg, trainer.p).total,
+        cycles = int(np.median(iv)) if len(iv) else cycles_per_sample(model.cfg, trainer.p, trainer.fold).total
+        extra = {"cycles_per_sample_model": cycles_per_sample(model.cfg, trainer.p, trainer.fold).total,
                  "sim_cycles_per_s": round(run.cycles / run.seconds) if run.seconds > 0 else None}
     gold = Model(model.cfg, [w.clone() for w in model.weights], [t.clone() for t in model.theta],
                  [v.clone() for v in model.invert], [a.clone() for a in model.acc], model.lfsr_state)

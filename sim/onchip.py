@@ -17,19 +17,24 @@ weight bit-planes as ``uint64`` words ``[S, M, ceil(N/64)]`` (SPEC §2), accumul
 The tests assert that weights, accumulators, thresholds and LFSR state equal golden's after
 whole runs.
 
-Cycle model (:func:`cycles_per_sample`) of the row-serial RTL datapath
-(:class:`bitswarm.hw.onchip.OnChipTrainer`, whose docstring has the schedule): one weight row
-(one swarm plane of one neuron, all N bits) per cycle in every phase, ``R_l = S·M_l`` rows in
-layer ``l``::
+Cycle model (:func:`cycles_per_sample`) of the RTL datapath
+(:class:`bitswarm.hw.onchip.OnChipTrainer`, whose docstring has the schedule) under a
+:class:`~bitswarm.hw.plan.TrainerFold` (per layer ``pe`` rows and ``simd`` lanes per cycle):
+a pass over layer ``l`` issues ``T_l = S·M_l/pe_l · N_l/simd_l`` memory words, one per cycle,
+and ``K_l`` (1 or 2) is the register stages of its forward popcount tree::
 
-    load      ceil(N_0 / P)           pixel transfers (P pixels per transfer)
-    forward   sum_l R_l + 1           XNOR/AND-popcount of a row, z summed over s; one drain
-    error     1                       margin rule on the scores, argmax
-    backward  sum_{l >= 1} R_l        delta[k] += e_j (2 w[s, j, k] - 1), all k
-    update    sum_l R_l + 1           votes + integrate-and-fire of a row, N lanes; thresholds
-    report    1                       o_stream (predicted class, error flag)
+    load      ceil(N_0 / P)                        pixel transfers (P pixels per transfer)
+    forward   sum_l T_l + sum_{l<L-1} (K_l + 1)    XNOR/AND-popcount of pe words, z summed over
+              + K_{L-1} + 3                        words and planes; bubbles while a layer's
+                                                   activations settle; the pipeline drain
+    error     ceil(log2 C) + 1                     registered argmax / rival trees, margin rule
+    backward  sum_{l >= 1} (T_l + 1)               delta[k] += e_j (2 w[s, j, k] - 1), pe rows
+    update    sum_l T_l + 2                        votes + integrate-and-fire on pe·simd lanes
+    report    1                                    o_stream (predicted class, error flag)
 
-The Verilator tests check that the interval between two streamed samples equals the total.
+The Verilator tests check that the interval between two streamed samples equals the total,
+for several folds. :class:`VirtualTrainer` computes the same state whatever the fold (the fold
+changes the time, not the arithmetic); its ``cycles`` are the model's for its ``fold``.
 """
 
 from __future__ import annotations
@@ -41,10 +46,10 @@ from ..golden.errors import ConfigError
 from ..golden.lfsr import LFSR
 from ..golden.model import PIXEL_BITS, Model
 from ..golden.onchip import OnChipConfig
-from ..hw.plan import DEFAULT_IN_LANES, TrainerCycles, cycles_per_sample
+from ..hw.plan import DEFAULT_IN_LANES, TrainerCycles, TrainerFold, cycles_per_sample
 from .virtual import layer_preact, pack_layer
 
-__all__ = ["VirtualTrainer", "TrainerCycles", "cycles_per_sample", "DEFAULT_IN_LANES"]
+__all__ = ["VirtualTrainer", "TrainerCycles", "TrainerFold", "cycles_per_sample", "DEFAULT_IN_LANES"]
 
 class VirtualTrainer:
     """Fully integer training on packed words, bit-exact with golden ``onchip_step``.
@@ -55,10 +60,17 @@ class VirtualTrainer:
         Initial state (with accumulators); copied, not modified.
     config : OnChipConfig, optional
         The step's constants (default: from ``model.cfg.meta``).
+    fold : TrainerFold, optional
+        The RTL fold whose cycle model :attr:`cycles` reports (default ``pe = 1``, ``simd = N``).
+    in_lanes : int, optional
+        Pixels per input transfer of that RTL (default ``min(N_0, 64)``).
     """
 
-    def __init__(self, model: Model, config: OnChipConfig | None = None):
+    def __init__(self, model: Model, config: OnChipConfig | None = None, *, fold: TrainerFold | None = None,
+                 in_lanes: int | None = None):
         self.cfg = model.cfg
+        self.fold = TrainerFold.resolve(model.cfg, fold)
+        self.cycles = cycles_per_sample(model.cfg, in_lanes, self.fold)
         self.config = config or OnChipConfig.from_meta(model.cfg.meta)
         self.config.check(self.cfg)
         if model.acc is None:

@@ -24,6 +24,7 @@ from bitswarm.golden.lfsr import LFSRConfig
 from bitswarm.golden.model import Model, ModelConfig
 from bitswarm.golden.onchip import OnChipConfig, onchip_train
 from bitswarm.hw.onchip import OnChipTrainer, dbg_decode, dbg_queries
+from bitswarm.hw.plan import TrainerFold
 from bitswarm.sim.onchip import VirtualTrainer, cycles_per_sample
 
 
@@ -113,26 +114,37 @@ def amaranth_run(dut: OnChipTrainer, xs, ys):
 
 
 AMARANTH_CASES = [
-    # arch, swarm, noise, input_bits, hs, input_sign, in_lanes
-    ((16, 8, 6, 4), 1, "none", 4, 3, "msb", 5),
-    ((16, 8, 6, 4), 2, "additive", 4, 0, "nonzero", 5),
-    ((16, 8, 6, 4), 1, "stochastic", 8, 2, "msb", 16),
-    ((12, 7, 3), 4, "stochastic", 1, 1, "msb", 4),     # binarized input: ±1 votes on layer 0
-    ((10, 5), 1, "additive", 8, 0, "msb", 3),          # no hidden layer
-    ((9, 1, 2), 1, "none", 2, 4, "nonzero", 9),        # one hidden neuron: R = 1 rows
+    # arch, swarm, noise, input_bits, hs, input_sign, in_lanes, fold (None: pe = 1, simd = N)
+    ((16, 8, 6, 4), 1, "none", 4, 3, "msb", 5, None),
+    ((16, 8, 6, 4), 2, "additive", 4, 0, "nonzero", 5, None),
+    ((16, 8, 6, 4), 1, "stochastic", 8, 2, "msb", 16, None),
+    ((12, 7, 3), 4, "stochastic", 1, 1, "msb", 4, None),     # binarized input: ±1 votes on layer 0
+    ((10, 5), 1, "additive", 8, 0, "msb", 3, None),          # no hidden layer
+    ((9, 1, 2), 1, "none", 2, 4, "nonzero", 9, None),        # one hidden neuron: R = 1 rows
+    # folded: pe > 1 (LFSR jump-ahead between banks), simd < N (several words per row)
+    ((16, 8, 6, 4), 1, "stochastic", 8, 2, "msb", 16, ((2, 4), (3, 2), (2, 3))),
+    ((12, 7, 3), 4, "stochastic", 1, 1, "msb", 4, ((7, 3), (1, 1))),   # S = 4, pe = M, simd = 1
+    ((10, 5), 1, "additive", 8, 0, "msb", 3, ((5, 5),)),     # one row group, two words
+    ((9, 1, 2), 1, "none", 2, 4, "nonzero", 9, ((1, 3), (2, 1))),
+    ((40, 8, 6), 2, "stochastic", 8, 2, "msb", 7, ((4, 20), (3, 8))),   # split tree (K = 2)
+    ((80, 8, 4), 1, "additive", 1, 2, "msb", 16, ((2, 80), (2, 4))),    # 80-bit popcount, K = 2
 ]
 
 
-@pytest.mark.parametrize("arch,swarm,noise,bits,hs,sign,lanes", AMARANTH_CASES)
-def test_rtl_step_equals_golden(arch, swarm, noise, bits, hs, sign, lanes):
+def _fold(fold):
+    return None if fold is None else TrainerFold(fold)
+
+
+@pytest.mark.parametrize("arch,swarm,noise,bits,hs,sign,lanes,fold", AMARANTH_CASES)
+def test_rtl_step_equals_golden(arch, swarm, noise, bits, hs, sign, lanes, fold):
     m, oc, xs, ys = _random_case(arch, swarm, noise, input_bits=bits, hs=hs, input_sign=sign, k=14)
     gm, g_pred, g_err, res = _golden(m, oc, xs, ys)
     assert sum(sum(r.flips) for r in res) > 0 and g_err.sum() > 0  # the run changes the state
-    dut = OnChipTrainer(m, oc, in_lanes=lanes)
+    dut = OnChipTrainer(m, oc, in_lanes=lanes, fold=_fold(fold))
     pred, err, stamps, got = amaranth_run(dut, xs, ys)
     assert (pred == g_pred).all() and (err == g_err).all()
     assert got.equal(gm)
-    assert set(np.diff(stamps).tolist()) == {cycles_per_sample(m.cfg, lanes).total}
+    assert set(np.diff(stamps).tolist()) == {cycles_per_sample(m.cfg, lanes, _fold(fold)).total}
 
 
 @pytest.mark.parametrize("change", [{"margin": 3}, {"windows": (4, 4)}, {"theta_step": 2},
@@ -146,6 +158,43 @@ def test_rtl_built_with_other_constants_differs(change):
     assert not (got.equal(gm) and (pred == g_pred).all() and (err == g_err).all())
 
 
+class _WrongJump(OnChipTrainer):
+    """Bank 1's lanes draw one LFSR step late (a wrong jump-ahead)."""
+
+    def _draw_steps(self, n_in, p, lane):
+        return super()._draw_steps(n_in, p, lane) + (p == 1)
+
+
+class _SwappedBanks(OnChipTrainer):
+    """A folded row off by one: the neuron of bank p is taken as that of bank pe - 1 - p."""
+
+    def _neuron(self, jg, p, pe):
+        return super()._neuron(jg, pe - 1 - p, pe)
+
+
+@pytest.mark.parametrize("cls", [_WrongJump, _SwappedBanks])
+def test_rtl_fold_mutants_are_caught(cls):
+    case = AMARANTH_CASES[6]
+    arch, swarm, noise, bits, hs, sign, lanes, fold = case
+    m, oc, xs, ys = _random_case(arch, swarm, noise, input_bits=bits, hs=hs, input_sign=sign, k=6)
+    gm, g_pred, g_err, _ = _golden(m, oc, xs, ys)
+    pred, err, _, got = amaranth_run(cls(m, oc, in_lanes=lanes, fold=_fold(fold)), xs, ys)
+    assert not (got.equal(gm) and (pred == g_pred).all() and (err == g_err).all())
+
+
+def test_jump_masks_equal_golden_steps():
+    from bitswarm.golden.lfsr import LFSR, LFSRConfig
+    from bitswarm.hw.onchip import jump_masks
+
+    cfg = LFSRConfig(width=16, seed=0xACE1, draw_bits=8)
+    masks = jump_masks(16, cfg.taps, [1, 7, 64, 300])
+    for n, mk in masks.items():
+        ref = LFSR(cfg, 0xACE1)
+        ref.draws(n)
+        got = sum((bin(0xACE1 & mk[b]).count("1") & 1) << b for b in range(16))
+        assert got == ref.state, n
+
+
 def test_rtl_rejects_bad_models():
     m, oc, _, _ = _random_case((16, 8, 4), 1, "none")
     with pytest.raises(ConfigError, match="in_lanes"):
@@ -154,6 +203,10 @@ def test_rtl_rejects_bad_models():
         OnChipTrainer(m, oc, in_lanes=17)
     with pytest.raises(ConfigError, match="windows"):
         OnChipTrainer(m, dataclasses.replace(oc, windows=()))
+    with pytest.raises(ConfigError, match="pe = 3 must divide"):
+        OnChipTrainer(m, oc, fold=TrainerFold(((3, 16), (1, 8))))
+    with pytest.raises(ConfigError, match="simd = 5 must divide"):
+        OnChipTrainer(m, oc, fold=TrainerFold(((1, 5), (1, 8))))
     m.acc = None
     with pytest.raises(ConfigError, match="accumulators"):
         OnChipTrainer(m, oc)
@@ -185,12 +238,12 @@ def _digits_case(swarm: int, pretrain: int):
     return m, oc, x[pretrain:pretrain + 250], y[pretrain:pretrain + 250]
 
 
-def _verilator_check(m, oc, xs, ys, *, in_lanes=None, idle=0, bp=0):
+def _verilator_check(m, oc, xs, ys, *, in_lanes=None, idle=0, bp=0, fold=None):
     from bitswarm.sim.bulk import VerilatorTrainer
 
     gm, g_pred, g_err, res = _golden(m, oc, xs, ys)
     assert sum(sum(r.flips) for r in res) > 0
-    vt = VerilatorTrainer(m, oc, in_lanes=in_lanes)
+    vt = VerilatorTrainer(m, oc, in_lanes=in_lanes, fold=_fold(fold))
     run = vt.train(xs.numpy(), ys.numpy(), idle_pct=idle, bp_pct=bp, seed=3)
     assert (run.preds == g_pred).all() and (run.errors == g_err).all()
     assert vt.export().equal(gm)
@@ -198,7 +251,7 @@ def _verilator_check(m, oc, xs, ys, *, in_lanes=None, idle=0, bp=0):
     virt.train(xs.numpy().reshape(len(ys), -1), ys.numpy())
     assert virt.export().equal(gm)
     if not idle and not bp:
-        assert set(run.intervals.tolist()) == {cycles_per_sample(m.cfg, vt.p).total}
+        assert set(run.intervals.tolist()) == {cycles_per_sample(m.cfg, vt.p, vt.fold).total}
     return vt, gm
 
 
@@ -217,9 +270,17 @@ def test_verilator_trajectory_digits_s1_trained_start():
 
 
 @pytest.mark.verilator
-def test_verilator_trajectory_digits_s4_stochastic():
+def test_verilator_trajectory_digits_s4_stochastic_folded():
+    """S = 4 with LFSR draws, pe > 1 on both layers, simd < N (4 and 2 words per row)."""
     m, oc, xs, ys = _digits_case(4, pretrain=0)
-    _verilator_check(m, oc, xs, ys, in_lanes=16)
+    _verilator_check(m, oc, xs, ys, in_lanes=16, fold=((4, 16), (5, 8)))
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+def test_verilator_trajectory_folded_three_layers_stochastic_multibit():
+    m, oc, xs, ys = _random_case((40, 12, 8, 6), 2, "stochastic", input_bits=8, seed=7, k=220, hs=2)
+    _verilator_check(m, oc, xs, ys, in_lanes=7, fold=((4, 20), (4, 4), (2, 8)))
 
 
 @pytest.mark.verilator
@@ -230,10 +291,12 @@ def test_verilator_trajectory_random_two_hidden_binarized_with_stalls():
 
 @pytest.mark.slow
 @pytest.mark.verilator
-@pytest.mark.parametrize("swarm,noise,bits", [(4, "additive", 8), (1, "stochastic", 3), (4, "none", 1)])
-def test_verilator_trajectory_random_long(swarm, noise, bits):
+@pytest.mark.parametrize("swarm,noise,bits,fold", [(4, "additive", 8, None), (1, "stochastic", 3, None),
+                                                   (4, "none", 1, None), (2, "stochastic", 8, ((10, 15), (5, 20))),
+                                                   (1, "additive", 1, ((4, 30), (2, 4)))])
+def test_verilator_trajectory_random_long(swarm, noise, bits, fold):
     m, oc, xs, ys = _random_case((30, 20, 10), swarm, noise, input_bits=bits, seed=swarm + bits, k=600, hs=3)
-    _verilator_check(m, oc, xs, ys, in_lanes=10)
+    _verilator_check(m, oc, xs, ys, in_lanes=10, fold=fold)
 
 
 def test_verilator_trainer_rejects_bad_labels(tmp_path):

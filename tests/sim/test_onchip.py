@@ -51,13 +51,24 @@ def test_virtual_detects_a_broken_state():
 
 
 def test_cycle_model():
-    mc = ModelConfig.mlp([64, 128, 10], swarm=4)
+    from bitswarm.hw.plan import TrainerFold
+
+    mc = ModelConfig.mlp([64, 128, 10], swarm=4)  # 8-bit pixels: 64 inputs a word -> K = 2
     c = cycles_per_sample(mc)
-    assert (c.load, c.forward, c.error, c.backward, c.update, c.report) == (1, 512 + 40 + 1, 1, 40, 553, 1)
-    assert c.total == 1 + 553 + 1 + 40 + 553 + 1
+    t = [4 * 128, 4 * 10]
+    assert (c.load, c.forward, c.error, c.backward, c.update, c.report) == (
+        1, sum(t) + (2 + 1) + 2 + 3, 4 + 1, t[1] + 1, sum(t) + 2, 1)
     assert cycles_per_sample(mc, in_lanes=8).load == 8
+    f = TrainerFold(((8, 16), (5, 128)))   # K = 1 (16 pixels a word), K = 2 (128 bits)
+    t = [4 * 128 // 8 * 4, 4 * 10 // 5]
+    c = cycles_per_sample(mc, fold=f)
+    assert (c.forward, c.backward, c.update) == (sum(t) + 2 + 2 + 3, t[1] + 1, sum(t) + 2)
+    digits = ModelConfig.mlp([64, 256, 10])
+    assert cycles_per_sample(digits, fold=TrainerFold(((8, 64), (10, 256)))).total == 85
     with pytest.raises(ConfigError, match="in_lanes"):
         cycles_per_sample(mc, in_lanes=0)
+    with pytest.raises(ConfigError, match="must divide"):
+        cycles_per_sample(mc, fold=TrainerFold(((3, 64), (1, 128))))
 
 
 def test_needs_training_state():
@@ -86,13 +97,25 @@ def test_sim_cli_train(tmp_path):
     from bitswarm.golden.model import load_model
 
     assert rep["cycles_per_sample"] == cycles_per_sample(load_model(out).cfg).total
+    fold = ["--fold", "4x16,5x8"]  # the trainer fold: PExSIMD per layer
     r = subprocess.run([sys.executable, "-m", "bitswarm", "sim", str(out), "--train", "--backend", "verilator",
-                        "--dataset", "digits", "--limit", "200", "--json"], capture_output=True, text=True, check=False)
+                        "--dataset", "digits", "--limit", "200", "--json", *fold],
+                       capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     rtl = json.loads(r.stdout)
     assert rtl["samples"] == 200 and rtl["mismatches"] == 0 and rtl["backend"] == "verilator"
-    assert rtl["cycles_per_sample"] == rtl["cycles_per_sample_model"] == rep["cycles_per_sample"]
+    from bitswarm.hw.plan import TrainerFold
+
+    cfg = load_model(out).cfg
+    folded = cycles_per_sample(cfg, fold=TrainerFold(((4, 16), (5, 8)))).total
+    assert rtl["cycles_per_sample"] == rtl["cycles_per_sample_model"] == folded < rep["cycles_per_sample"]
     assert rtl["accuracy_after"] == rep["accuracy_after"]
+    r = subprocess.run([sys.executable, "-m", "bitswarm", "sim", str(out), "--train", "--dataset", "digits",
+                        "--limit", "20", "--json", *fold], capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and json.loads(r.stdout)["cycles_per_sample"] == folded, r.stderr
+    r = subprocess.run([sys.executable, "-m", "bitswarm", "sim", str(out), "--train", "--dataset", "digits",
+                        "--limit", "20", "--fold", "3x16,5x8"], capture_output=True, text=True, check=False)
+    assert r.returncode != 0 and "pe = 3 must divide" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_trainer_fold():
