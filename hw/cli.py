@@ -214,6 +214,10 @@ def _cmd_verilog(args) -> int:
         raise ConfigError("give either a MODEL file or --component, not both")
     build = component_build(args.component)
     params = parse_params(args.component, build, args.param)
+    if args.component == "onchip-trainer" and getattr(args, "fold", None):
+        if any(p.partition("=")[0] == "fold" for p in args.param):
+            raise ConfigError("give the trainer fold once: --fold or --param fold=..., not both")
+        params["fold"] = args.fold  # PExSIMD per layer (8x64,5x64) or a trainer fold JSON file
     module = args.component.replace("-", "_")
     check_outputs([Path(args.out) / f"{module}.{ext}" for ext in ("v", "json")],
                   overwrite=args.overwrite)  # before building: a built, unused design warns

@@ -309,3 +309,20 @@ def test_verilator_trainer_rejects_bad_labels(tmp_path):
     with pytest.raises(BitswarmError, match="as many"):
         vt.train(xs.numpy(), ys.numpy()[:3])
     assert not vt.binary.exists()  # nothing built for bad input
+
+
+def test_verilog_component_fold(tmp_path):
+    """``bitswarm verilog --component onchip-trainer --fold PExSIMD,...``: the fold reaches the
+    RTL (the debug word port) and an illegal fold is one error line."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "bitswarm", "verilog", "--component", "onchip-trainer", "--param",
+           "arch=16-8-4", "-o", str(tmp_path)]
+    r = subprocess.run([*cmd, "--fold", "2x8,4x4"], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "onchip_trainer.json").read_text())["params"]["fold"] == "2x8,4x4"
+    assert "dbg_word" in (tmp_path / "onchip_trainer.v").read_text()
+    r = subprocess.run([*cmd, "--fold", "3x8,4x4", "--overwrite"], capture_output=True, text=True, check=False)
+    assert r.returncode != 0 and "pe = 3 must divide" in r.stderr and "Traceback" not in r.stderr
