@@ -126,6 +126,18 @@ def check_trainable(model: Model, config: OnChipConfig | None = None) -> OnChipC
     return config
 
 
+def _check_link_limits(cfg, fold: TrainerFold) -> None:
+    """The protocol's field widths: READ rows and words, INFO sizes (one-line ConfigError)."""
+    lays = cfg.layers
+    if len(lays) > 255:
+        raise ConfigError(f"the link numbers layers with one byte: at most 255, the model has {len(lays)}")
+    for i, lay in enumerate(lays):
+        rows, words = lay.swarm * lay.n_out, fold.words(cfg, i)
+        if rows > 1 << 16 or words > 1 << 16 or lay.n_in >= 1 << 16 or lay.swarm > 255:
+            raise ConfigError(f"layer {i} exceeds the link's fields (S <= 255, N < 65536, S*M and "
+                              f"words per row <= 65536): S = {lay.swarm}, N = {lay.n_in}, S*M = {rows}")
+
+
 def config_hash(model: Model, config: OnChipConfig, in_lanes: int, fold: TrainerFold) -> int:
     """32 bits of a SHA-256 over everything a trainer bitstream is built from: the model
     configuration, the on-chip constants, input lanes and fold (canonical JSON) and the initial
@@ -276,6 +288,7 @@ class UARTTrainer(wiring.Component):
                     or not 1 <= timeout_bytes < 1 << 16):
                 raise ConfigError(f"timeout_bytes must be an integer in 1..65535, not {timeout_bytes!r}")
             self._fold = TrainerFold.resolve(model.cfg, fold)
+            _check_link_limits(model.cfg, self._fold)
             trainer = OnChipTrainer(model, self._config, in_lanes=in_lanes, fold=self._fold)
         except Exception:
             self._MustUse__silence = True  # never elaborated: don't warn about it

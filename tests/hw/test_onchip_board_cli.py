@@ -227,11 +227,13 @@ def test_run_train_refusals(tmp_path, capsys):
     save_model(cnn, tmp_path / "cnn.bsm")
     plain = Model.random(ModelConfig.mlp([64, 16, 10], input_shape=(8, 8)), 0)
     save_model(plain, tmp_path / "plain.bsm")
+    np.savez(tmp_path / "ten.npz", x=np.zeros((4, 10), dtype=np.uint8), y=np.arange(4) % 2)
     for model, extra, msg in [
         ("m.bsm", ["--port", str(tmp_path / "nope")], f"cannot open {tmp_path}"),
+        ("m.bsm", ["--port", "x", "--dataset", f"npz:{tmp_path / 'ten.npz'}"],
+         "samples have 10 pixels but the model takes 64"),
         ("cnn.bsm", ["--port", "x"], "convolution"),
         ("plain.bsm", ["--port", "x"], "no 'onchip' entry"),
-        ("m.bsm", ["--port", "x", "--dataset", "mnist5k"], "samples have 784 pixels but the model takes 64"),
     ]:
         rc = main(["run", str(tmp_path / model), "--train", "--out", str(tmp_path / "t.bsm"), *extra])
         e = capsys.readouterr().err.strip().splitlines()
