@@ -127,15 +127,16 @@ def check_trainable(model: Model, config: OnChipConfig | None = None) -> OnChipC
 
 
 def _check_link_limits(cfg, fold: TrainerFold) -> None:
-    """The protocol's field widths: READ rows and words, INFO sizes (one-line ConfigError)."""
+    """The protocol's field widths: READ rows and words, INFO sizes (one-line ConfigError; S
+    fits its byte, golden allows at most 32)."""
     lays = cfg.layers
     if len(lays) > 255:
         raise ConfigError(f"the link numbers layers with one byte: at most 255, the model has {len(lays)}")
     for i, lay in enumerate(lays):
         rows, words = lay.swarm * lay.n_out, fold.words(cfg, i)
-        if rows > 1 << 16 or words > 1 << 16 or lay.n_in >= 1 << 16 or lay.swarm > 255:
-            raise ConfigError(f"layer {i} exceeds the link's fields (S <= 255, N < 65536, S*M and "
-                              f"words per row <= 65536): S = {lay.swarm}, N = {lay.n_in}, S*M = {rows}")
+        if rows > 1 << 16 or words > 1 << 16 or lay.n_in >= 1 << 16:
+            raise ConfigError(f"layer {i} exceeds the link's fields (N < 65536, S*M and words per "
+                              f"row <= 65536): N = {lay.n_in}, S*M = {rows}")
 
 
 def config_hash(model: Model, config: OnChipConfig, in_lanes: int, fold: TrainerFold) -> int:

@@ -97,9 +97,6 @@ def test_init_wrong():
     no_acc.acc = None
     with pytest.raises(ConfigError, match="needs a model with accumulators"):
         UARTTrainer(no_acc, divisor=4)
-    wide, _, _, _ = trainer_case((4, 2, 2), 256, k=1)
-    with pytest.raises(ConfigError, match=r"layer 0 exceeds the link's fields .*S = 256"):
-        UARTTrainer(wide, divisor=4)
     cnn = Model.random(ModelConfig.from_arch("1x4x4-c2k3p1-mp2-3"), 0)
     with pytest.raises(ConfigError, match="convolution"):
         TrainerBoardTop(cnn, "icebreaker")
