@@ -12,6 +12,13 @@ rule trains the same convolutional network (:data:`CNN`: arch, batch, epochs; th
 rule's conv options and flip threshold, recorded in the model file), the float reference
 being the float CNN of that arch. Run them with ``--datasets digits-cnn,fashion-cnn --merge``.
 
+Golden-rule rows of issue 17 (keys of :data:`VARIANTS`, in the default list): mnist5k with seeds
+1 and 2 (the mnist5k target is the mean of seeds 0-2), swarms ``S = 4`` and ``S = 32`` on
+mnist5k and Fashion-MNIST (same arch, i.e. logical width, batch and epochs as the ``S = 1`` row;
+checked: S = 4 beats S = 1 by >= 1 point) and integer votes (``-int``: rule ``onchip``, i.e.
+``bitswarm train --votes integer``, same arch and epochs; checked: within 1 point of the
+host-assisted row). Each gets its own table below the main one.
+
 Long parts can be run on their own: ``--datasets``, ``--rules``, ``--epochs-for
 fashion=5`` and ``--collapse-epochs 0`` (skip the collapse check) select what runs;
 ``--merge`` keeps the rows already in ``train.json`` that this invocation does not re-run, so
@@ -42,10 +49,35 @@ EPOCHS = {"digits": 30, "mnist5k": 60, "fashion": 20}
 RULES = ("golden", "ste-adam", "bop", "float")
 #: The no-collapse check: golden rule, this data set, this many epochs, final >= best - 1 point.
 COLLAPSE_DATASET, COLLAPSE_EPOCHS, COLLAPSE_TOLERANCE = "mnist5k", 60, 0.01
-#: Accuracy targets of the golden rule, checked against the final accuracy.
-TARGETS = {"digits": 0.975, "mnist5k": 0.94, "fashion": 0.88, "digits-cnn": 0.985, "fashion-cnn": 0.91}
+#: Accuracy targets of the golden rule, checked against the final accuracy (issue 17; mnist5k:
+#: the mean over the seeds of :data:`SEED_ROWS`).
+TARGETS = {"digits": 0.985, "mnist5k": 0.945, "fashion": 0.88, "digits-cnn": 0.985, "fashion-cnn": 0.91}
+#: Golden-rule-only rows (issue 17): key -> the data set and what differs from its S = 1 seed-0
+#: row (swarm size, seed, the rule), same arch (logical width) and batch; ``epochs`` where the
+#: CPU budget of the bench cannot give the data set's (S = 32 flips 32x the bits; the per-sample
+#: integer rule trains ~300 samples/s, so 20 Fashion-MNIST epochs would take over an hour):
+#: those rows are compared with the S = 1 / host run after as many epochs (its curve).
+VARIANTS = {
+    "mnist5k-seed1": {"dataset": "mnist5k", "seed": 1},
+    "mnist5k-seed2": {"dataset": "mnist5k", "seed": 2},
+    "mnist5k-s4": {"dataset": "mnist5k", "swarm": 4},
+    "mnist5k-s32": {"dataset": "mnist5k", "swarm": 32, "epochs": 3},
+    "mnist5k-int": {"dataset": "mnist5k", "rule": "onchip", "epochs": 20},
+    "fashion-s4": {"dataset": "fashion", "swarm": 4, "epochs": 3},
+    "fashion-s32": {"dataset": "fashion", "swarm": 32, "epochs": 1},
+    "fashion-int": {"dataset": "fashion", "rule": "onchip", "epochs": 1},
+}
+#: Rows whose mean final accuracy is checked against the data set's target.
+SEED_ROWS = {"mnist5k": ("mnist5k", "mnist5k-seed1", "mnist5k-seed2")}
+#: Swarm rows: S = 4 must beat S = 1 by this much (points of final accuracy).
+SWARM_GAIN, ONCHIP_GAP = 0.01, 0.01
+#: Epochs at which integer votes are compared with host-assisted ones.
+ONCHIP_EPOCHS = 20
 #: CNN rows: key -> the data set, the network and budget every rule gets, and the golden rule's
 #: options (``options``) and flip threshold (``flip_threshold``; the other rules ignore both).
+#: What ``make bench-train`` runs: every rule on the three data sets, then the golden rule's
+#: extra seeds, swarm and integer-vote rows.
+DEFAULT_DATASETS = ("digits", "mnist5k", "fashion", *VARIANTS)
 CNN = {
     "digits-cnn": {"dataset": "digits", "arch": "1x8x8-c32k3p1-512-10", "epochs": 30,
                    "batch_size": 64, "options": {}, "flip_threshold": 32},
@@ -56,7 +88,11 @@ CNN = {
 
 def _run(key: str, rule: str, epochs: int, args, tmp: Path) -> dict:
     kw = {} if args.batch_size is None else {"batch_size": args.batch_size}
-    dataset = key
+    dataset, swarm, seed = key, args.swarm, args.seed
+    if key in VARIANTS:
+        v = VARIANTS[key]
+        dataset, swarm, seed = v["dataset"], v.get("swarm", swarm), v.get("seed", seed)
+        rule = v.get("rule", rule)
     if key in CNN:
         c = CNN[key]
         dataset = c["dataset"]
@@ -64,7 +100,7 @@ def _run(key: str, rule: str, epochs: int, args, tmp: Path) -> dict:
               "flip": dataclasses.replace(default_flip(args.swarm), threshold=c["flip_threshold"])}
         if rule == "golden":
             kw["options"] = dict(c["options"])
-    cfg = TrainConfig(dataset=dataset, rule=rule, epochs=epochs, seed=args.seed, swarm=args.swarm, **kw)
+    cfg = TrainConfig(dataset=dataset, rule=rule, epochs=epochs, seed=seed, swarm=swarm, **kw)
     out = tmp / f"{rule}-{key}.bsm" if rule != "float" else None
     t0 = time.perf_counter()
     res = train(cfg, out=out, run_dir=tmp / f"{rule}-{key}-{epochs}.run", data_dir=args.data_dir,
@@ -75,13 +111,19 @@ def _run(key: str, rule: str, epochs: int, args, tmp: Path) -> dict:
     train_s = sum(m["steps"] * res.config.batch_size / m["train_samples_per_s"]
                   for m in res.metrics if m["train_samples_per_s"] > 0)
     return {
-        "rule": rule, "dataset": key, "arch": arch_text(res.config.arch),
+        "rule": rule, "dataset": key, "seed": seed, "arch": arch_text(res.config.arch),
         "swarm": res.config.swarm, "batch_size": res.config.batch_size, "epochs": epochs,
         "final_accuracy": acc[-1], "best_accuracy": max(acc), "best_epoch": acc.index(max(acc)) + 1,
         "wall_s": wall, "train_samples_per_s": samples / train_s if train_s else 0.0,
         "exportable": out is not None, "accuracy_curve": acc,
         **({"options": cfg.options, "flip_threshold": cfg.flip.threshold} if key in CNN else {}),
     }
+
+
+def _at_epoch(r: dict, epochs: int) -> float:
+    """Test accuracy of run ``r`` after ``epochs`` epochs (its curve; the runs of one data set
+    share the data order and no schedule depends on the total, so this is the shorter run's)."""
+    return r["accuracy_curve"][min(epochs, len(r["accuracy_curve"])) - 1]
 
 
 def _collapse(r: dict) -> dict:
@@ -136,13 +178,48 @@ def _markdown(rows: list[dict], collapse: list[dict], meta: dict) -> str:
             lines.append(f"| {ds} | {g['train_samples_per_s']:.0f} | {s['train_samples_per_s']:.0f} | {q:.2f} |")
     goals = [(ds, by[(ds, "golden")]) for ds in TARGETS if (ds, "golden") in by]
     if goals:
-        lines += ["", "## Golden rule vs its accuracy targets (final accuracy of the run above)", "",
+        lines += ["", "## Golden rule vs its accuracy targets (final accuracy of the runs above)", "",
                   "| data set | target % | final % | best % | check |", "|---|---|---|---|---|"]
-        for ds, g in goals:
-            ok = g["final_accuracy"] >= TARGETS[ds]
-            gap = "" if ok else f" (short by {100 * (TARGETS[ds] - g['final_accuracy']):.2f})"
-            lines.append(f"| {ds} | {100 * TARGETS[ds]:.1f} | {100 * g['final_accuracy']:.2f} | "
-                         f"{100 * g['best_accuracy']:.2f} | {'met' if ok else 'missed' + gap} |")
+        for ds, _g in goals:
+            seeds = [by[(k, "golden")] for k in SEED_ROWS.get(ds, (ds,)) if (k, "golden") in by]
+            final = sum(r["final_accuracy"] for r in seeds) / len(seeds)
+            best = sum(r["best_accuracy"] for r in seeds) / len(seeds)
+            name = ds if len(seeds) == 1 else (f"{ds} (mean of seeds "
+                                               f"{', '.join(str(r.get('seed', 0)) for r in seeds)})")
+            ok = final >= TARGETS[ds]
+            gap = "" if ok else f" (short by {100 * (TARGETS[ds] - final):.2f})"
+            lines.append(f"| {name} | {100 * TARGETS[ds]:.1f} | {100 * final:.2f} | "
+                         f"{100 * best:.2f} | {'met' if ok else 'missed' + gap} |")
+    swarm = [(ds, by[(ds, "golden")]) for ds in EPOCHS
+             if (ds, "golden") in by and (f"{ds}-s4", "golden") in by]
+    if swarm:
+        lines += ["", "## Swarm: S = 4 and S = 32 vs S = 1 (golden rule, same arch, batch, epochs, seed 0)", "",
+                  f"| data set | epochs | S = 1 % | S = 4 % | S = 32 % | S4 - S1 | check (>= {100 * SWARM_GAIN:.0f} point) |",
+                  "|---|---|---|---|---|---|---|"]
+        for ds, g in swarm:
+            s4, s32 = by[(f"{ds}-s4", "golden")], by.get((f"{ds}-s32", "golden"))
+            d = s4["final_accuracy"] - g["final_accuracy"]
+            ok = d >= SWARM_GAIN - 1e-12 and s4["epochs"] == g["epochs"]
+            t32 = "" if s32 is None else f"{100 * s32['final_accuracy']:.2f}" + (
+                "" if s32["epochs"] == g["epochs"] else
+                f" ({s32['epochs']} epochs; S = 1 after {s32['epochs']}: {100 * _at_epoch(g, s32['epochs']):.2f})")
+            lines.append(f"| {ds} | {g['epochs']} | {100 * g['final_accuracy']:.2f} | "
+                         f"{100 * s4['final_accuracy']:.2f} | {t32} | {100 * d:+.2f} | "
+                         f"{'met' if ok else f'missed (short by {100 * (SWARM_GAIN - d):.2f})'} |")
+    ints = [(ds, by[(ds, "golden")], by[(f"{ds}-int", "onchip")]) for ds in EPOCHS
+            if (ds, "golden") in by and (f"{ds}-int", "onchip") in by]
+    if ints:
+        lines += ["", "## Integer votes (`--votes integer`, rule `onchip`) vs host-assisted (golden), same arch and epochs", "",
+                  f"| data set | epochs | host % | integer % | integer - host | check (>= -{100 * ONCHIP_GAP:.0f} point) |",
+                  "|---|---|---|---|---|---|"]
+        for ds, g, o in ints:
+            host = _at_epoch(g, o["epochs"])
+            d = o["final_accuracy"] - host
+            ok = d >= -ONCHIP_GAP - 1e-12
+            note = "" if o["epochs"] == g["epochs"] else f" (epoch {o['epochs']} of the {g['epochs']}-epoch run)"
+            lines.append(f"| {ds} | {o['epochs']}{'' if o['epochs'] == ONCHIP_EPOCHS else f' (not {ONCHIP_EPOCHS})'} | {100 * host:.2f}{note} | "
+                         f"{100 * o['final_accuracy']:.2f} | {100 * d:+.2f} | "
+                         f"{'met' if ok else f'missed (short by {100 * (-ONCHIP_GAP - d):.2f})'} |")
     if collapse:
         lines += ["", f"## No collapse: final accuracy >= best - {100 * COLLAPSE_TOLERANCE:.0f} point", "",
                   "| data set | rule | epochs | final acc % | best acc % (epoch) | best - final | check |",
@@ -167,7 +244,9 @@ def _epochs_for(text: str | None) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", default="digits,mnist5k,fashion")
+    p.add_argument("--datasets", default=",".join(DEFAULT_DATASETS),
+                   help=f"data-set keys (default {','.join(DEFAULT_DATASETS)}; also "
+                        f"{', '.join(CNN)})")
     p.add_argument("--rules", default=",".join(RULES))
     p.add_argument("--epochs-scale", type=float, default=1.0, help="multiply the default epochs")
     p.add_argument("--epochs", type=int, default=None, help="epochs for every run (overrides)")
@@ -223,13 +302,17 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         if args.epochs:
             return args.epochs
-        base = CNN[ds]["epochs"] if ds in CNN else EPOCHS.get(ds, 10)
-        return per_ds.get(ds) or max(1, round(base * args.epochs_scale))
+        name = VARIANTS[ds]["dataset"] if ds in VARIANTS else ds
+        if per_ds.get(ds) is None and "epochs" in VARIANTS.get(ds, {}):
+            return VARIANTS[ds]["epochs"]
+        base = CNN[name]["epochs"] if name in CNN else EPOCHS.get(name, 10)
+        return per_ds.get(ds) or per_ds.get(name) or max(1, round(base * args.epochs_scale))
 
     datasets = [d for d in args.datasets.split(",") if d]
     rules = [r for r in args.rules.split(",") if r]
     ce = 0 if args.quick else args.collapse_epochs
-    plan = [(ds, rule, epochs_of(ds)) for ds in datasets for rule in rules]
+    plan = [(ds, VARIANTS.get(ds, {}).get("rule", rule), epochs_of(ds)) for ds in datasets
+            for rule in (rules if ds not in VARIANTS else rules[:1])]
     extra = ce and not any(x == (COLLAPSE_DATASET, "golden", ce) for x in plan)
     total = len(plan) + bool(extra)
     t_start = time.perf_counter()
@@ -244,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         skipped = set()
         for ds in datasets:
             try:
-                load_dataset(CNN[ds]["dataset"] if ds in CNN else ds, args.data_dir)
+                load_dataset(CNN[ds]["dataset"] if ds in CNN else VARIANTS[ds]["dataset"]
+                             if ds in VARIANTS else ds, args.data_dir)
             except BitswarmError as e:
                 print(f"bench-train: skipping {ds}: {e}", file=sys.stderr)
                 skipped.add(ds)
