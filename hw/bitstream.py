@@ -71,9 +71,9 @@ class ToolError(BitswarmError):
     """A synthesis / place-and-route tool failed."""
 
 
-#: What each tool of a build plan does, for the progress lines.
 #: yosys ``synth_ice40`` options of every iCE40 build (module docstring: tile control sets).
 ICE40_SYNTH_OPTS = "-dffe_min_ce_use 8"
+#: What each tool of a build plan does, for the progress lines.
 STEPS = {"yosys": "synthesis", "nextpnr-ice40": "place and route", "nextpnr-ecp5": "place and route",
          "icepack": "packing", "ecppack": "packing"}
 

@@ -58,6 +58,10 @@ captures ``dbg_data`` the next cycle and sends it. TRAIN and READ replies are lo
 one shift register (``8·max(3, 1 + ceil(D/8))`` bits) that feeds the transmitter a byte at a
 time; INFO's bytes come from a constant table (and the sample counter) one at a time.
 
+Cost of the link (yosys ``synth_ice40`` on a 16-8-4 S=2 trainer): the trainer alone 2,367 LUT4,
+1,261 FF, 12 block RAMs; with the link 2,853 LUT4, 1,708 FF, 13 block RAMs (the FIFO); placed on
+the iCEBreaker 4,354 of 5,280 logic cells, Fmax 21.7 MHz (timing met at the default 12 MHz).
+
 LEDs: ``led[0]`` toggles on every TRAIN reply, ``led[1]`` lights (sticky) on a UART overrun,
 framing error or a byte dropped because the FIFO was full (a host that broke the flow-control
 rule).
