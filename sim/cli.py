@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--baud", type=int, default=115200)
     r.add_argument("--dataset", default="digits", help="digits, mnist5k, fashion or npz:PATH")
     r.add_argument("--data-dir", default=None, help="folder of IDX files for --dataset fashion")
-    r.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    r.add_argument("--limit", type=int, default=None,
+                   help="only the first N test images (with --train: training samples)")
     r.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for a reply")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--train", action="store_true",
