@@ -6,8 +6,9 @@ bridge thread over :class:`PinTransport`, whose ``write`` drives the ``rx`` pin 
 ``read`` returns the bytes decoded mid-bit from ``tx``. The link identifies the trainer (INFO),
 streams every labelled sample with as many TRAIN frames in flight as the device's FIFO allows
 (back-to-back samples), then reads the whole training state back through READ commands. The
-results go to ``out`` (JSON: INFO fields, predictions, error flags; the read-back model as a
-model file next to it); the pytest driver compares them with golden.
+results go to ``out`` (JSON: INFO fields, predictions, error flags, the clock cycles the
+training took; the read-back model as a model file next to it); the pytest driver compares them
+with golden.
 
 Parameters (``BITSWARM_PARAMS``): ``divisor``, ``model`` (model file path), ``xs`` (pixel
 lists), ``ys`` (labels), ``out`` (JSON path), ``timeout_cycles`` (per read).
@@ -23,6 +24,7 @@ from bitswarm.sim.verilator import cocotb_params
 from cocotb.clock import Clock
 from cocotb.task import bridge, resume
 from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.utils import get_sim_time
 
 from tests.hw.cocotb_board import UARTModel
 
@@ -72,15 +74,20 @@ async def train_over_uart(dut):
     xs = np.array(p["xs"], dtype=np.uint8)
     ys = np.array(p["ys"], dtype=np.int64)
 
+    async def now():
+        return get_sim_time("ns") / 10  # clock cycles (10 ns period)
+
     def host():
         link = TrainerLink(model, tr)
         info = link.identify()
+        t0 = resume(now)()
         preds, errs = link.train(xs, ys)
+        cycles = resume(now)() - t0
         state = link.read_state()
         after = link.identify(fresh=False)
-        return info, preds, errs, state, after
+        return info, preds, errs, state, after, cycles
 
-    info, preds, errs, state, after = await bridge(host)()
+    info, preds, errs, state, after, cycles = await bridge(host)()
     await ClockCycles(dut.clk, 20 * d)
     assert not uart.received, f"unexpected extra bytes {bytes(uart.received).hex()}"
     assert int(dut.led.value) & 2 == 0, "the error LED is lit (overrun, framing error or FIFO overflow)"
@@ -88,4 +95,4 @@ async def train_over_uart(dut):
     with open(p["out"], "w") as f:
         json.dump({"preds": preds.tolist(), "errors": errs.tolist(), "samples_after": after.samples,
                    "samples_before": info.samples, "fifo_depth": info.fifo_depth,
-                   "bytes_sent": tr.written}, f)
+                   "bytes_sent": tr.written, "train_cycles": cycles}, f)
