@@ -468,28 +468,38 @@ class OnChipTrainer(wiring.Component):
                         m.d.sync += z_done[p].eq(zs)
                 with m.If(ca.last):
                     m.d.comb += [th_ra.eq(ca.jg), th_re.eq(1), th_rl.eq(i)]
-            inv = Const(sum(int(v) << k for k, v in enumerate(model.invert[i].tolist())), lay.n_out)
+            inv = [int(v) for v in model.invert[i].tolist()]
+            zts = []
             for p in range(pe):
                 zt = Signal(signed(lay.z_width + 1), name=f"fwd{i}_zt{p}")
                 m.d.comb += zt.eq(z_done[p] - th_rd[i][p].data)
-                j = self._neuron(cb.jg, p, pe)
-                with m.If(cb.valid & (cb.ph == FWD) & (cb.layer == i) & cb.last):
-                    if lay.output:
-                        m.d.sync += scores[j].eq(zt)
-                    else:
-                        win = oc.windows[i]
-                        m.d.sync += [acts[i].bit_select(j, 1).eq((zt >= 0) ^ inv.bit_select(j, 1)),
-                                     gates[i].bit_select(j, 1).eq((zt >= -win) & (zt <= win))]
-                        if oc.homeostasis_shift:
-                            m.d.comb += [th_wr_fwd[i].eq(1), th_wr[i][p].addr.eq(cb.jg), th_wr[i][p].en.eq(1),
-                                         th_wr[i][p].data.eq(th_rd[i][p].data + (zt >> oc.homeostasis_shift))]
+                zts.append(zt)
+            with m.If(cb.valid & (cb.ph == FWD) & (cb.layer == i) & cb.last):
+                with m.Switch(cb.jg):   # neuron jg·pe + p takes bank p's result (a decoder)
+                    for jg in range(mgs[i]):
+                        with m.Case(jg):
+                            for p, zt in enumerate(zts):
+                                j = self._neuron(jg, p, pe)
+                                if lay.output:
+                                    m.d.sync += scores[j].eq(zt)
+                                else:
+                                    win = oc.windows[i]
+                                    m.d.sync += [acts[i][j].eq((zt >= 0) ^ inv[j]),
+                                                 gates[i][j].eq((zt >= -win) & (zt <= win))]
+                if oc.homeostasis_shift and not lay.output:
+                    m.d.comb += th_wr_fwd[i].eq(1)
+                    for p, zt in enumerate(zts):
+                        m.d.comb += [th_wr[i][p].addr.eq(cb.jg), th_wr[i][p].en.eq(1),
+                                     th_wr[i][p].data.eq(th_rd[i][p].data + (zt >> oc.homeostasis_shift))]
 
         # -- c[1]: per-bank errors, input signs, LFSR draws of the word (registered) -------
         e_q = [[Signal(signed(2), name=f"e_q{i}_{p}") for p in range(pes[i])] for i in range(n_l)]
         for i in range(n_l):
-            for p in range(pes[i]):
-                j = self._neuron(c[1].jg, p, pes[i])
-                m.d.sync += e_q[i][p].eq(Mux(e_pos[i].bit_select(j, 1), 1, Mux(e_neg[i].bit_select(j, 1), -1, 0)))
+            for p in range(pes[i]):  # bank p's neurons jg·pe + p: an M/pe-way mux
+                js = [self._neuron(jg, p, pes[i]) for jg in range(mgs[i])]
+                ep = Array(e_pos[i][j] for j in js)[c[1].jg] if len(js) > 1 else e_pos[i][js[0]]
+                en = Array(e_neg[i][j] for j in js)[c[1].jg] if len(js) > 1 else e_neg[i][js[0]]
+                m.d.sync += e_q[i][p].eq(Mux(ep, 1, Mux(en, -1, 0)))
         xs_q = []
         for i, lay in enumerate(lays):
             xin = in_word(i, c[1].w)
