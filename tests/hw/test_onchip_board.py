@@ -226,7 +226,8 @@ def test_sim_trainer_uart_verilator(tmp_path, arch, k):
     """S = 2, stochastic noise, random invert bits: ``k`` samples over the pins, then the whole
     state read back through READ: 0 mismatching state bits against golden, predictions and
     error flags equal golden's, INFO counts the samples, the samples go back to back at the
-    line rate. Mutation check: golden with another margin does not match the read-back state."""
+    line rate. Mutation check: golden with another output threshold step does not match the
+    read-back state."""
     m, oc, xs, ys = trainer_case(arch, 2, seed=3, k=k)
     gm, g_pred, g_err, res = golden_run(m, oc, xs, ys)
     assert sum(sum(r.flips) for r in res) > 0 and 0 < g_err.sum() < len(ys)  # the run changes the state
@@ -240,5 +241,5 @@ def test_sim_trainer_uart_verilator(tmp_path, arch, k):
     # the board trains), so training takes the frames' line time plus one sample and its reply
     fl, bit = core.train_frame_len, 10 * 4
     assert got["train_cycles"] <= k * fl * bit + 3 * bit + 2000, got["train_cycles"]
-    bad, _, _, _ = golden_run(m, dataclasses.replace(oc, margin=oc.margin + 1), xs, ys)
+    bad, _, _, _ = golden_run(m, dataclasses.replace(oc, out_theta_step=oc.out_theta_step + 1), xs, ys)
     assert state_bit_mismatches(state, bad) > 0
