@@ -48,6 +48,7 @@ import torch
 from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.model import Model, ModelConfig, save_model
 from bitswarm.golden.onchip import OnChipConfig, onchip_train
+from bitswarm.hw.bitstream import ToolError
 from bitswarm.hw.plan import cycles_per_sample
 from bitswarm.hw.resources import PARTS, board_trainer_fold, estimate_trainer
 from bitswarm.sim.onchip import VirtualTrainer
@@ -138,8 +139,10 @@ def _fold_text(fold) -> str:
     return ",".join(f"{pe}x{simd}" for pe, simd in fold.layers)
 
 
-def _small_arch(ds, hiddens: list[int], board: str):
-    """The widest ``(N, H, C)`` of ``hiddens`` whose trainer the fitter fits on ``board``."""
+def _small_archs(ds, hiddens: list[int], board: str) -> list[tuple]:
+    """The ``(N, H, C)`` of ``hiddens`` whose trainer the fitter fits on ``board``, widest first
+    (the bench builds the first and falls back to the next when place and route fails)."""
+    out = []
     for h in sorted(hiddens, reverse=True):
         cfg = ModelConfig.mlp([ds.n_inputs, h, ds.classes], input_bits=8, flip=ONCHIP_FLIP)
         try:
@@ -147,8 +150,10 @@ def _small_arch(ds, hiddens: list[int], board: str):
         except ConfigError as e:
             print(f"  small: {ds.n_inputs}-{h}-{ds.classes} does not fit the {board}: {e}", flush=True)
             continue
-        return (ds.n_inputs, h, ds.classes)
-    raise ConfigError(f"no hidden width of {hiddens} fits the {board}")
+        out.append((ds.n_inputs, h, ds.classes))
+    if not out:
+        raise ConfigError(f"no hidden width of {hiddens} fits the {board}")
+    return out
 
 
 def _build(model: Model, board: str, fold, clock_mhz: float | None, tmp: Path, tag: str) -> dict:
@@ -214,28 +219,34 @@ def main() -> int:
                 continue
             board = boards.get(name)
             if name == "small":
-                arch = _small_arch(ds, [int(v) for v in args.small_hidden.split(",")], board or "icebreaker")
+                cands = _small_archs(ds, [int(v) for v in args.small_hidden.split(",")], board or "icebreaker")
             else:
-                arch = (ds.n_inputs, args.hidden, ds.classes)
+                cands = [(ds.n_inputs, args.hidden, ds.classes)]
             e = epochs.get(name, 1)
             ss = seeds.get(name, [0])
-            print(f"{name}: arch {'-'.join(map(str, arch))}, {e} epochs, seeds {ss} "
-                  f"({time.perf_counter() - t_start:.0f} s so far)", flush=True)
-            hosts, ints = [], []
-            for sd in ss:
-                hosts.append(_run("golden", dsname, arch, e, sd, Path(td), args.data_dir))
-                ints.append(_run("onchip", dsname, arch, e, sd, Path(td), args.data_dir))
-            host, integer = _summary(hosts), _summary(ints)
-            model = ints[0]["model"]
-            # the fold and clock: this data set's board build, or one of the same arch already built
-            build = None
-            fold_board = board or next((b["board"] for a, b in builds.items() if a == tuple(arch)), None)
-            fold = board_trainer_fold(model.cfg, fold_board) if fold_board else None
-            if board:
-                build = _build(model, board, fold, clocks.get(board), Path(td), name)
-                builds[tuple(arch)] = build
-            elif tuple(arch) in builds:
-                build = builds[tuple(arch)]
+            for n_try, arch in enumerate(cands):
+                print(f"{name}: arch {'-'.join(map(str, arch))}, {e} epochs, seeds {ss} "
+                      f"({time.perf_counter() - t_start:.0f} s so far)", flush=True)
+                hosts, ints = [], []
+                for sd in ss:
+                    hosts.append(_run("golden", dsname, arch, e, sd, Path(td), args.data_dir))
+                    ints.append(_run("onchip", dsname, arch, e, sd, Path(td), args.data_dir))
+                host, integer = _summary(hosts), _summary(ints)
+                model = ints[0]["model"]
+                # the fold and clock: this data set's board build, or one of the same arch already built
+                build = builds.get(tuple(arch)) if not board else None
+                fold_board = board or (build["board"] if build else None)
+                fold = board_trainer_fold(model.cfg, fold_board) if fold_board else None
+                if board:
+                    try:
+                        build = _build(model, board, fold, clocks.get(board), Path(td), name)
+                    except ToolError as err:  # over the part after all: the next smaller network
+                        print(f" failed: {str(err).splitlines()[0]}", flush=True)
+                        if n_try + 1 < len(cands):
+                            continue
+                        build = {"board": board, "error": str(err).splitlines()[0], "fmax_mhz": None}
+                    builds[tuple(arch)] = build
+                break
             cyc = cycles_per_sample(model.cfg, None, fold)
             if build and build["fmax_mhz"]:
                 clock, clock_src = float(build["fmax_mhz"]), f"post-PnR Fmax, {build['board']} build"
@@ -315,7 +326,12 @@ def _markdown(rows, args, seconds: float) -> None:
                "| Fmax MHz | clock MHz | timing | UART-bound samples/s |",
                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in built:
-            b, est = r["build"], r["build"]["estimate"]
+            b = r["build"]
+            if b.get("error"):
+                md.append(f"| {r['dataset']} | {b['board']} | {'-'.join(map(str, r['arch']))} | `{r['fold']}` | "
+                          f"build failed: {b['error']} ||||||||")
+                continue
+            est = b["estimate"]
             md.append(f"| {r['dataset']} | {b['board']} ({b['device']}) | {'-'.join(map(str, r['arch']))} | "
                       f"`{r['fold']}` | {est['luts']} / {b['luts']} | {est['ffs']} / {b['ffs']} | "
                       f"{est['brams']} / {b['brams']} | {b['fmax_mhz']} | {b['clock_mhz']} | "
