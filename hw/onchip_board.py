@@ -86,8 +86,8 @@ from .plan import TrainerFold
 from .uart import UARTRx, UARTTx, _check_divisor
 
 __all__ = ["CMD_TRAIN", "REPLY_TRAIN", "CMD_READ", "REPLY_READ", "CMD_INFO", "REPLY_INFO",
-           "INFO_MAGIC", "PROTOCOL_VERSION", "DEFAULT_TIMEOUT_BYTES", "TRAINER_CLOCK_HZ", "TrainerInfo",
-           "config_hash", "check_trainable", "UARTTrainer", "TrainerBoardTop"]
+           "INFO_MAGIC", "PROTOCOL_VERSION", "READ_ARGS", "DEFAULT_TIMEOUT_BYTES", "TRAINER_CLOCK_HZ",
+           "TrainerInfo", "config_hash", "check_trainable", "UARTTrainer", "TrainerBoardTop"]
 
 #: TRAIN: ``CMD_TRAIN label p[0] .. p[N-1]`` → ``REPLY_TRAIN pred error``.
 CMD_TRAIN, REPLY_TRAIN = 0xA6, 0x6A
