@@ -21,6 +21,7 @@ from amaranth.sim import Simulator
 from bitswarm.golden import ConfigError, Model, ModelConfig
 from bitswarm.golden.model import save_model
 from bitswarm.golden.onchip import onchip_train
+from bitswarm.hw.onchip import dbg_queries
 from bitswarm.hw.onchip_board import (
     CMD_INFO,
     CMD_READ,
@@ -203,10 +204,10 @@ def test_identify_refuses_wrong_bitstreams():
 
 
 # -- cocotb + Verilator: a whole run over the pins ---------------------------------------------
-def _cocotb_run(tmp_path, m, xs, ys, *, divisor=4, name="onchip_board"):
+def _cocotb_run(tmp_path, m, xs, ys, *, divisor=4, name="onchip_board", fold=None):
     save_model(m, tmp_path / "init.bsm")
     out = tmp_path / f"{name}.json"
-    core = UARTTrainer(m, divisor=divisor)
+    core = UARTTrainer(m, divisor=divisor, fold=fold)
     fl = core.train_frame_len
     run_cocotb(core, name=name, test_module="tests.hw.cocotb_onchip_board", build_root=tmp_path,
                params={"divisor": divisor, "model": str(tmp_path / "init.bsm"),
@@ -218,20 +219,25 @@ def _cocotb_run(tmp_path, m, xs, ys, *, divisor=4, name="onchip_board"):
 
 
 @pytest.mark.verilator
-@pytest.mark.parametrize("arch,k", [
-    ((16, 8, 4), 30),
-    pytest.param((64, 16, 10), 40, marks=pytest.mark.slow),  # ~100 s of Verilator build
-], ids=["16-8-4", "64-16-10"])
-def test_sim_trainer_uart_verilator(tmp_path, arch, k):
+@pytest.mark.parametrize("arch,k,fold", [
+    ((16, 8, 4), 30, None),
+    # ~100 s of Verilator build each: a bigger network; a folded trainer (banks, memory words)
+    pytest.param((64, 16, 10), 40, None, marks=pytest.mark.slow),
+    pytest.param((16, 8, 4), 30, ((2, 8), (2, 4)), marks=pytest.mark.slow),
+], ids=["16-8-4", "64-16-10", "16-8-4-folded"])
+def test_sim_trainer_uart_verilator(tmp_path, arch, k, fold):
     """S = 2, stochastic noise, random invert bits: ``k`` samples over the pins, then the whole
-    state read back through READ: 0 mismatching state bits against golden, predictions and
-    error flags equal golden's, INFO counts the samples, the samples go back to back at the
-    line rate. Mutation check: golden with another output threshold step does not match the
-    read-back state."""
+    state read back through READ (INFO tells the host the fold, hence the memory words): 0
+    mismatching state bits against golden, predictions and error flags equal golden's, INFO
+    counts the samples, the samples go back to back at the line rate. Mutation check: golden
+    with another output threshold step does not match the read-back state."""
     m, oc, xs, ys = trainer_case(arch, 2, seed=3, k=k)
+    fold = TrainerFold(fold) if fold is not None else None
     gm, g_pred, g_err, res = golden_run(m, oc, xs, ys)
     assert sum(sum(r.flips) for r in res) > 0 and 0 < g_err.sum() < len(ys)  # the run changes the state
-    got, state, core = _cocotb_run(tmp_path, m, xs, ys, name=f"onchip_board_{arch[0]}")
+    got, state, core = _cocotb_run(tmp_path, m, xs, ys, name=f"onchip_board_{arch[0]}", fold=fold)
+    if fold is not None:
+        assert core.info.fold() == fold and core.info.queries > len(dbg_queries(m.cfg))
     assert got["preds"] == g_pred.tolist() and got["errors"] == g_err.tolist()
     assert state_bit_mismatches(state, gm) == 0
     assert state.equal(gm) and all(a.equal(b) for a, b in zip(state.invert, m.invert, strict=True))
