@@ -235,6 +235,7 @@ class GoldenRule(Rule):
         threshold_start: int = 8
         threshold_ramp: int = 8
         swarm_votes: str = "same"
+        swarm_init: str = "random"
 
         def check(self) -> None:
             if not 0 <= self.vote_pct <= 10000:
@@ -253,6 +254,8 @@ class GoldenRule(Rule):
                 raise ConfigError(f"conv_theta must be 'pooled' or 'pixels', not {self.conv_theta!r}")
             if self.weights not in WEIGHT_KINDS:
                 raise ConfigError(f"weights must be one of {', '.join(WEIGHT_KINDS)}, not {self.weights!r}")
+            if self.swarm_init not in ("random", "copies"):
+                raise ConfigError(f"swarm_init must be 'random' or 'copies', not {self.swarm_init!r}")
             if self.swarm_votes not in ("same", "graded"):
                 raise ConfigError(f"swarm_votes must be 'same' or 'graded', not {self.swarm_votes!r}")
             if not 1 <= self.threshold_start <= 1 << 20:
@@ -291,6 +294,8 @@ class GoldenRule(Rule):
         cfg = self.model_config
         m = Model.random(cfg, self.spec.seed)
         w = [t.to(self.device) for t in m.weights]
+        if self.opts.swarm_init == "copies":  # every plane starts as plane 0: W_eff = S * (2 w_0 - 1)
+            w = [t[:1].expand_as(t).contiguous() if t.ndim == 3 else t for t in w]
         theta, invert = [], []
         h = quantize_input(cfg, x_train[:512].to(self.device))
         for i, lay in enumerate(cfg.layers):

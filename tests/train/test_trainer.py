@@ -197,3 +197,20 @@ def test_threshold_ramp():
     r2 = GoldenRule(r.spec, {"threshold_ramp": "0"})
     r2.init_state(torch.from_numpy(load_dataset("digits").x_train))
     assert r2.flip_config(0).threshold == 48
+
+
+def test_swarm_vote_and_init_options():
+    from bitswarm.train.rule_golden import GoldenRule, vote_from_grad
+    from bitswarm.train.rules import NetSpec
+
+    g = torch.Generator().manual_seed(1)
+    grad = torch.randint(-50, 51, (6, 9), generator=g, dtype=torch.int64)
+    bits = torch.randint(0, 2, (4, 6, 9), generator=g, dtype=torch.uint8)
+    assert torch.equal(vote_from_grad(grad, bits[:1], 100, graded=True), vote_from_grad(grad, bits[:1], 100))
+    v = vote_from_grad(grad, bits, 100, graded=True).abs()
+    assert all(bool((v[s + 1] <= v[s]).all()) for s in range(3))  # higher planes vote less often
+    assert v[0].sum() > vote_from_grad(grad, bits, 100)[0].abs().sum() > v[3].sum()
+    x = torch.from_numpy(load_dataset("digits").x_train)
+    r = GoldenRule(NetSpec((64, 16, 10), (8, 8), swarm=4, flip=TrainConfig(swarm=4).flip), {"swarm_init": "copies"})
+    r.init_state(x)
+    assert all(bool((w == w[:1]).all()) for w in r.model.weights)
