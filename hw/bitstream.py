@@ -251,8 +251,10 @@ def build_trainer_bitstream(model: Model, board: str, out_dir: str | os.PathLike
     ``clock_mhz``, ``timing_met`` as :func:`build_bitstream`, plus ``cycles_per_sample`` (the
     trainer's cycle model, :func:`~bitswarm.hw.plan.cycles_per_sample`), ``samples_per_s``
     (clock ÷ cycles per sample), ``uart_samples_per_s`` (the link's limit at ``baud``: one
-    TRAIN frame per sample), ``fold`` (the trainer fold, also written as
-    ``<name>.trainer-fold.json``), ``in_lanes``, ``info`` (the INFO the board will answer:
+    TRAIN frame per sample), ``fold`` (the trainer fold — by default the fitter's for the
+    board, :func:`~bitswarm.hw.resources.board_trainer_fold` — also written as
+    ``<name>.trainer-fold.json``), ``estimate`` (the trainer resource model's ``luts``, ``ffs``,
+    ``brams`` at that fold), ``in_lanes``, ``info`` (the INFO the board will answer:
     ``config_hash``, ``fifo_depth``, ``dbg_bytes``, ``queries``), ``pll``, ``seconds``.
 
     Raises
@@ -265,14 +267,20 @@ def build_trainer_bitstream(model: Model, board: str, out_dir: str | os.PathLike
     """
     from .onchip_board import TrainerBoardTop
     from .plan import cycles_per_sample
+    from .resources import PARTS, board_trainer_fold, estimate_trainer
 
     spec = _check_build_args(model, board, seed, placer)
+    if fold is None and board in PARTS:  # the fitter's fold for the board's part
+        model.cfg.require_dense("the on-chip trainer (OnChipTrainer)")
+        fold = board_trainer_fold(model.cfg, board, in_lanes=in_lanes)
     top = TrainerBoardTop(model, board, in_lanes=in_lanes, fold=fold, baud=baud, clock_hz=clock_hz)
     core = top.trainer_core
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a folder")
     cyc = cycles_per_sample(model.cfg, core.trainer.in_lanes, core.fold).total
+    est = (estimate_trainer(model.cfg, core.fold, PARTS[board]["family"], board=True).totals()
+           if board in PARTS else None)
     info = core.info
     rec = {
         "board": board,
@@ -285,6 +293,7 @@ def build_trainer_bitstream(model: Model, board: str, out_dir: str | os.PathLike
         "uart_samples_per_s": round(baud / 10 / core.train_frame_len, 1),
         "pll": top.pll,
         "fold": core.fold.to_dict(model.cfg),
+        "estimate": est,
         "in_lanes": core.trainer.in_lanes,
         "arch": list(model.cfg.arch),
         "swarm": [lay.swarm for lay in model.cfg.layers],

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "MODEL --train`")
     p.add_argument("--trainer-fold", metavar="PExSIMD,...|FILE", default=None,
                    help="with --train: the trainer fold, one PExSIMD pair per layer (e.g. 8x64,5x256) "
-                   "or a trainer fold file (default: pe=1, simd=N)")
+                   "or a trainer fold file (default: the trainer fitter's fold for the board, "
+                   "hw/resources.py board_trainer_fold)")
     p.add_argument("--in-lanes", type=int, default=None,
                    help="with --train: pixels per trainer input transfer (default min(N, 64))")
     add_fold_args(p)
