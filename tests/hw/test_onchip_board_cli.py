@@ -281,7 +281,12 @@ def test_bitstream_train_arty_sources(tmp_path, capsys):
                str(tmp_path / "a"), "--json"])
     rec = json.loads(capsys.readouterr().out)
     assert rc == 0 and rec["bitstream"] is None and rec["cycles_per_sample"] > 0
-    assert rec["info"]["config_hash"] == f"0x{UARTTrainer(m, divisor=4).info.config_hash:08x}"
+    from bitswarm.hw.plan import TrainerFold
+    from bitswarm.hw.resources import board_trainer_fold
+
+    fold = TrainerFold.from_dict(rec["fold"], m.cfg)
+    assert fold == board_trainer_fold(m.cfg, "arty")  # the fitter's fold by default
+    assert rec["info"]["config_hash"] == f"0x{UARTTrainer(m, divisor=4, fold=fold).info.config_hash:08x}"
     v = (tmp_path / "a" / "bitswarm_trainer.v").read_text()
     assert "module bitswarm_trainer" in v and "trainer" in v
 
