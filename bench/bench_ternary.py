@@ -111,7 +111,7 @@ def _markdown(rows: list[dict], meta: dict) -> str:
         + ".", "",
         "Every row: golden rule, host-assisted votes, the same logical network, epochs, batch and "
         "data order; final = test accuracy after the last epoch (golden forward pass of the "
-        "exported model), mean over the seeds (min-max in brackets). Storage: binary S=2 and "
+        "exported model), mean over the row's seeds (min-max in brackets). Storage: binary S=2 and "
         "ternary both store 2 bits per weight; S=2 has levels -2/0/+2 (a swarm of 2 planes), "
         "ternary -1/0/+1 as (mask, sign) planes (SPEC §5), trained by SPEC §8.1. `thr`: the "
         "flip threshold (default: the trainer's). Levels: share of each effective weight value "
@@ -152,7 +152,8 @@ def _markdown(rows: list[dict], meta: dict) -> str:
                      for b in ("binary S=1", "binary S=2")]
             lines.append(f"| {ds} | {t} | {cells[0]} | {cells[1]} |")
     if meta.get("total_s") is not None:
-        lines += ["", f"Total bench time {meta['total_s']:.0f} s."]
+        lines += ["", f"Bench time {meta['total_s']:.0f} s"
+                  + (" (the last invocation; each row's own time is its wall s)." if meta.get("merged") else ".")]
     return "\n".join(lines) + "\n"
 
 
