@@ -49,7 +49,7 @@ a row group's last word.
 Timing: no cycle goes from a memory read through more than the lane logic: memory → register →
 XNOR/popcount (K stages) → register → z accumulator → register → threshold compare, and memory
 → register → vote + flip rule → register → write-back. The digits network 64-256-10 at fold
-``8x64,10x256`` is the speed case (85 cycles per sample); ``bench/results/synth.md`` has its
+``8x64,10x256`` is the fastest (85 cycles per sample); ``bench/results/synth.md`` has its
 ECP5 numbers.
 
 Interfaces: ``i_stream`` (pixels, label), ``o_stream`` (pred, error) and a debug read port used
@@ -69,7 +69,7 @@ from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.model import PIXEL_BITS, Model
 from bitswarm.golden.onchip import OnChipConfig
 
-from .plan import DEFAULT_IN_LANES, TrainerFold, argmax_levels
+from .plan import DEFAULT_IN_LANES, TrainerFold, argmax_levels, trainer_mem_attrs
 
 __all__ = ["OnChipTrainer", "DBG_ROW", "DBG_THETA", "DBG_LFSR", "DEFAULT_IN_LANES", "build",
            "dbg_queries", "dbg_decode", "jump_masks"]
@@ -313,7 +313,8 @@ class OnChipTrainer(wiring.Component):
                         lo = w * sd
                         init.append({"w": sum(b << k for k, b in enumerate(wt[r][lo:lo + sd])),
                                      "acc": ac[r][lo:lo + sd]})
-                mem = memory.Memory(shape=layout, depth=depth[i], init=init)
+                mem = memory.Memory(shape=layout, depth=depth[i], init=init,
+                                    attrs=trainer_mem_attrs(sd * (1 + a_w), depth[i]))
                 m.submodules[f"mem{i}_{p}"] = mem
                 rd[i].append(mem.read_port())
                 wr[i].append(mem.write_port())

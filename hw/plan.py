@@ -122,6 +122,16 @@ def auto_mem_style(width: int, depth: int, *, writable: bool = False) -> str:
     return "logic"
 
 
+def trainer_mem_attrs(width: int, depth: int) -> dict:
+    """yosys attributes of an on-chip trainer word memory (read-modify-write every cycle):
+    block RAM from 17 words deep and 1,024 bits (left to itself, yosys puts memories up to
+    about 32 words in distributed RAM on ECP5 — a 64-64-10 trainer at fold 2x64,2x64 then took
+    29.6k LUT4 and no block RAM); shallower ones are left to synthesis (ECP5 distributed RAM,
+    iCE40 flip-flops or block RAM). :func:`bitswarm.hw.resources.estimate_trainer` prices the
+    same rule."""
+    return dict(MEM_ATTRS["bram"]) if depth > 16 and width * depth >= 1024 else {}
+
+
 def line_mem_style(width: int, depth: int) -> str:
     """The style of a sliding-window line buffer: block RAM from 32 words deep (a ring of map
     rows, read once per window slice, is what block RAM is for, as in FINN's
@@ -741,11 +751,11 @@ class TrainerFold:
         return self.groups(cfg, i) * self.words(cfg, i)
 
     def tree_stages(self, cfg: ModelConfig, i: int) -> int:
-        """Register stages ``K`` of layer ``i``'s forward popcount/sum tree: 1, or 2 (the tree
-        split in the middle) when a word is more than 64 bit inputs or more than 16 multi-bit
-        inputs, so that no cycle has more than about six adder levels."""
-        lay = cfg.layers[i]
-        return 1 if self.simd(i) <= (64 if lay.input_bits == 1 else 16) else 2
+        """Register stages ``K`` of layer ``i``'s forward popcount/sum tree: 1 for words of at
+        most 8 inputs, else 2 (the tree split in the middle: groups of ``2**ceil(log2(simd)/2)``
+        terms, then their sum), so that a 64-input word has three adder levels per cycle (a
+        one-stage 64-bit popcount held a 64-64-10 ECP5 trainer to 45 MHz)."""
+        return 1 if self.simd(i) <= 8 else 2
 
     def to_dict(self, cfg: ModelConfig | None = None) -> dict:
         d = {"format": TRAINER_FOLD_FORMAT, "version": 1}

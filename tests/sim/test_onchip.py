@@ -59,8 +59,8 @@ def test_cycle_model():
     assert (c.load, c.forward, c.error, c.backward, c.update, c.report) == (
         1, sum(t) + (2 + 1) + 2 + 3, 4 + 1, t[1] + 1, sum(t) + 2, 1)
     assert cycles_per_sample(mc, in_lanes=8).load == 8
-    f = TrainerFold(((8, 16), (5, 128)))   # K = 1 (16 pixels a word), K = 2 (128 bits)
-    t = [4 * 128 // 8 * 4, 4 * 10 // 5]
+    f = TrainerFold(((8, 8), (5, 128)))   # K = 1 (8 pixels a word), K = 2 (128 bits)
+    t = [4 * 128 // 8 * 8, 4 * 10 // 5]
     c = cycles_per_sample(mc, fold=f)
     assert (c.forward, c.backward, c.update) == (sum(t) + 2 + 2 + 3, t[1] + 1, sum(t) + 2)
     digits = ModelConfig.mlp([64, 256, 10])
