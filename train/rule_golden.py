@@ -28,7 +28,14 @@ noise LFSR. One minibatch step (``B`` samples):
    the default flip constants (``threshold < 2**leak_shift``) positive accumulators do not leak
    (``a >> leak_shift`` is 0 below ``2**leak_shift``) and negative ones rise by 1 per step, so
    an accumulator counts net "wrong" votes from a floor of -1 and the bit flips after
-   ``threshold`` of them; stochastic LFSR firing de-synchronizes swarm planes.
+   ``threshold`` of them; stochastic LFSR firing de-synchronizes swarm planes. **Threshold
+   ramp** (``threshold_start=8 threshold_ramp=8``): step ``t`` of the run (0-based, kept in the
+   checkpoint's rule meta) uses ``threshold_t = min(threshold, threshold_start + t //
+   threshold_ramp)`` (:meth:`GoldenRule.flip_config`), so that short runs flip bits from the
+   first epoch; the model file keeps the final constants and every option under the meta key
+   ``golden_options``. Swarm options (off by default, train/RULES.md "Issue 17"):
+   ``swarm_votes=graded`` (per-plane significance thresholds, :func:`vote_from_grad`) and
+   ``swarm_init=copies`` (every plane starts as plane 0).
 5. **Threshold homeostasis** for hidden layers (golden
    :func:`~bitswarm.golden.homeostasis.homeostasis_step`): each theta moves ``2**-shift`` of
    the way to the batch mean of its pre-activation. The default ``shift = 12`` makes it slow
