@@ -38,6 +38,7 @@ from .plan import (
     conv_simds,
     line_mem_style,
     line_rows,
+    trainer_mem_attrs,
     tree_depth,
     tree_terms,
     window_split,
@@ -491,9 +492,12 @@ TRAINER_COEFFS = {
 
 def _train_memory(width: int, depth: int, family: str) -> tuple[int, int, int]:
     """``(ffs, brams, other_luts)`` of a trainer memory (read-modify-write, one read and one
-    write port): block RAM, except shallow memories (at most 16 words) on ECP5, which synthesis
-    puts in distributed RAM (``TRELLIS_DPR16X4``: 16 words x 4 bits in two LUT4 slots)."""
-    if family == "ecp5" and depth <= 16:
+    write port): block RAM where :func:`~bitswarm.hw.plan.trainer_mem_attrs` asks for it;
+    the shallow rest on ECP5 in distributed RAM (``TRELLIS_DPR16X4``: 16 words x 4 bits in two
+    LUT4 slots), on iCE40 as synthesis maps it."""
+    if trainer_mem_attrs(width, depth):
+        return 0, bram_count(width, depth, family), 0
+    if family == "ecp5":
         return 0, 0, 2 * -(-width // 4) * -(-depth // 16)
     return _memory(width, depth, auto_mem_style(width, depth, writable=True), family, True)
 
