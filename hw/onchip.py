@@ -48,9 +48,12 @@ a row group's last word.
 
 Timing: no cycle goes from a memory read through more than the lane logic: memory → register →
 XNOR/popcount (K stages) → register → z accumulator → register → threshold compare, and memory
-→ register → vote + flip rule → register → write-back. The digits network 64-256-10 at fold
-``8x64,10x256`` is the fastest (85 cycles per sample); ``bench/results/synth.md`` has its
-ECP5 numbers.
+→ register → vote + flip rule → register → write-back. Area grows with the ``pe·simd`` lanes
+(each an integrate-and-fire rule and a share of a popcount tree), speed with the same product:
+64-256-10 takes 560 cycles per sample at the default fold, 106 at ``8x64,5x64`` (832 lanes) and
+85 at ``8x64,10x256`` (3,072 lanes, more than an ECP5-85F holds). Board builds of this RTL
+(``bench/results/resources.md``) and ``bench/results/synth.md`` have the measured resources and
+Fmax.
 
 Interfaces: ``i_stream`` (pixels, label), ``o_stream`` (pred, error) and a debug read port used
 while idle (``idle`` high: no sample in progress) that reads any weight word with its
