@@ -462,7 +462,11 @@ class OnChipTrainer(wiring.Component):
                 pc = Signal(signed(lay.z_width + 1), name=f"fwd{i}_pc{p}")
                 m.d.sync += pc.eq((tot << 1) - sd if lay.input_bits == 1 else tot)
                 pcs.append(pc)
-            ca, cb = c[2 + k_i], c[3 + k_i]
+            ct, ca, cb = c[1 + k_i], c[2 + k_i], c[3 + k_i]
+            with m.If(ct.valid & (ct.ph == FWD) & (ct.layer == i) & ct.last):
+                # thresholds read a cycle ahead and registered (th_q): no block RAM output
+                # feeds the subtract-and-compare of the B stage
+                m.d.comb += [th_ra.eq(ct.jg), th_re.eq(1), th_rl.eq(i)]
             with m.If(ca.valid & (ca.ph == FWD) & (ca.layer == i)):
                 for p in range(pe):
                     zs = Signal(signed(zmax), name=f"fwd{i}_zsum{p}")
@@ -470,13 +474,11 @@ class OnChipTrainer(wiring.Component):
                     m.d.sync += z_acc[p].eq(zs)
                     with m.If(ca.last):
                         m.d.sync += z_done[p].eq(zs)
-                with m.If(ca.last):
-                    m.d.comb += [th_ra.eq(ca.jg), th_re.eq(1), th_rl.eq(i)]
             inv = [int(v) for v in model.invert[i].tolist()]
             zts = []
             for p in range(pe):
                 zt = Signal(signed(lay.z_width + 1), name=f"fwd{i}_zt{p}")
-                m.d.comb += zt.eq(z_done[p] - th_rd[i][p].data)
+                m.d.comb += zt.eq(z_done[p] - th_q[i][p])
                 zts.append(zt)
             with m.If(cb.valid & (cb.ph == FWD) & (cb.layer == i) & cb.last):
                 with m.Switch(cb.jg):   # neuron jg·pe + p takes bank p's result (a decoder)
@@ -494,7 +496,7 @@ class OnChipTrainer(wiring.Component):
                     m.d.comb += th_wr_fwd[i].eq(1)
                     for p, zt in enumerate(zts):
                         m.d.comb += [th_wr[i][p].addr.eq(cb.jg), th_wr[i][p].en.eq(1),
-                                     th_wr[i][p].data.eq(th_rd[i][p].data + (zt >> oc.homeostasis_shift))]
+                                     th_wr[i][p].data.eq(th_q[i][p] + (zt >> oc.homeostasis_shift))]
 
         # -- c[1]: per-bank errors, input signs, LFSR draws of the word (registered) -------
         e_q = [[Signal(signed(2), name=f"e_q{i}_{p}") for p in range(pes[i])] for i in range(n_l)]
