@@ -156,7 +156,8 @@ def _small_archs(ds, hiddens: list[int], board: str) -> list[tuple]:
     return out
 
 
-def _build(model: Model, board: str, fold, clock_mhz: float | None, tmp: Path, tag: str) -> dict:
+def _build(model: Model, board: str, fold, clock_mhz: float | None, tmp: Path, tag: str,
+           timeout_s: float) -> dict:
     from bitswarm.hw.bitstream import build_trainer_bitstream
 
     fam = PARTS[board]["family"]
@@ -165,7 +166,7 @@ def _build(model: Model, board: str, fold, clock_mhz: float | None, tmp: Path, t
           f"{est['brams']} BRAM), clock {clock_mhz or 'default'} MHz ...", end="", flush=True)
     t0 = time.perf_counter()
     rec = build_trainer_bitstream(model, board, tmp / f"{tag}-{board}", fold=fold,
-                                  clock_hz=clock_mhz * 1e6 if clock_mhz else None)
+                                  clock_hz=clock_mhz * 1e6 if clock_mhz else None, timeout_s=timeout_s)
     sec = time.perf_counter() - t0
     print(f" {sec:.0f} s: {rec['luts']} LUT, {rec['ffs']} FF, {rec['brams']} BRAM, Fmax "
           f"{rec['fmax_mhz']} MHz at {rec['clock_mhz']} MHz (timing {'met' if rec['timing_met'] else 'NOT met'})",
@@ -193,8 +194,13 @@ def main() -> int:
     ap.add_argument("--boards", default="digits=ulx3s,mnist5k=ulx3s,small=icebreaker",
                     help="data set=board: build that data set's trainer bitstream at the fitter's fold "
                     "(empty: no builds; the clock then comes from --fmax)")
-    ap.add_argument("--clock", default="ulx3s=60,icebreaker=24",
+    ap.add_argument("--clock", default="ulx3s=60,icebreaker=18",
                     help="board=MHz requested of the trainer build (the PLL clock nextpnr is asked for)")
+    ap.add_argument("--fill", default="digits=0.5",
+                    help="data set or board=fraction of the LUTs the trainer fitter plans for (default: digits 0.5, "
+                    "so that synthesis of the bench's builds stays within --build-timeout; other boards "
+                    "the fitter's default, hw/resources.py TRAINER_FILL)")
+    ap.add_argument("--build-timeout", type=float, default=1500, help="seconds per trainer build")
     ap.add_argument("--fmax", type=float, default=None,
                     help="clock in MHz for the modeled rate of data sets without a build")
     ap.add_argument("--data-dir", default=None)
@@ -206,6 +212,7 @@ def main() -> int:
     epochs = {k: int(v) for k, v in _kv(args.epochs).items()}
     seeds = {k: _seeds(v) for k, v in _kv(args.seeds).items()}
     boards, clocks = _kv(args.boards), {k: float(v) for k, v in _kv(args.clock).items()}
+    fills = {k: float(v) for k, v in _kv(args.fill).items()}
     t_start = time.perf_counter()
     rows, builds = [], {}
     with tempfile.TemporaryDirectory() as td:
@@ -236,10 +243,12 @@ def main() -> int:
                 # the fold and clock: this data set's board build, or one of the same arch already built
                 build = builds.get(tuple(arch)) if not board else None
                 fold_board = board or (build["board"] if build else None)
-                fold = board_trainer_fold(model.cfg, fold_board) if fold_board else None
+                fold = (board_trainer_fold(model.cfg, fold_board, fill=fills.get(name, fills.get(fold_board)))
+                        if fold_board else None)
                 if board:
                     try:
-                        build = _build(model, board, fold, clocks.get(board), Path(td), name)
+                        build = _build(model, board, fold, clocks.get(board), Path(td), name,
+                                       args.build_timeout)
                     except ToolError as err:  # over the part after all: the next smaller network
                         print(f" failed: {str(err).splitlines()[0]}", flush=True)
                         if n_try + 1 < len(cands):
@@ -253,7 +262,8 @@ def main() -> int:
             elif args.fmax:
                 clock, clock_src = args.fmax, "--fmax"
             else:
-                clock, clock_src = 100.0, "assumed 100 MHz (no build)"
+                clock, clock_src = 60.0, ("ASSUMED 60 MHz: the build failed" if build else
+                                          "ASSUMED 60 MHz: no build")
             chip = clock * 1e6 / cyc.total
             bad = _check_virtual(model, ds, max(1, args.check_samples))
             ver = (_check_verilator(model, dsname, Path(td), args.check_samples, args.data_dir,

