@@ -73,10 +73,6 @@ class ToolError(BitswarmError):
 
 #: yosys ``synth_ice40`` options of every iCE40 build (module docstring: tile control sets).
 ICE40_SYNTH_OPTS = "-dffe_min_ce_use 8"
-#: ``synth_ecp5`` options of trainer builds: the classic ABC flow instead of ABC9, whose
-#: WebAssembly build exhausts its call stack (``Nwk_ManPushBackwardTop_rec``) on trainers with
-#: wide folds (64-128-10 at 4x64,1x128; 64-64-10 at 2x64,2x64 only some of the time).
-ECP5_TRAINER_SYNTH_OPTS = "-noabc9"
 #: What each tool of a build plan does, for the progress lines.
 STEPS = {"yosys": "synthesis", "nextpnr-ice40": "place and route", "nextpnr-ecp5": "place and route",
          "icepack": "packing", "ecppack": "packing"}
@@ -307,13 +303,12 @@ def build_trainer_bitstream(model: Model, board: str, out_dir: str | os.PathLike
         "placer": placer or "heap",
     }
     return _build_top(top, spec, out, rec, name=name, seed=seed, placer=placer, timeout_s=timeout_s,
-                      ecp5_synth_opts=ECP5_TRAINER_SYNTH_OPTS,
                       sidecars={f"{name}.trainer-fold.json":
                                 json.dumps(core.fold.to_dict(model.cfg), indent=2) + "\n"})
 
 
 def _build_top(top, spec, out: Path, rec: dict, *, name: str, seed: int, placer: str | None,
-               ecp5_synth_opts: str | None = None,
+
                timeout_s: float, sidecars: dict[str, str]) -> dict:
     """Build the board top ``top`` into ``out`` (module docstring: temporary folder, build plan
     steps, resources and timing into ``rec``, products moved into place); returns ``rec``.
@@ -336,8 +331,7 @@ def _build_top(top, spec, out: Path, rec: dict, *, name: str, seed: int, placer:
                         "files": keep})
         else:
             with step(f"generating the {board} design (Amaranth, RTLIL)"):
-                extra = ({"synth_opts": ICE40_SYNTH_OPTS} if spec.family == "ice40" else
-                         {"synth_opts": ecp5_synth_opts} if ecp5_synth_opts else {})
+                extra = {"synth_opts": ICE40_SYNTH_OPTS} if spec.family == "ice40" else {}
                 bplan = platform.build(
                     top, name=name, do_build=False, verbose=True, **extra,
                     nextpnr_opts=f"--timing-allow-fail --seed {seed} --report report.json"
