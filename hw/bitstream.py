@@ -308,7 +308,6 @@ def build_trainer_bitstream(model: Model, board: str, out_dir: str | os.PathLike
 
 
 def _build_top(top, spec, out: Path, rec: dict, *, name: str, seed: int, placer: str | None,
-
                timeout_s: float, sidecars: dict[str, str]) -> dict:
     """Build the board top ``top`` into ``out`` (module docstring: temporary folder, build plan
     steps, resources and timing into ``rec``, products moved into place); returns ``rec``.
