@@ -292,7 +292,7 @@ def _write(path: Path, rows: list[dict], coeffs: dict, trows: list[dict], tcoeff
                      f"{fold} | {r['est_luts']} / {r['luts']} | {r['lut_error_pct']:+.1f} % | "
                      f"{r['est_ffs']} / {r['ffs']} | {r['est_brams']} / {r['brams']} | {r['fmax_mhz']} |")
     lines += ["", f"Largest trainer LUT error: {doc['trainer']['max_abs_lut_error_pct']} %. The fit covers "
-              "small folds only (up to 256 lanes did not build, below), so estimates of wide folds are "
+              "small folds only (the 256-lane folds below did not build), so estimates of wide folds are "
               "extrapolations."]
     tfailed = [f"{r['name']} on {r['family']}: {r['error'].split('; log in')[0]}" for r in trows
                if not r.get("luts")]
