@@ -39,7 +39,7 @@ from bitswarm.golden.lfsr import LFSRConfig
 
 from .lfsr import LFSR
 
-__all__ = ["FlipUnit", "build"]
+__all__ = ["FlipUnit", "build", "flip_lane"]
 
 MAX_ROWS = 1 << 20
 MAX_LANES = 1024
@@ -47,6 +47,39 @@ MAX_LANES = 1024
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def flip_lane(m: Module, cfg: FlipRuleConfig, w, a, vote, d, name: str, *, leak: int | None = None,
+              threshold: int | None = None):
+    """SPEC §8's integrate-and-fire rule on one lane, as gateware in ``m``: weight bit ``w``,
+    signed ``A``-bit accumulator ``a``, vote ``vote`` (-1, 0, +1) and LFSR draw ``d`` (used by
+    the noise modes) give ``(new weight bit, new accumulator, fire)``. ``leak`` and
+    ``threshold`` default to ``cfg``'s (:class:`FlipUnit` passes its own, which the mutation
+    tests override); :class:`~bitswarm.hw.onchip.OnChipTrainer` uses the same function."""
+    a_w, b = cfg.acc_width, cfg.lfsr.draw_bits
+    leak = cfg.leak_shift if leak is None else leak
+    thr = cfg.threshold if threshold is None else threshold
+    a1 = a
+    if leak:
+        a1 = Signal(signed(a_w), name=f"{name}_leaked")
+        m.d.comb += a1.eq(a - (a >> leak))  # fits: |a >> leak| <= |a| / 2
+    total = a1 + vote
+    if cfg.noise == "additive":
+        # d - 2**(b-1) is d with its top bit inverted, read as b-bit two's complement
+        total = total + Cat(d[: b - 1], ~d[b - 1]).as_signed()
+    s = Signal(signed(len(total)), name=f"{name}_sum")
+    sat = Signal(signed(a_w), name=f"{name}_sat")
+    m.d.comb += s.eq(total)
+    with m.If(s > cfg.acc_max):
+        m.d.comb += sat.eq(cfg.acc_max)
+    with m.Elif(s < cfg.acc_min):
+        m.d.comb += sat.eq(cfg.acc_min)
+    with m.Else():
+        m.d.comb += sat.eq(s)
+    fire = sat >= Const(thr, signed(a_w + 1)) if thr > cfg.acc_max else sat >= Const(thr, signed(a_w))
+    if cfg.noise == "stochastic" and cfg.fire_prob < (1 << b):
+        fire = fire & (d < Const(cfg.fire_prob, b))
+    return w ^ fire, Mux(fire, Const(cfg.refractory, signed(a_w)), sat), fire
 
 
 class FlipUnit(wiring.Component):
@@ -290,34 +323,10 @@ class FlipUnit(wiring.Component):
         new_acc = Signal(data.ArrayLayout(signed(a_w), k), name="new_acc")
         fired = Signal(k, name="fired")
         for i in range(k):
-            a = acc_rd.data[i]
-            a1 = a
-            if leak:
-                a1 = Signal(signed(a_w), name=f"l{i}_leaked")
-                m.d.comb += a1.eq(a - (a >> leak))  # fits: |a >> leak| <= |a| / 2
-            total = a1 + s1_votes[i]
-            if cfg.noise == "additive":
-                d = s1_draws[i]
-                # d - 2**(b-1) is d with its top bit inverted, read as b-bit two's complement
-                total = total + Cat(d[: b - 1], ~d[b - 1]).as_signed()
-            s = Signal(signed(len(total)), name=f"l{i}_sum")
-            sat = Signal(signed(a_w), name=f"l{i}_sat")
-            m.d.comb += s.eq(total)
-            with m.If(s > cfg.acc_max):
-                m.d.comb += sat.eq(cfg.acc_max)
-            with m.Elif(s < cfg.acc_min):
-                m.d.comb += sat.eq(cfg.acc_min)
-            with m.Else():
-                m.d.comb += sat.eq(s)
-            fire = sat >= Const(thr, signed(a_w + 1)) if thr > cfg.acc_max else (
-                sat >= Const(thr, signed(a_w)))
-            if cfg.noise == "stochastic" and cfg.fire_prob < (1 << b):
-                fire = fire & (s1_draws[i] < Const(cfg.fire_prob, b))
-            m.d.comb += [
-                fired[i].eq(fire),
-                new_w[i].eq(w_rd.data[i] ^ fired[i]),
-                new_acc[i].eq(Mux(fired[i], Const(cfg.refractory, signed(a_w)), sat)),
-            ]
+            d = s1_draws[i] if cfg.uses_lfsr else None
+            new_wi, new_ai, fire = flip_lane(m, cfg, w_rd.data[i], acc_rd.data[i], s1_votes[i], d,
+                                             f"l{i}", leak=leak, threshold=thr)
+            m.d.comb += [fired[i].eq(fire), new_w[i].eq(new_wi), new_acc[i].eq(new_ai)]
 
         with m.If(self.dbg_wr.en):
             m.d.comb += [

@@ -72,6 +72,7 @@ from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.model import PIXEL_BITS, Model
 from bitswarm.golden.onchip import OnChipConfig
 
+from .flip_unit import flip_lane
 from .plan import DEFAULT_IN_LANES, TrainerFold, argmax_levels, trainer_mem_attrs
 
 __all__ = ["OnChipTrainer", "DBG_ROW", "DBG_THETA", "DBG_LFSR", "DEFAULT_IN_LANES", "build",
@@ -134,9 +135,10 @@ def _divmod(m: Module, val, div: int, n: int, name: str):
     return q, r
 
 
-def _argmax_pipe(m: Module, vals: list, width: int, name: str):
+def _argmax_pipe(m: Module, vals: list, width: int, name: str, *, value: bool = True):
     """A registered argmax tree (one level per cycle, ties to the lowest index): the root's
-    ``(index, value)`` registers, valid ``argmax_levels(len(vals))`` cycles after ``vals``."""
+    ``(index, value)`` registers, valid ``argmax_levels(len(vals))`` cycles after ``vals``
+    (``value=False``: no root value register, ``None`` in its place)."""
     n = len(vals)
     cands = [(Const(i, range(max(2, n))), v) for i, v in enumerate(vals)]
     lvl = 0
@@ -145,11 +147,18 @@ def _argmax_pipe(m: Module, vals: list, width: int, name: str):
         for j in range(0, len(cands), 2):
             iw = Signal(range(max(2, n)), name=f"{name}{lvl}_{j // 2}_i")
             vw = Signal(signed(width), name=f"{name}{lvl}_{j // 2}_v")
+            root = len(cands) <= 2
+            if root and not value:  # the caller takes the index only: no root value register
+                vw = None
             if j + 1 < len(cands):
                 (ia, va), (ib, vb) = cands[j], cands[j + 1]
-                m.d.sync += [iw.eq(Mux(vb > va, ib, ia)), vw.eq(Mux(vb > va, vb, va))]
+                m.d.sync += iw.eq(Mux(vb > va, ib, ia))
+                if vw is not None:
+                    m.d.sync += vw.eq(Mux(vb > va, vb, va))
             else:
-                m.d.sync += [iw.eq(cands[j][0]), vw.eq(cands[j][1])]
+                m.d.sync += iw.eq(cands[j][0])
+                if vw is not None:
+                    m.d.sync += vw.eq(cands[j][1])
             nxt.append((iw, vw))
         cands = nxt
         lvl += 1
@@ -567,7 +576,7 @@ class OnChipTrainer(wiring.Component):
                     else:
                         vote = Mux(xs_q[i][k], Mux(word.w[k], -e, e), 0)
                     draw = d_q[i][p][k] if f.uses_lfsr else None
-                    nwk, nak = _flip_lane(m, f, word.w[k], word.acc[k], vote, draw, f"upd{i}_{p}_{k}")
+                    nwk, nak, _ = flip_lane(m, f, word.w[k], word.acc[k], vote, draw, f"upd{i}_{p}_{k}")
                     m.d.sync += [nw.w[k].eq(nwk), nw.acc[k].eq(nak)]
                 with m.If(c3_sel):
                     m.d.comb += [wr[i][p].addr.eq(c[3].addr), wr[i][p].data.eq(nw), wr[i][p].en.eq(1)]
@@ -585,7 +594,7 @@ class OnChipTrainer(wiring.Component):
 
         # -- ERR: registered argmax trees (prediction, rival), then the margin rule ---------
         floor = Const(-(1 << (out.z_width - 1)), signed(out.z_width))
-        pred_i, _ = _argmax_pipe(m, list(scores), out.z_width, "am")
+        pred_i, _ = _argmax_pipe(m, list(scores), out.z_width, "am", value=False)
         rv_i, rv_v = _argmax_pipe(m, [Mux(label == cc, floor, scores[cc]) for cc in range(out.n_out)],
                                   out.z_width, "rv")
         levels = argmax_levels(out.n_out)
@@ -712,33 +721,6 @@ class OnChipTrainer(wiring.Component):
                     m.next = "LOAD"
         del fsm
         return m
-
-
-def _flip_lane(m: Module, f, w, a, vote, d, name: str):
-    """SPEC §8's integrate-and-fire rule on one lane (the rule of
-    :class:`~bitswarm.hw.flip_unit.FlipUnit`): returns ``(new weight bit, new accumulator)``."""
-    a_w, b = f.acc_width, f.lfsr.draw_bits
-    a1 = a
-    if f.leak_shift:
-        a1 = Signal(signed(a_w), name=f"{name}_leaked")
-        m.d.comb += a1.eq(a - (a >> f.leak_shift))
-    total = a1 + vote
-    if f.noise == "additive":
-        total = total + Cat(d[: b - 1], ~d[b - 1]).as_signed()
-    s = Signal(signed(len(total)), name=f"{name}_sum")
-    sat = Signal(signed(a_w), name=f"{name}_sat")
-    m.d.comb += s.eq(total)
-    with m.If(s > f.acc_max):
-        m.d.comb += sat.eq(f.acc_max)
-    with m.Elif(s < f.acc_min):
-        m.d.comb += sat.eq(f.acc_min)
-    with m.Else():
-        m.d.comb += sat.eq(s)
-    thr = f.threshold
-    fire = sat >= Const(thr, signed(a_w + 1)) if thr > f.acc_max else sat >= Const(thr, signed(a_w))
-    if f.noise == "stochastic" and f.fire_prob < (1 << b):
-        fire = fire & (d < Const(f.fire_prob, b))
-    return w ^ fire, Mux(fire, Const(f.refractory, signed(a_w)), sat)
 
 
 def dbg_queries(cfg, fold: TrainerFold | None = None) -> list[tuple[int, int, int, int]]:
