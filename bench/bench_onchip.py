@@ -49,7 +49,7 @@ from bitswarm.golden.errors import ConfigError
 from bitswarm.golden.model import Model, ModelConfig, save_model
 from bitswarm.golden.onchip import OnChipConfig, onchip_train
 from bitswarm.hw.bitstream import ToolError
-from bitswarm.hw.plan import cycles_per_sample
+from bitswarm.hw.plan import TrainerFold, cycles_per_sample
 from bitswarm.hw.resources import PARTS, board_trainer_fold, estimate_trainer
 from bitswarm.sim.onchip import VirtualTrainer
 from bitswarm.train import TrainConfig, load_dataset, train
@@ -201,6 +201,9 @@ def main() -> int:
                     "so that synthesis of the bench's builds stays within --build-timeout; other boards "
                     "the fitter's default, hw/resources.py TRAINER_FILL)")
     ap.add_argument("--build-timeout", type=float, default=1500, help="seconds per trainer build")
+    ap.add_argument("--folds", default="",
+                    help="data set=trainer fold (PExSIMD per layer joined by '+', e.g. digits=8x64+1x256) "
+                    "for data sets without a board build (default: the unfolded trainer)")
     ap.add_argument("--fmax", type=float, default=None,
                     help="clock in MHz for the modeled rate of data sets without a build")
     ap.add_argument("--data-dir", default=None)
@@ -213,6 +216,7 @@ def main() -> int:
     seeds = {k: _seeds(v) for k, v in _kv(args.seeds).items()}
     boards, clocks = _kv(args.boards), {k: float(v) for k, v in _kv(args.clock).items()}
     fills = {k: float(v) for k, v in _kv(args.fill).items()}
+    folds = {k: v.replace("+", ",") for k, v in _kv(args.folds).items()}
     t_start = time.perf_counter()
     rows, builds = [], {}
     with tempfile.TemporaryDirectory() as td:
@@ -243,8 +247,12 @@ def main() -> int:
                 # the fold and clock: this data set's board build, or one of the same arch already built
                 build = builds.get(tuple(arch)) if not board else None
                 fold_board = board or (build["board"] if build else None)
-                fold = (board_trainer_fold(model.cfg, fold_board, fill=fills.get(name, fills.get(fold_board)))
-                        if fold_board else None)
+                if fold_board:
+                    fold = board_trainer_fold(model.cfg, fold_board, fill=fills.get(name, fills.get(fold_board)))
+                elif name in folds:
+                    fold = TrainerFold.parse(folds[name], model.cfg)
+                else:
+                    fold = None
                 if board:
                     try:
                         build = _build(model, board, fold, clocks.get(board), Path(td), name,
@@ -326,7 +334,8 @@ def _markdown(rows, args, seconds: float) -> None:
                   f"{acc(h)} | {acc(i)} | "
                   f"{r['gap_points']:.2f} | {h['train_samples_per_s']:.0f} | {i['train_samples_per_s']:.0f} | "
                   f"`{r['fold']}` | {r['cycles_per_sample']} / {v['cycles_per_sample'] if v else 'n/a'} | "
-                  f"{r['clock_mhz']:.1f} | {r['onchip_samples_per_s_modeled']:.0f} | "
+                  f"{r['clock_mhz']:.1f}{'' if r['clock_source'].startswith('post-PnR') else ' (assumed)'} | "
+                  f"{r['onchip_samples_per_s_modeled']:.0f} | "
                   f"{r['speedup_vs_cpu_integer']:.1f} | **{r['speedup_vs_cpu_host']:.1f}** | "
                   f"{r['virtual_mismatches']} / {v['mismatches'] if v else 'n/a'} |")
     built = [r for r in rows if r.get("build") and r["dataset"] != "fashion"]
@@ -360,7 +369,8 @@ def _markdown(rows, args, seconds: float) -> None:
                "thresholds, LFSR) plus predictions and error flags that differ from golden. x CPU integer: "
                "modeled on-chip rate / the CPU trainer running the same integer per-sample step; "
                "x CPU host: / the host-assisted minibatch trainer (128 samples per flip step), both "
-               "measured in this run. Fashion reuses the mnist5k build (same arch and fold).",
+               "measured in this run. Fashion reuses the mnist5k build (same arch and fold). Clock per row: "
+               + "; ".join(f"{r['dataset']}: {r['clock_source']}" for r in done) + ".",
                f"Total bench time {seconds:.0f} s."]
     (RESULTS / "onchip.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
