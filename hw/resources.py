@@ -382,6 +382,13 @@ def _fold_for(cfg: ModelConfig, target: int, spl: float, family: str = "ecp5",
         return None
 
 
+def _check_budget(luts, brams) -> None:
+    """One-line :class:`ConfigError` unless ``luts`` >= 1 and ``brams`` >= 0 are integers."""
+    for name, v, lo in (("luts", luts, 1), ("brams", brams, 0)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ConfigError(f"{name} must be an integer >= {lo}, not {v!r}")
+
+
 def optimize(cfg: ModelConfig, *, luts: int, brams: int, family: str,
              target_interval: int | None = None, board: bool = True,
              stages_per_level: float = 1.0) -> AccelPlan:
@@ -402,9 +409,7 @@ def optimize(cfg: ModelConfig, *, luts: int, brams: int, family: str,
     ConfigError
         A bad budget, or not even the most folded plan fits (the message gives its estimate).
     """
-    for name, v, lo in (("luts", luts, 1), ("brams", brams, 0)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-            raise ConfigError(f"{name} must be an integer >= {lo}, not {v!r}")
+    _check_budget(luts, brams)
     if target_interval is not None and (not isinstance(target_interval, int)
                                         or target_interval < 1):
         raise ConfigError(f"target interval must be a positive integer, not {target_interval!r}")
@@ -597,9 +602,7 @@ def optimize_trainer(cfg: ModelConfig, *, luts: int, brams: int, family: str,
     """
     from .plan import TrainerFold, cycles_per_sample
 
-    for name, v, lo in (("luts", luts, 1), ("brams", brams, 0)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-            raise ConfigError(f"{name} must be an integer >= {lo}, not {v!r}")
+    _check_budget(luts, brams)
     lays = cfg.layers
     divs = [([d for d in range(1, lay.n_out + 1) if lay.n_out % d == 0],
              [d for d in range(1, lay.n_in + 1) if lay.n_in % d == 0]) for lay in lays]
