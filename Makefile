@@ -35,16 +35,18 @@ synth-report: $(STAMP)
 
 # Board builds (YoWASP place and route, minutes). Models are trained once into out/boards/.
 BOARDS_DIR := out/boards
+# bench/bench_boards.py PINNED: the trainer settings the board results were measured with
+BOARD_PINNED := --batch-size 128 --opt homeostasis_shift=12
 $(BOARDS_DIR)/digits-64-512-10.bsm: $(STAMP)
-	$(PY) -m bitswarm train --dataset digits --arch 64-512-10 --out $@ --quiet --no-plots --overwrite
+	$(PY) -m bitswarm train --dataset digits --arch 64-512-10 $(BOARD_PINNED) --out $@ --quiet --no-plots --overwrite
 $(BOARDS_DIR)/mnist5k-sfc-b1.bsm: $(STAMP)
-	$(PY) -m bitswarm train --dataset mnist5k --arch 784-256-256-256-10 --input-bits 1 --epochs 20 --out $@ --quiet --no-plots --overwrite
+	$(PY) -m bitswarm train --dataset mnist5k --arch 784-256-256-256-10 --input-bits 1 --epochs 20 $(BOARD_PINNED) --out $@ --quiet --no-plots --overwrite
 # CNNs: a digits CNN for the iCEBreaker; bench/bench_train.py's Fashion CNN for the ULX3S
 # (Fashion-MNIST from the Debian package dataset-fashion-mnist; ~15 min on 2 cores).
 $(BOARDS_DIR)/digits-cnn.bsm: $(STAMP)
-	$(PY) -m bitswarm train --dataset digits --arch 1x8x8-c8k3p1-mp2-10 --epochs 15 --batch-size 64 --out $@ --quiet --no-plots --overwrite
+	$(PY) -m bitswarm train --dataset digits --arch 1x8x8-c8k3p1-mp2-10 --epochs 15 $(BOARD_PINNED) --batch-size 64 --out $@ --quiet --no-plots --overwrite
 $(BOARDS_DIR)/fashion-cnn.bsm: $(STAMP)
-	$(PY) -m bitswarm train --dataset fashion --arch 1x28x28-c32k3p1-mp2-512-10 --epochs 3 --batch-size 64 --flip-threshold 32 --out $@ --quiet --no-plots --overwrite
+	$(PY) -m bitswarm train --dataset fashion --arch 1x28x28-c32k3p1-mp2-512-10 --epochs 3 $(BOARD_PINNED) --batch-size 64 --flip-threshold 32 --out $@ --quiet --no-plots --overwrite
 
 # Default folds: the optimizer's for the board (bitswarm fold MODEL --board B).
 bitstream-icebreaker: $(BOARDS_DIR)/digits-64-512-10.bsm

@@ -40,7 +40,11 @@ FINN = {
 for _f in FINN.values():
     _f["images_per_s_per_lut"] = _f["images_per_s"] / _f["luts"]
 
-#: model id -> (data set, arch, epochs, input bits, further ``bitswarm train`` arguments)
+#: Settings every board model keeps: those of the trainer when bench/results/boards.md was
+#: measured (batch 128, homeostasis shift 12; its defaults now are in train/RULES.md "Defaults").
+PINNED = ("--batch-size", "128", "--opt", "homeostasis_shift=12")
+#: model id -> (data set, arch, epochs, input bits, further ``bitswarm train`` arguments, which
+#: override :data:`PINNED`)
 MODELS = {
     "digits-64-512-10": ("digits", "64-512-10", 30, None, ()),
     "mnist5k-sfc-b1": ("mnist5k", "784-256-256-256-10", 20, 1, ()),
@@ -93,7 +97,7 @@ def _train(mid: str, work: Path) -> Path:
         extra = ["--input-bits", str(bits)] if bits else []
         subprocess.run([sys.executable, "-m", "bitswarm", "train", "--dataset", ds, "--arch", arch,
                         "--epochs", str(epochs), "--out", str(out), "--quiet", "--no-plots",
-                        "--overwrite", *extra, *more], check=True)
+                        "--overwrite", *extra, *PINNED, *more], check=True)
     return out
 
 

@@ -33,12 +33,16 @@ from bitswarm.train.data import load_dataset
 from bitswarm.train.distributed import Comm, ring_allreduce_bytes
 from bitswarm.train.rule_golden import GoldenRule
 from bitswarm.train.rules import NetSpec
-from bitswarm.train.trainer import DEFAULT_FLIP, default_arch
+from bitswarm.train.trainer import DEFAULT_FLIP
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Measured runs: data set -> epochs (about 1 minute in all on 2 idle cores).
 EPOCHS = {"digits": 30, "mnist5k": 10}
 BATCH = 128
+#: Hidden width and golden-rule options of the measured runs: the trainer's defaults when
+#: bench/results/scale.md was measured (now 2048 hidden for MNIST-sized data and homeostasis
+#: shift 16, train/RULES.md "Defaults").
+HIDDEN, OPTIONS = 512, {"homeostasis_shift": 12}
 #: (processes, threads per process) measured; ``--threads-row`` adds (1, 2).
 CONFIGS = ((1, 1), (2, 1))
 #: On-paper networks: name -> (arch, input shape).
@@ -58,6 +62,8 @@ def _run(dataset: str, nproc: int, threads: int, epochs: int, tmp: Path) -> dict
     out = tmp / f"{dataset}-n{nproc}-t{threads}.bsm"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "bitswarm", "train", "--dataset", dataset, "--epochs", str(epochs),
+           "--arch", f"{'64' if dataset == 'digits' else '784'}-{HIDDEN}-10",
+           *[a for k, v in OPTIONS.items() for a in ("--opt", f"{k}={v}")],
            "--batch-size", str(BATCH), "--quiet", "--no-plots", "--overwrite", "--out", str(out)]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -95,7 +101,8 @@ def _breakdown(dataset: str, steps: int = 30) -> dict:
     x, y = torch.from_numpy(ds.x_train), torch.from_numpy(ds.y_train)
     out = {"dataset": dataset}
     for key, comm in (("full_step_s", None), ("half_step_s", _OwnPart(0, 2))):
-        rule = GoldenRule(NetSpec(default_arch(ds), ds.input_shape, flip=DEFAULT_FLIP))
+        rule = GoldenRule(NetSpec((ds.n_inputs, HIDDEN, ds.classes), ds.input_shape, flip=DEFAULT_FLIP),
+                          dict(OPTIONS))
         rule.init_state(x)
         if comm is not None:
             rule.comm = comm

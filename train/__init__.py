@@ -20,6 +20,8 @@ from .trainer import (
     TrainResult,
     arch_text,
     default_arch,
+    default_batch,
+    default_epochs,
     default_flip,
     epoch_order,
     evaluate,
@@ -33,6 +35,6 @@ __all__ = [
     "Checkpoint", "CheckpointError", "load_checkpoint", "save_checkpoint",
     "DATASETS", "DataError", "Dataset", "load_dataset",
     "RULES", "NetSpec", "Rule", "StepResult", "get_rule", "register_rule",
-    "DEFAULT_FLIP", "TrainConfig", "TrainResult", "default_arch", "default_flip", "epoch_order", "evaluate",
+    "DEFAULT_FLIP", "TrainConfig", "TrainResult", "default_arch", "default_batch", "default_epochs", "default_flip", "epoch_order", "evaluate",
     "parse_arch", "arch_text", "train",
 ]

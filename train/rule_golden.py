@@ -21,8 +21,14 @@ noise LFSR. One minibatch step (``B`` samples):
    planes since ``z`` depends on their sum), ``thr = floor(vote_pct * sum|G| / (100 * M * N))``;
    a plane bit with value ``v = 2 w - 1`` gets ``vote = sign(G) * v`` where ``|G| > thr``, else
    0. So +1 means "gradient descent would push this bit the other way" (the bit is wrong), -1
-   means it is right. Optional annealing: in epoch ``e`` (0-based) the rule uses ``vote_pct *
-   (anneal_epochs + e) // anneal_epochs`` (constant if ``anneal_epochs`` is 0, the default).
+   means it is right. **Swarms** (``swarm_votes=routed``, the default; no effect at S = 1): a
+   logical weight's +1 goes to one plane only, its wrong plane with the highest accumulator
+   (ties: the lowest index), the other wrong planes get 0 (:func:`vote_from_grad`), so a
+   weight climbs one level (``W_eff`` +-2) per ``threshold`` net wrong votes instead of all
+   its wrong planes firing together (``same``: every plane gets its vote; ``graded``:
+   per-plane significance thresholds; train/RULES.md "Issue 17"). Optional annealing: in
+   epoch ``e`` (0-based) the rule uses ``vote_pct * (anneal_epochs + e) // anneal_epochs``
+   (constant if ``anneal_epochs`` is 0, the default).
 4. **Integrate-and-fire**: golden :func:`~bitswarm.golden.flip.flip_step` on each layer in
    order, one LFSR shared by all layers (so the LFSR draw order is layer 0's bits first). With
    the default flip constants (``threshold < 2**leak_shift``) positive accumulators do not leak
@@ -33,14 +39,14 @@ noise LFSR. One minibatch step (``B`` samples):
    checkpoint's rule meta) uses ``threshold_t = min(threshold, threshold_start + t //
    threshold_ramp)`` (:meth:`GoldenRule.flip_config`), so that short runs flip bits from the
    first epoch; the model file keeps the final constants and every option under the meta key
-   ``golden_options``. Swarm options (off by default, train/RULES.md "Issue 17"):
-   ``swarm_votes=graded`` (per-plane significance thresholds, :func:`vote_from_grad`) and
-   ``swarm_init=copies`` (every plane starts as plane 0).
+   ``golden_options``. ``swarm_init=copies`` (off by default, train/RULES.md "Issue 17"):
+   every plane starts as plane 0.
 5. **Threshold homeostasis** for hidden layers (golden
    :func:`~bitswarm.golden.homeostasis.homeostasis_step`): each theta moves ``2**-shift`` of
-   the way to the batch mean of its pre-activation. The default ``shift = 12`` makes it slow
-   (a time constant of 4,096 steps): the thresholds stay near their initial means and follow
-   only the slow drift caused by flips; fast homeostasis (shift 3) makes every threshold
+   the way to the batch mean of its pre-activation. The default ``shift = 16`` (the slowest)
+   in effect keeps the thresholds at their initial means: moving them to the current mean
+   undoes what the flips learnt (train/RULES.md, "Issue 17: the final defaults"; shift 12
+   cost 0.7 points on Fashion-MNIST); fast homeostasis (shift 3) makes every threshold
    jitter with the batch mean and cost 2-3 points on mnist5k. Output thresholds stay 0 (no
    per-class bias; the scores are the output layer's plain ``z``).
 
@@ -182,14 +188,19 @@ def unpool(g: ConvGeometry, sel: torch.Tensor | None, grad: torch.Tensor, channe
 
 
 def vote_from_grad(grad: torch.Tensor, bits: torch.Tensor, vote_pct: int,
-                   graded: bool = False) -> torch.Tensor:
+                   graded: bool = False, acc: torch.Tensor | None = None) -> torch.Tensor:
     """Votes for weight bits ``[S, M, N]`` from an integer gradient ``[M, N]`` (int64).
 
     ``thr = floor(vote_pct * sum|G| / (100 * numel))``; where ``|G| > thr`` the vote is
     ``sign(G) * (2 * bit - 1)``, elsewhere 0. With ``graded`` (swarms), plane ``s`` of ``S``
     has its own threshold ``thr_s = floor(vote_pct * 2 (s + 1) * sum|G| / (100 * (S + 1) *
     numel))`` (multipliers ``2 (s + 1) / (S + 1)``, mean 1; ``S = 1`` is unchanged), so a
-    stronger gradient moves more planes. Returns int8 ``[S, M, N]``.
+    stronger gradient moves more planes. With ``acc`` (the planes' accumulators ``[S, M, N]``,
+    ``swarm_votes=routed``) a logical weight's "wrong" vote (+1) goes to one plane only, the
+    wrong plane with the highest accumulator (ties: the lowest plane index), the other wrong
+    planes get 0, and every "right" plane keeps its -1: a weight then climbs one level (one
+    plane flip, ``W_eff`` +-2) per ``threshold`` net wrong votes instead of flipping all its
+    wrong planes together. Returns int8 ``[S, M, N]``.
     """
     if grad.dtype != torch.int64 or bits.shape[1:] != grad.shape:
         raise ConfigError("vote_from_grad needs an int64 gradient shaped like one bit-plane")
@@ -202,7 +213,13 @@ def vote_from_grad(grad: torch.Tensor, bits: torch.Tensor, vote_pct: int,
         return torch.stack([sig.masked_fill(mag <= t, 0) for t in thr]) * sgn
     thr = int(mag.sum()) * vote_pct // (100 * grad.numel())
     sig = torch.sign(grad).to(torch.int8).masked_fill_(mag <= thr, 0).unsqueeze(0)
-    return sig * sgn
+    votes = sig * sgn
+    if acc is not None and bits.shape[0] > 1:
+        wrong = votes > 0
+        key = acc.to(torch.int64).masked_fill(~wrong, torch.iinfo(torch.int64).min)
+        pick = torch.zeros_like(wrong).scatter_(0, key.argmax(0, keepdim=True), True)
+        votes = votes.masked_fill(wrong & ~pick, 0)
+    return votes
 
 
 def trit_vote_from_grad(grad: torch.Tensor, vote_pct: int) -> torch.Tensor:
@@ -233,7 +250,7 @@ class GoldenRule(Rule):
         window_pct: int = 50
         grad_bits: int = 10
         temperature: float = 1.0
-        homeostasis_shift: int = 12
+        homeostasis_shift: int = 16
         anneal_epochs: int = 0
         conv_vote_pct: int = 100
         conv_homeostasis_shift: int = 6
@@ -241,7 +258,7 @@ class GoldenRule(Rule):
         weights: str = "binary"
         threshold_start: int = 8
         threshold_ramp: int = 8
-        swarm_votes: str = "same"
+        swarm_votes: str = "routed"
         swarm_init: str = "random"
 
         def check(self) -> None:
@@ -263,8 +280,8 @@ class GoldenRule(Rule):
                 raise ConfigError(f"weights must be one of {', '.join(WEIGHT_KINDS)}, not {self.weights!r}")
             if self.swarm_init not in ("random", "copies"):
                 raise ConfigError(f"swarm_init must be 'random' or 'copies', not {self.swarm_init!r}")
-            if self.swarm_votes not in ("same", "graded"):
-                raise ConfigError(f"swarm_votes must be 'same' or 'graded', not {self.swarm_votes!r}")
+            if self.swarm_votes not in ("same", "graded", "routed"):
+                raise ConfigError(f"swarm_votes must be 'same', 'graded' or 'routed', not {self.swarm_votes!r}")
             if not 1 <= self.threshold_start <= 1 << 20:
                 raise ConfigError(f"threshold_start must be in 1..{1 << 20}, not {self.threshold_start}")
             if not 0 <= self.threshold_ramp <= 1 << 20:
@@ -526,7 +543,8 @@ class GoldenRule(Rule):
                 v = trit_vote_from_grad(grads[i], pct)
                 m.weights[i], m.acc[i], fired = trit_flip_step(fcfg, m.weights[i], m.acc[i], v, lfsr)
             else:
-                v = vote_from_grad(grads[i], m.weights[i], pct, self.opts.swarm_votes == "graded")
+                v = vote_from_grad(grads[i], m.weights[i], pct, self.opts.swarm_votes == "graded",
+                                   m.acc[i] if self.opts.swarm_votes == "routed" else None)
                 m.weights[i], m.acc[i], fired = flip_step(fcfg, m.weights[i], m.acc[i], v, lfsr)
             flips.append(int(fired.sum()))
         if lfsr is not None:

@@ -47,6 +47,9 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "default_arch",
+    "default_batch",
+    "default_epochs",
+    "DEFAULT_EPOCHS",
     "parse_arch",
     "arch_text",
     "check_arch",
@@ -81,9 +84,31 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+#: Inputs from which a data set is "MNIST-sized" for the default recipe (:func:`default_arch`,
+#: :func:`default_batch`).
+LARGE_INPUTS = 784
+
+
 def default_arch(ds: Dataset) -> tuple[int, ...]:
-    """``inputs-512-classes`` (digits: 64-512-10, MNIST-sized: 784-512-10)."""
-    return (ds.n_inputs, 512, ds.classes)
+    """``inputs-2048-classes`` for MNIST-sized inputs (784-2048-10: mnist5k, Fashion-MNIST),
+    ``inputs-512-classes`` below (digits: 64-512-10); train/RULES.md, "Defaults"."""
+    return (ds.n_inputs, 2048 if ds.n_inputs >= LARGE_INPUTS else 512, ds.classes)
+
+
+#: Epochs of a run per named data set (``None`` in :class:`TrainConfig`); the benchmark's
+#: (bench/bench_train.py), the budgets the accuracy targets are met in. Other data sets: 30.
+DEFAULT_EPOCHS = {"digits": 30, "mnist5k": 60, "fashion": 20}
+
+
+def default_epochs(ds: Dataset) -> int:
+    """:data:`DEFAULT_EPOCHS` of the data set, 30 for any other (``npz:PATH``)."""
+    return DEFAULT_EPOCHS.get(ds.name, 30)
+
+
+def default_batch(ds: Dataset) -> int:
+    """256 for MNIST-sized inputs, 128 below (digits: 11 steps per epoch, so that a 3-epoch
+    run gets through the threshold ramp); train/RULES.md, "Defaults"."""
+    return 256 if ds.n_inputs >= LARGE_INPUTS else 128
 
 
 def parse_arch(text) -> tuple[int, ...] | str:
@@ -132,9 +157,13 @@ class TrainConfig:
         MLP layer widths, or the canonical string of a network with convolutions (a string
         is read by :func:`parse_arch`: an MLP string becomes its widths); ``None`` picks
         :func:`default_arch`.
+    batch_size : int or None
+        Minibatch size; ``None`` picks :func:`default_batch` (128 or 256 by the data set).
     swarm, input_bits : int
         Golden ``LayerConfig.swarm`` (1, 2, 4, ..., 32) and first-layer input bits (1..8).
-    epochs, batch_size, seed : int
+    epochs : int or None
+        Total epochs; ``None`` picks :func:`default_epochs` (or, resuming, the checkpoint's).
+    seed : int
     rule : str
         A registered rule name (``golden``, ``ste-adam``, ``bop``, ``float``, ...).
     options : dict
@@ -148,8 +177,8 @@ class TrainConfig:
     arch: tuple[int, ...] | str | None = None
     swarm: int = 1
     input_bits: int = 8
-    epochs: int = 30
-    batch_size: int = 128
+    epochs: int | None = None
+    batch_size: int | None = None
     seed: int = 0
     rule: str = "golden"
     options: dict = field(default_factory=dict)
@@ -178,6 +207,8 @@ class TrainConfig:
             raise ConfigError(f"input_bits must be in 1..8, not {self.input_bits!r}")
         for name, lo in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
             v = getattr(self, name)
+            if name in ("batch_size", "epochs") and v is None:
+                continue
             if not _is_int(v) or v < lo:
                 raise ConfigError(f"{name} must be an integer >= {lo}, not {v!r}")
         if not isinstance(self.options, dict):
@@ -270,6 +301,12 @@ def _log(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+def _check_world(world: int, batch: int) -> None:
+    if world > batch:
+        raise ConfigError(f"batch_size {batch} is smaller than the {world} processes; "
+                          "each rank needs at least one sample of every minibatch")
+
+
 def train(
     config: TrainConfig,
     out: str | os.PathLike | None = None,
@@ -319,9 +356,8 @@ def train(
     if world > 1 and not rule_cls.data_parallel:
         raise ConfigError(f"rule {config.rule!r} cannot train on {world} processes: "
                           f"{rule_cls.serial_reason}; run it in one process (no torchrun, no --nproc)")
-    if world > config.batch_size:
-        raise ConfigError(f"batch_size {config.batch_size} is smaller than the {world} processes; "
-                          "each rank needs at least one sample of every minibatch")
+    if config.batch_size is not None:  # before any rendezvous; a default batch is checked below
+        _check_world(world, config.batch_size)
     if out is not None and not rule_cls.exportable:
         raise ConfigError(
             f"rule {config.rule!r} trains a float reference network that is not a bitswarm "
@@ -343,10 +379,10 @@ def train(
             raise CheckpointError(f"{resume}: invalid run config ({e})") from None
         a, b = saved.to_dict(), config.to_dict()
         for k in a:
-            if k not in _RESUMABLE and a[k] != b[k] and not (k == "arch" and b[k] is None):
+            if k not in _RESUMABLE and a[k] != b[k] and not (k in ("arch", "batch_size") and b[k] is None):
                 raise ConfigError(f"{k} differs from the checkpoint's ({b[k]!r} vs {a[k]!r}); "
                                   "a resumed run keeps its configuration")
-        config = dataclasses.replace(saved, epochs=config.epochs)
+        config = dataclasses.replace(saved, epochs=config.epochs or saved.epochs)
         if run_dir is None:
             rp = Path(resume)
             run_dir = rp if rp.is_dir() else rp.parent
@@ -367,7 +403,9 @@ def train(
     ds = load_dataset(config.dataset, data_dir)
     arch = config.arch or default_arch(ds)
     check_arch(arch, ds)
-    config = dataclasses.replace(config, arch=arch)
+    config = dataclasses.replace(config, arch=arch, batch_size=config.batch_size or default_batch(ds),
+                                 epochs=config.epochs or default_epochs(ds))
+    _check_world(world, config.batch_size)
     rule = rule_cls(_spec(config, ds, arch), config.options, dev)
     rule.comm = comm
 

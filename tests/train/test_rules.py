@@ -13,7 +13,7 @@ from bitswarm.train import RULES, NetSpec, get_rule, load_dataset
 from bitswarm.train.rule_golden import GoldenRule, vote_from_grad
 from bitswarm.train.rule_ref import fold_batchnorm
 from bitswarm.train.rules import parse_options
-from bitswarm.train.trainer import DEFAULT_FLIP
+from bitswarm.train.trainer import DEFAULT_FLIP, default_flip
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,22 @@ def test_vote_from_grad_semantics():
     assert vote_from_grad(g, bits, 0).tolist()[0] == [[1, -1, 1, 0]]
     with pytest.raises(ConfigError):
         vote_from_grad(g.to(torch.int32), bits, 50)
+
+
+def test_routed_swarm_votes():
+    """swarm_votes=routed: a weight's +1 ("wrong") vote goes to its wrong plane with the highest
+    accumulator (ties: lowest plane), the other wrong planes get 0, "right" planes keep -1."""
+    g = torch.tensor([[5, -5, 1, 0, 3]], dtype=torch.int64)
+    bits = torch.tensor([[[1, 1, 1, 1, 0]], [[1, 0, 1, 0, 0]], [[0, 0, 1, 1, 0]]], dtype=torch.uint8)
+    acc = torch.tensor([[[3, 1, 0, 0, -9]], [[7, 2, 0, 0, -9]], [[9, 2, 0, 0, -8]]], dtype=torch.int32)
+    same = vote_from_grad(g, bits, 0)
+    v = vote_from_grad(g, bits, 0, acc=acc)
+    assert v[:, 0].T.tolist() == [[0, 1, -1], [-1, 1, 0], [1, 0, 0], [0, 0, 0], [-1, -1, -1]]
+    assert ((v > 0).sum(0) <= 1).all() and torch.equal(v.clamp(max=0), same.clamp(max=0))
+    one = bits[:1]  # one plane: routing changes nothing
+    assert torch.equal(vote_from_grad(g, one, 0, acc=acc[:1]), vote_from_grad(g, one, 0))
+    r = GoldenRule(NetSpec((64, 16, 10), (8, 8), swarm=4, flip=default_flip(4)))
+    assert r.opts.swarm_votes == "routed"
 
 
 def test_golden_step_is_golden(digits):

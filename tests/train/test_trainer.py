@@ -214,3 +214,30 @@ def test_swarm_vote_and_init_options():
     r = GoldenRule(NetSpec((64, 16, 10), (8, 8), swarm=4, flip=TrainConfig(swarm=4).flip), {"swarm_init": "copies"})
     r.init_state(x)
     assert all(bool((w == w[:1]).all()) for w in r.model.weights)
+
+
+def test_default_recipe_follows_the_input_size(tmp_path):
+    """Issue 17: MNIST-sized inputs get 784-2048-10 and batch 256, digits 64-512-10 and 128;
+    the resolved values are what the run records (config, model meta), an explicit value wins."""
+    from bitswarm.train import default_arch, default_batch, default_epochs
+
+    digits, mnist = load_dataset("digits"), load_dataset("mnist5k")
+    assert (default_arch(digits), default_batch(digits)) == ((64, 512, 10), 128)
+    assert (default_arch(mnist), default_batch(mnist)) == ((784, 2048, 10), 256)
+    assert (default_epochs(digits), default_epochs(mnist)) == (30, 60)
+    assert TrainConfig().batch_size is None and TrainConfig().epochs is None
+    res = train(TrainConfig(dataset="digits", epochs=1), out=tmp_path / "m.bsm", quiet=True, plots=False)
+    assert (res.config.arch, res.config.batch_size) == ((64, 512, 10), 128)
+    assert res.metrics[0]["steps"] == len(digits.y_train) // 128
+    assert json.loads((tmp_path / "m.run" / "config.json").read_text())["batch_size"] == 128
+    more = train(TrainConfig(dataset="digits", epochs=2), out=tmp_path / "m2.bsm", quiet=True, plots=False,
+                 resume=tmp_path / "m.run" / "last.ckpt")  # the default batch resumes as recorded
+    assert more.config.batch_size == 128 and len(more.metrics) == 2
+    again = train(TrainConfig(dataset="digits"), out=tmp_path / "m3.bsm", quiet=True, plots=False,
+                  resume=tmp_path / "m.run" / "last.ckpt")  # no epochs given: the checkpoint's total
+    assert again.config.epochs == 2 and len(again.metrics) == 2
+    res = train(TrainConfig(dataset="digits", epochs=1, batch_size=100), out=tmp_path / "n.bsm",
+                quiet=True, plots=False)
+    assert res.config.batch_size == 100 and res.metrics[0]["steps"] == len(digits.y_train) // 100
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainConfig(batch_size=0)
