@@ -51,9 +51,10 @@ VARIANTS = {
 }
 DATASETS = ("mnist5k", "fashion")
 #: The network and golden-rule settings every variant shares: the issue-17 comparison was
-#: measured at 784-512-10, batch 128 and homeostasis shift 12 (the trainer's defaults then;
-#: its defaults now, 784-2048-10, batch 256, shift 16, are in train/RULES.md "Defaults").
-ARCH, BATCH, OPTIONS = (784, 512, 10), 128, {"homeostasis_shift": 12}
+#: measured at 784-512-10, batch 128, homeostasis shift 12 and the same votes for every swarm
+#: plane (the trainer's defaults then; its defaults now, 784-2048-10, batch 256, shift 16,
+#: routed swarm votes, are in train/RULES.md "Defaults").
+ARCH, BATCH, OPTIONS = (784, 512, 10), 128, {"homeostasis_shift": 12, "swarm_votes": "same"}
 SEEDS = {"mnist5k": (0, 1, 2), "fashion": (0,)}
 
 
